@@ -1,0 +1,214 @@
+"""Fixtures for the whole suite: start methods, real kernels, and leak checks.
+
+- ``start_method`` runs a test once per start method (spawn, forkserver, fork);
+  ``ctx`` is ``mpnb.get_context(start_method)``.
+- ``kernel`` is a fresh ipykernel per test, ``module_kernel`` one shared by a module,
+  ``make_kernel(env=..., cwd=...)`` a factory for more; all are ``KernelHarness`` objects
+  (tests/kernel_harness.py) and fail their test if a process the kernel had outlives it.
+  Tests using them are marked ``kernel`` automatically.
+- Every test fails if it leaves a child process alive (3 s grace; the resource tracker and
+  forkserver are exempt). Mark a test ``no_leak_check`` to opt out.
+- The session fails if /dev/shm holds new multiprocessing or mpnb entries at its end, or
+  if child processes are still alive. On a machine shared with other test runs, entries
+  they leave can look like ours: MPNB_TEST_SHM_CHECK=warn (or off) relaxes that check.
+
+Every test has a timeout (``timeout`` in pyproject.toml; ``@pytest.mark.timeout(s)``
+for a shorter one).
+"""
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import sys
+import time
+
+import pytest
+
+# Before anything imports jupyter_core: use the platformdirs paths, without the warning.
+os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
+
+import leaks  # noqa: E402
+from kernel_harness import KernelHarness, live_kernel_pids  # noqa: E402
+
+START_METHODS = ("spawn", "forkserver", "fork")
+KERNEL_FIXTURES = frozenset({"kernel", "module_kernel", "make_kernel"})
+
+# Seconds a test's child processes get to exit after it ended.
+TEST_EXIT_GRACE = 3.0
+# Seconds /dev/shm entries get to disappear at the session end (finalizers, trackers).
+SHM_GRACE = 2.0
+
+_SHM_BEFORE = pytest.StashKey[set]()
+_SESSION_LEAKS = pytest.StashKey[leaks.SessionLeaks]()
+
+
+def _become_subreaper() -> None:
+    """Make orphaned descendants our children instead of init's (Linux only).
+
+    A worker whose parent died without stopping it is exactly the leak mpnb must prevent;
+    reparented to init it would vanish from ``children(recursive=True)`` and from every
+    check here. As a subreaper the test process adopts it, so the checks see it.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_CHILD_SUBREAPER = 36
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "no_leak_check: do not fail the test for child processes left alive"
+    )
+    _become_subreaper()
+    config.stash[_SHM_BEFORE] = leaks.shm_entries()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if KERNEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kernel)
+
+
+# -- start methods ----------------------------------------------------------------------
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(
+            m,
+            id=m,
+            marks=pytest.mark.skipif(
+                m not in multiprocessing.get_all_start_methods(),
+                reason=f"start method {m!r} not available on {sys.platform}",
+            ),
+        )
+        for m in START_METHODS
+    ]
+)
+def start_method(request: pytest.FixtureRequest) -> str:
+    """The name of a start method; a test using it runs once per method."""
+    return request.param
+
+
+@pytest.fixture
+def ctx(start_method: str):
+    """``mpnb.get_context(start_method)``."""
+    import mpnb
+
+    return mpnb.get_context(start_method)
+
+
+# -- kernels ----------------------------------------------------------------------------
+
+
+def _close_all(harnesses: list[KernelHarness]) -> None:
+    errors = []
+    for h in reversed(harnesses):
+        try:
+            h.close()
+        except AssertionError as exc:
+            errors.append(str(exc))
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def make_kernel():
+    """Factory: ``make_kernel(env=None, cwd=None) -> KernelHarness``; all closed after the
+    test, which fails if a process one of them had is still alive."""
+    made: list[KernelHarness] = []
+
+    def make(*, env: dict[str, str] | None = None, cwd: str | None = None) -> KernelHarness:
+        h = KernelHarness.start(env=env, cwd=cwd)
+        made.append(h)
+        return h
+
+    yield make
+    _close_all(made)
+
+
+@pytest.fixture
+def kernel(make_kernel) -> KernelHarness:
+    """A fresh ipykernel on this interpreter, for this test only."""
+    return make_kernel()
+
+
+@pytest.fixture(scope="module")
+def module_kernel():
+    """One ipykernel shared by the tests of a module (state carries over between them).
+    What it started is checked when the module ends, not after each test."""
+    h = KernelHarness.start()
+    yield h
+    _close_all([h])
+
+
+# -- leak checks ------------------------------------------------------------------------
+
+
+def _in_live_kernel(proc) -> bool:
+    pids = live_kernel_pids()
+    if not pids:
+        return False
+    try:
+        return proc.pid in pids or any(p.pid in pids for p in proc.parents())
+    except Exception:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes(request: pytest.FixtureRequest):
+    """Fail the test if a child process it started is still alive after it."""
+    if request.node.get_closest_marker("no_leak_check"):
+        yield
+        return
+    before = leaks.live_descendants()
+    yield
+    new = {p for p in leaks.live_descendants() - before if not _in_live_kernel(p)}
+    left = leaks.wait_gone(new, TEST_EXIT_GRACE)
+    if left:
+        report = leaks.describe(left)
+        leaks.reap(left)
+        pytest.fail(
+            f"{len(left)} child process(es) still alive {TEST_EXIT_GRACE:g} s after the "
+            f"test (now killed):\n{report}",
+            pytrace=False,
+        )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    found = leaks.SessionLeaks()
+    gc.collect()
+
+    left = leaks.wait_gone(leaks.live_descendants(), TEST_EXIT_GRACE)
+    if left:
+        found.processes = leaks.describe(left)
+        leaks.reap(left)
+
+    shm_check = os.environ.get("MPNB_TEST_SHM_CHECK", "fail")
+    if shm_check != "off":
+        before = session.config.stash.get(_SHM_BEFORE, set())
+        deadline = time.monotonic() + SHM_GRACE
+        while (new := leaks.shm_entries() - before) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # Entries that a process outside this session holds belong to someone else.
+        found.shm = sorted(leaks.not_held_by_others(new))
+
+    session.config.stash[_SESSION_LEAKS] = found
+    fails = found.processes or (found.shm and shm_check == "fail")
+    if fails and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    found = config.stash.get(_SESSION_LEAKS, None)
+    if found:
+        terminalreporter.section("leaks found at the end of the session", sep="=", red=True, bold=True)
+        terminalreporter.line(found.report(), red=True)

@@ -82,15 +82,21 @@ $(VENV)-%/$(STAMP): pyproject.toml
 
 # pytest exits 5 when it collected no test: a suite or a marker that selects nothing is
 # an error here, not a pass.
+define run_core
+rc=0; $(VENV)-$$v/bin/python -m pytest -m core $(PYTEST_ARGS) || rc=$$?; \
+if [ $$rc -eq 5 ]; then echo "error: no test is marked core (@pytest.mark.core) to run on $$v" >&2; fi; \
+if [ $$rc -ne 0 ]; then status=$$rc; fi
+endef
+
 test: $(VENV_STAMP) $(OTHER_STAMPS)
 	@status=0; \
 	echo "=== full suite on $$($(PY) -V)"; \
 	$(PY) -m pytest --durations=10 $(PYTEST_ARGS) || status=$$?; \
 	for v in $(OTHER_PYTHONS); do \
 	  echo "=== core tests on $$($(VENV)-$$v/bin/python -V)"; \
-	  $(VENV)-$$v/bin/python -m pytest -m core $(PYTEST_ARGS) || status=$$?; \
+	  $(run_core); \
 	done; \
-	if [ $$status -ne 0 ]; then echo "make test: FAILED (last non-zero pytest exit: $$status)" >&2; fi; \
+	if [ $$status -ne 0 ]; then echo "make test: FAILED (last non-zero pytest exit status: $$status)" >&2; fi; \
 	exit $$status
 
 # The two halves on their own, for a quicker loop.
@@ -101,7 +107,7 @@ test-core: $(OTHER_STAMPS)
 	@status=0; \
 	for v in $(OTHER_PYTHONS); do \
 	  echo "=== core tests on $$($(VENV)-$$v/bin/python -V)"; \
-	  $(VENV)-$$v/bin/python -m pytest -m core $(PYTEST_ARGS) || status=$$?; \
+	  $(run_core); \
 	done; \
 	exit $$status
 

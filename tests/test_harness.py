@@ -130,6 +130,7 @@ def test_restart_gives_a_new_kernel(kernel):
     assert res.error is not None and res.error.ename == "NameError"
 
 
+@pytest.mark.core
 def test_leftover_child_is_found_and_reaped():
     before = leaks.live_descendants()
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -145,6 +146,7 @@ def test_leftover_child_is_found_and_reaped():
         p.wait()
 
 
+@pytest.mark.core
 def test_forkserver_is_exempt_but_not_its_workers():
     code = (
         "import multiprocessing as mp, time\n"
@@ -169,6 +171,7 @@ def test_forkserver_is_exempt_but_not_its_workers():
         parent.wait()
 
 
+@pytest.mark.core
 def test_shm_entries_match_multiprocessing_names(tmp_path):
     for name in ("psm_abc", "sem.mp-x1", "mp-y", "mpnb-z", "unrelated", "sem.other"):
         (tmp_path / name).touch()

@@ -1,0 +1,62 @@
+"""mpnb: ``multiprocessing`` as a first-class citizen of Jupyter notebooks.
+
+``import mpnb as mp`` is a drop-in for ``import multiprocessing as mp``: every public
+name of ``multiprocessing`` is here, taken from mpnb's default context as the standard
+library takes its own. Functions, lambdas, closures and classes defined in notebook
+cells cross process boundaries by value (cloudpickle); importable objects by reference.
+
+``%load_ext mpnb`` loads the IPython extension (magics, output routing, and
+cell-defined objects for code written against the standard library too).
+Importing mpnb changes nothing global.
+"""
+from __future__ import annotations
+
+import multiprocessing as _std_multiprocessing
+from typing import Any
+
+from . import connection as _connection  # noqa: F401 - registers the 'mpnb' serializer
+from ._serialize import SerializationError
+from .context import _default_context
+
+__version__ = "0.1.0"
+
+_context_names = [name for name in dir(_default_context) if not name.startswith("_")]
+globals().update((name, getattr(_default_context, name)) for name in _context_names)
+
+SUBDEBUG = _std_multiprocessing.SUBDEBUG
+SUBWARNING = _std_multiprocessing.SUBWARNING
+
+__all__ = sorted(set(_context_names) | {
+    "SUBDEBUG", "SUBWARNING", "SerializationError", "monitor",
+    "load_ipython_extension", "unload_ipython_extension",
+})
+
+
+def monitor(*args: Any, **kwargs: Any) -> Any:
+    """Show the live process dashboard (see ``mpnb.widgets.monitor``)."""
+    from .widgets import monitor as _monitor
+    return _monitor(*args, **kwargs)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext mpnb``."""
+    from .extension import load
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext mpnb``."""
+    from .extension import unload
+    unload(ipython)
+
+
+# Submodules of ``multiprocessing`` that mpnb does not wrap: the standard library's.
+_STDLIB_SUBMODULES = frozenset({"reduction", "util", "spawn", "resource_tracker",
+                                "resource_sharer", "synchronize", "heap", "forkserver"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STDLIB_SUBMODULES:
+        import importlib
+        return importlib.import_module(f"multiprocessing.{name}")
+    raise AttributeError(f"module 'mpnb' has no attribute {name!r}")

@@ -1,0 +1,176 @@
+"""Contexts: one per start method, each a standard library context whose queues,
+pipes, managers, pools and processes send cell-defined objects by value.
+
+As in the standard library, a context has one small method per primitive that imports
+its module lazily and passes the context along; only the primitives that carry user
+objects differ (``Process``, ``Queue``, ``SimpleQueue``, ``JoinableQueue``, ``Pipe``,
+``Manager``, ``Pool``). Locks, events, semaphores, barriers and shared ctypes are the
+standard library's: nothing of the user's goes through them but their own state.
+
+The default start method is ``forkserver`` on Linux (with mpnb preloaded in the
+server) and ``spawn`` elsewhere; ``fork`` is there on request. It is mpnb's own
+setting: ``mpnb.set_start_method`` never changes the standard library's.
+"""
+from __future__ import annotations
+
+import multiprocessing.context as _std
+import sys
+import threading
+from typing import Any
+
+from . import process
+
+__all__ = ["BaseContext", "SpawnContext", "ForkContext", "ForkServerContext",
+           "DefaultContext", "prepare_forkserver"]
+
+
+class BaseContext(_std.BaseContext):
+    """A standard library context whose primitives use mpnb's pickler."""
+
+    _name: str
+
+    def Manager(self) -> Any:
+        """A started ``SyncManager`` whose proxies accept cell-defined objects."""
+        from .managers import SyncManager
+        manager = SyncManager(ctx=self.get_context())
+        manager.start()
+        return manager
+
+    def Pipe(self, duplex: bool = True) -> Any:
+        """Two connections; ``send`` accepts cell-defined objects."""
+        from .connection import Pipe
+        return Pipe(duplex)
+
+    def Queue(self, maxsize: int = 0) -> Any:
+        from .queues import Queue
+        return Queue(maxsize, ctx=self.get_context())
+
+    def JoinableQueue(self, maxsize: int = 0) -> Any:
+        from .queues import JoinableQueue
+        return JoinableQueue(maxsize, ctx=self.get_context())
+
+    def SimpleQueue(self) -> Any:
+        from .queues import SimpleQueue
+        return SimpleQueue(ctx=self.get_context())
+
+    def Pool(self, processes: int | None = None, initializer: Any = None,
+             initargs: tuple[Any, ...] = (), maxtasksperchild: int | None = None) -> Any:
+        from .pool import Pool
+        return Pool(processes, initializer, initargs, maxtasksperchild,
+                    context=self.get_context())
+
+    def get_context(self, method: str | None = None) -> BaseContext:
+        if method is None:
+            return self
+        try:
+            ctx = _concrete_contexts[method]
+        except KeyError:
+            raise ValueError(f"cannot find context for {method!r}: choose one of "
+                             f"{sorted(_concrete_contexts)}") from None
+        ctx._check_available()
+        return ctx
+
+    def get_start_method(self, allow_none: bool = False) -> str:
+        return self._name
+
+    def set_start_method(self, method: str | None, force: bool = False) -> None:
+        raise ValueError("cannot set start method of concrete context")
+
+    def get_all_start_methods(self) -> list[str]:
+        return _default_context.get_all_start_methods()
+
+    def __repr__(self) -> str:
+        return f"<mpnb context {self._name!r}>"
+
+
+class SpawnContext(BaseContext):
+    _name = "spawn"
+    Process = process.SpawnProcess
+
+
+class ForkContext(BaseContext):
+    _name = "fork"
+    Process = process.ForkProcess
+
+
+_concrete_contexts: dict[str, BaseContext] = {"spawn": SpawnContext()}
+
+if sys.platform != "win32":
+    class ForkServerContext(BaseContext):
+        _name = "forkserver"
+        Process = process.ForkServerProcess
+
+        def _check_available(self) -> None:
+            from multiprocessing import reduction
+            if not reduction.HAVE_SEND_HANDLE:
+                raise ValueError("forkserver start method not available")
+
+    _concrete_contexts["fork"] = ForkContext()
+    _concrete_contexts["forkserver"] = ForkServerContext()
+    _DEFAULT_METHOD = "forkserver" if sys.platform.startswith("linux") else "spawn"
+else:  # pragma: no cover
+    ForkServerContext = None  # type: ignore[assignment,misc]
+    _DEFAULT_METHOD = "spawn"
+
+
+class DefaultContext(BaseContext):
+    """The context behind ``mpnb.Process``, ``mpnb.Pool``...; its method can be set."""
+
+    Process = process.Process
+
+    def __init__(self, context: BaseContext) -> None:
+        self._default_context = context
+        self._actual_context: BaseContext | None = None
+
+    def get_context(self, method: str | None = None) -> BaseContext:
+        if method is None:
+            if self._actual_context is None:
+                self._actual_context = self._default_context
+            return self._actual_context
+        return super().get_context(method)
+
+    def set_start_method(self, method: str | None, force: bool = False) -> None:
+        if self._actual_context is not None and not force:
+            raise RuntimeError("context has already been set: pass force=True to change "
+                               "it, or use mpnb.get_context(method) for one object")
+        if method is None and force:
+            self._actual_context = None
+            return
+        self._actual_context = self.get_context(method)
+
+    def get_start_method(self, allow_none: bool = False) -> str | None:  # type: ignore[override]
+        if self._actual_context is None:
+            if allow_none:
+                return None
+            self._actual_context = self._default_context
+        return self._actual_context._name
+
+    def get_all_start_methods(self) -> list[str]:
+        """The available methods, the default first (as in the standard library)."""
+        methods = [m for m in ("forkserver", "spawn", "fork") if m in _concrete_contexts]
+        methods.remove(_DEFAULT_METHOD)
+        return [_DEFAULT_METHOD] + methods
+
+
+_default_context = DefaultContext(_concrete_contexts[_DEFAULT_METHOD])
+
+# Modules the fork server imports once, so each child it forks starts with them.
+FORKSERVER_PRELOAD = ("mpnb", "cloudpickle")
+_forkserver_lock = threading.Lock()
+
+
+def prepare_forkserver() -> None:
+    """Add mpnb to the fork server's preloaded modules if it is not running yet.
+
+    The fork server is shared with the standard library; preloading only imports mpnb
+    and cloudpickle there, which changes nothing for other users of it.
+    """
+    from multiprocessing import forkserver
+    server = forkserver._forkserver
+    with _forkserver_lock:
+        if getattr(server, "_forkserver_pid", None) is not None:
+            return
+        preload = list(getattr(server, "_preload_modules", ["__main__"]))
+        missing = [m for m in FORKSERVER_PRELOAD if m not in preload]
+        if missing:
+            server.set_forkserver_preload(preload + missing)

@@ -1,0 +1,61 @@
+"""The IPython extension: what ``%load_ext mpnb`` turns on and ``%unload_ext`` off.
+
+- mpnb's pickler in the kernel's standard library ``multiprocessing`` (so code
+  written against ``multiprocessing`` and ``concurrent.futures.ProcessPoolExecutor``
+  sends cell-defined objects by value);
+- the magics.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import _serialize
+
+__all__ = ["load", "unload", "loaded"]
+
+# Magics classes by module; a module that is absent is skipped.
+_MAGICS = (("mpnb.magics.monitor", "MonitorMagics"),)
+
+_state: dict[str, Any] = {"loaded": False}
+
+
+def _magics_classes() -> list[type]:
+    classes = []
+    for module_name, class_name in _MAGICS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        classes.append(getattr(module, class_name))
+    return classes
+
+
+def load(ipython: Any) -> None:
+    if _state["loaded"]:
+        return
+    _serialize.install()
+    for magics in _magics_classes():
+        ipython.register_magics(magics)
+    _state["loaded"] = True
+
+
+def unload(ipython: Any) -> None:
+    if not _state["loaded"]:
+        return
+    _state["loaded"] = False
+    _serialize.uninstall()
+    try:
+        from . import monitor
+    except ModuleNotFoundError:
+        pass
+    else:
+        stop_all = getattr(monitor, "stop_all", None)
+        if stop_all is not None:
+            stop_all()
+
+
+def loaded() -> bool:
+    return bool(_state["loaded"])

@@ -1,0 +1,154 @@
+"""Process classes: the standard library's, sent with mpnb's pickler.
+
+Each concrete class (``SpawnProcess``, ``ForkServerProcess``, ``ForkProcess``) is the
+standard library's with one mixin that:
+
+- pickles the process object (class, target, args, kwargs) with mpnb's pickler, so
+  cell-defined targets and ``Process`` subclasses defined in cells can be started,
+  and an argument that cannot be sent fails in the parent, naming it;
+- installs mpnb's pickler in the child and runs the start hooks' child set-up before
+  ``run()`` (output routing, for instance);
+- records the process in ``registry.REGISTRY``.
+"""
+from __future__ import annotations
+
+import multiprocessing.context as _std_context
+import signal
+import sys
+import threading
+from typing import Any, Callable
+
+from . import _serialize
+from .registry import REGISTRY
+
+__all__ = ["Process", "SpawnProcess", "ForkServerProcess", "ForkProcess",
+           "add_start_hook", "remove_start_hook", "signal_name"]
+
+# Start hooks run in the parent just before a process starts; each may return a
+# picklable callable that the child runs before the target (``None`` for nothing).
+_start_hooks: list[Callable[[Any], Callable[[], None] | None]] = []
+_hooks_lock = threading.Lock()
+
+
+def add_start_hook(hook: Callable[[Any], Callable[[], None] | None]) -> None:
+    """Call ``hook(process)`` before each mpnb process starts (idempotent)."""
+    with _hooks_lock:
+        if hook not in _start_hooks:
+            _start_hooks.append(hook)
+
+
+def remove_start_hook(hook: Callable[[Any], Callable[[], None] | None]) -> None:
+    with _hooks_lock:
+        if hook in _start_hooks:
+            _start_hooks.remove(hook)
+
+
+def signal_name(exitcode: int | None) -> str:
+    """``-9`` -> ``'SIGKILL'``; ``''`` for a normal exit code."""
+    if exitcode is None or exitcode >= 0:
+        return ""
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+class _MpnbProcess:
+    """Mixin over a standard library process class (see the module docstring)."""
+
+    _mpnb_pool: str | None = None
+
+    def start(self) -> None:
+        setups = []
+        with _hooks_lock:
+            hooks = list(_start_hooks)
+        for hook in hooks:
+            setup = hook(self)
+            if setup is not None:
+                setups.append(setup)
+        self._mpnb_child_setups = setups
+        key = REGISTRY.add_process(self.name, self._effective_start_method(),
+                                   pool=self._mpnb_pool, handle=self)
+        try:
+            super().start()  # type: ignore[misc]
+        except BaseException:
+            REGISTRY.discard_process(key)
+            raise
+        self._mpnb_key = key
+        REGISTRY.update_process(key, pid=self.pid)
+
+    def _effective_start_method(self) -> str:
+        if self._start_method:
+            return self._start_method
+        from .context import _default_context
+        return _default_context.get_start_method()
+
+    def __reduce_ex__(self, protocol: int) -> tuple[Any, tuple[Any, ...]]:
+        try:
+            return _serialize.reduce_process(self)
+        except _serialize.SerializationError:
+            raise
+        except _serialize.PICKLING_ERRORS as exc:
+            raise self._explain(exc) from exc
+
+    def _explain(self, exc: BaseException) -> _serialize.SerializationError:
+        for root, value in (("target", self._target), ("args", tuple(self._args)),
+                            ("kwargs", dict(self._kwargs))):
+            if _serialize._fails(value) is not None:
+                error = _serialize.describe_unpicklable(value, root)
+                break
+        else:
+            error = _serialize.describe_unpicklable(self, type(self).__name__, exc)
+        error.args = (f"{self.name}: {error.args[0]}",)
+        return error
+
+    def _bootstrap(self, *args: Any, **kwargs: Any) -> int:
+        _serialize.install()
+        for setup in getattr(self, "_mpnb_child_setups", ()):
+            setup()
+        return super()._bootstrap(*args, **kwargs)  # type: ignore[misc]
+
+    @property
+    def exitcode(self) -> int | None:
+        code = super().exitcode  # type: ignore[misc]
+        key = getattr(self, "_mpnb_key", None)
+        if code is not None and key is not None:
+            REGISTRY.update_process(key, exitcode=code)
+        return code
+
+
+class SpawnProcess(_MpnbProcess, _std_context.SpawnProcess):
+    _start_method = "spawn"
+
+
+class ForkProcess(_MpnbProcess, _std_context.ForkProcess):
+    _start_method = "fork"
+
+
+if sys.platform != "win32":
+    class ForkServerProcess(_MpnbProcess, _std_context.ForkServerProcess):
+        _start_method = "forkserver"
+
+        @staticmethod
+        def _Popen(process_obj: Any) -> Any:
+            from .context import prepare_forkserver
+            prepare_forkserver()
+            return _std_context.ForkServerProcess._Popen(process_obj)
+else:  # pragma: no cover - Windows has no forkserver
+    ForkServerProcess = None  # type: ignore[assignment,misc]
+
+
+class Process(_MpnbProcess, _std_context.process.BaseProcess):
+    """``multiprocessing.Process`` on mpnb's default context."""
+
+    _start_method = None
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        from .context import _default_context
+        return _default_context.get_context().Process._Popen(process_obj)
+
+    @staticmethod
+    def _after_fork() -> None:
+        from .context import _default_context
+        return _default_context.get_context().Process._after_fork()

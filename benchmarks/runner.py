@@ -1,0 +1,299 @@
+"""Runs the cases one after another, each in its own interpreter, and reports."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from . import harness, peers, report
+from .workloads import WORKLOADS, Workload
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+#: how long leftovers of a finished case get to exit on their own before being killed
+LEFTOVER_GRACE = 3.0
+# A case runs as ``python -c``, so its __main__ has no file and no module name, as in a
+# Jupyter kernel: spawn and forkserver children have no main module to import again.
+CASE_MAIN = "import sys; from benchmarks.case import main; sys.exit(main(sys.argv))"
+#: lines of a failed case's log kept in the JSON
+LOG_TAIL = 12
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="mpnb against the stdlib and other process-pool libraries, side by side.")
+    parser.add_argument("--only", help="workloads to run, e.g. W3,W7 (default: all)")
+    parser.add_argument("--peers", help="peers to run, e.g. mpnb,mp:fork (default: all)")
+    parser.add_argument("--repeat", type=int, help="timed repeats per case (default: per "
+                        "workload); a slow peer stops earlier, at the time budget")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats and a smaller time budget per case")
+    parser.add_argument("--list", action="store_true", help="list workloads and peers, run nothing")
+    parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    args = parser.parse_args(argv)
+    known = set(WORKLOADS)
+    args.workloads = [w.strip().upper() for w in args.only.split(",")] if args.only else list(known)
+    unknown = [w for w in args.workloads if w not in known]
+    if unknown:
+        parser.error(f"unknown workload {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+    args.workloads = [w for w in WORKLOADS if w in args.workloads]
+    args.peer_names = [p.strip() for p in args.peers.split(",")] if args.peers else None
+    if args.peer_names:
+        bad = [p for p in args.peer_names if p not in peers.ALL]
+        if bad:
+            parser.error(f"unknown peer {', '.join(bad)}; known: {', '.join(peers.ALL)}")
+    return args
+
+
+def _repeat(wl: Workload, args: argparse.Namespace) -> tuple[int, float]:
+    if args.repeat:
+        return args.repeat, wl.budget * max(1.0, args.repeat / wl.repeat)
+    if args.quick:
+        return max(2, wl.repeat // 2), wl.budget / 2
+    return wl.repeat, wl.budget
+
+
+def _last_error(log: str) -> str:
+    for line in reversed(log.splitlines()):
+        line = line.strip()
+        if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b", line):
+            return line[:200]
+    return ""
+
+
+def _leftovers(token: str) -> list[str]:
+    """Processes of the case still alive after it exited: waited for, then killed."""
+    deadline = time.monotonic() + LEFTOVER_GRACE
+    found = harness.marked_processes(token)
+    while found and time.monotonic() < deadline:
+        time.sleep(0.2)
+        found = harness.marked_processes(token)
+    if not found:
+        return []
+    labels = [harness.describe(p) for p in found]
+    harness.kill_all(found)
+    return labels
+
+
+def _shm_leaks(before: dict[str, float], since: float) -> list[str]:
+    """Entries of /dev/shm made during the case that nobody uses any more: removed."""
+    new = {name for name, ctime in harness.shm_entries().items()
+           if name not in before and ctime >= since - 1}
+    if not new:
+        return []
+    paths = {os.path.join(harness.SHM_DIR, name) for name in new}
+    in_use = harness.paths_in_use(paths)
+    leaked = sorted(paths - in_use)
+    for path in leaked:
+        try:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+    return [os.path.basename(p) for p in leaked]
+
+
+def run_case(wl: Workload, peer: str, variant: str, repeat: int, budget: float,
+             params: dict[str, Any], logdir: Path) -> list[dict[str, Any]]:
+    token = uuid.uuid4().hex
+    name = f"{wl.id}-{peer.replace(':', '-')}-{variant}"
+    result_path = logdir / f"{name}.json"
+    log_path = logdir / f"{name}.log"
+    spec = {"workload": wl.id, "peer": peer, "variant": variant, "repeat": repeat,
+            "budget": budget, "timeout": wl.timeout, "params": params}
+    env = dict(os.environ)
+    env[harness.TOKEN_ENV] = token
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]]
+                                                       if env.get("PYTHONPATH") else []))
+    env["PYTHONUNBUFFERED"] = "1"
+    shm_before = harness.shm_entries()
+    started, load = time.time(), os.getloadavg()[0]
+    t0 = time.perf_counter()
+    timed_out = False
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CASE_MAIN, json.dumps(spec), str(result_path)],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        try:
+            rc = proc.wait(wl.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            rc = proc.wait()
+    wall = time.perf_counter() - t0
+    rows: list[dict[str, Any]] = []
+    if result_path.exists():
+        try:
+            rows = json.loads(result_path.read_text())
+        except ValueError:
+            rows = []
+    leftovers = _leftovers(token)
+    shm = _shm_leaks(shm_before, started)
+    log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    if not rows:
+        rows = [{"variant": variant, "status": "running"}]
+    for row in rows:
+        if timed_out and row.get("status") == "running":
+            row.update(status="hang", reason=f"case killed after {wl.timeout:g} s")
+        elif row.get("status") == "running":
+            row.update(status="fail", reason=f"case exited with {rc}")
+        if row.get("status") in ("fail", "hang") and not row.get("traceback"):
+            last = _last_error(log_text)
+            if last and last not in (row.get("reason") or ""):
+                row["reason"] = f"{row.get('reason', '')}; log: {last}".lstrip("; ")
+        if row.get("status") != "ok" and log_text.strip():
+            row["log_tail"] = "\n".join(log_text.splitlines()[-LOG_TAIL:])[-1500:]
+        row.update(peer=peer, case_variant=variant, leftovers=leftovers,
+                   orphans=len(leftovers), shm_leaked=shm, wall_s=round(wall, 2),
+                   load1=round(load, 2), exit_code=rc)
+        row.setdefault("label", peer)
+        report.add_stats(row)
+    return rows
+
+
+def _progress(wl: Workload, rows: list[dict[str, Any]]) -> str:
+    parts = []
+    for r in rows:
+        if r.get("status") == "ok" and r.get("median") is not None:
+            parts.append(f"{r['variant']} {report.num(r['median'])} {wl.unit} (n={r['n']})")
+        elif r.get("status") == "ok":
+            parts.append(f"{r['variant']} {r.get('outcome', 'ok')}")
+        else:
+            parts.append(f"{r['variant']} {r.get('status')}: {str(r.get('reason', ''))[:70]}")
+    return "; ".join(parts)
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("mpnb", "cloudpickle", "loky", "joblib", "multiprocess", "dill", "mpire",
+                 "dask", "distributed", "numpy", "psutil", "ipython"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()) or "host"
+
+
+def save(outdir: Path, meta: dict[str, Any], measured: dict[str, Any]) -> Path:
+    """Writes ``<date>-<host>.json`` (merged with an earlier run of the same day and host,
+    workload by workload) and ``latest.json``."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / f"{dt.date.today().isoformat()}-{_host()}.json"
+    data: dict[str, Any] = {"meta": {}, "workloads": {}}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            pass
+    data["meta"] = meta
+    data.setdefault("workloads", {}).update(measured)
+    data["workloads"] = dict(sorted(data["workloads"].items(), key=lambda i: int(i[0][1:])))
+    text = json.dumps(data, indent=1, default=str) + "\n"
+    for target in (path, outdir / "latest.json"):
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for wl in WORKLOADS.values():
+            names = list(dict.fromkeys(f"{p}{'' if v == 'import' else '/' + v}"
+                                       for p, v in wl.cases))
+            print(f"{wl.id:<4} {wl.title}\n     [{wl.unit or 'outcome'}] {', '.join(names)}")
+        return 0
+    logdir = Path(tempfile.mkdtemp(prefix="mpnb-bench-"))
+    print(f"mpnb benchmarks on {_host()} ({os.cpu_count()} cores), Python "
+          f"{platform.python_version()}; logs in {logdir}", flush=True)
+    started = time.time()
+    measured: dict[str, Any] = {}
+    done: list[tuple[Workload, list[dict[str, Any]]]] = []
+    param_cache: dict[Callable[[], dict[str, Any]], dict[str, Any]] = {}
+    for wid in args.workloads:
+        wl = WORKLOADS[wid]
+        repeat, budget = _repeat(wl, args)
+        if wl.params and wl.params not in param_cache:
+            param_cache[wl.params] = wl.params()
+        params = param_cache.get(wl.params, {}) if wl.params else {}
+        print(f"\n== {wl.id} {wl.title}", flush=True)
+        rows: list[dict[str, Any]] = []
+        for peer, variant in wl.cases:
+            if args.peer_names and peer not in args.peer_names:
+                continue
+            case_rows = run_case(wl, peer, variant, repeat, budget, params, logdir)
+            print(f"   {peer:<20} {variant:<8} {_progress(wl, case_rows)}  "
+                  f"[{case_rows[0]['wall_s']:.1f} s]", flush=True)
+            rows += case_rows
+        print("\n" + "\n".join(report.table(wl, rows)), flush=True)
+        done.append((wl, rows))
+        measured[wl.id] = {
+            "title": wl.title, "unit": wl.unit, "better": wl.better, "note": wl.note,
+            "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
+            "repeat": repeat, "budget_s": budget, "params": params, "rows": rows,
+            "ratios": report.ratios(wl, rows),
+            "goals": [{"goal": t.text, "measured": t.measured, "passed": t.passed}
+                      for t in (wl.targets(rows) if wl.targets else [])],
+        }
+    print("\n" + "\n".join(report.summary(done)))
+    duration = time.time() - started
+    print(f"\n{len(args.workloads)} workloads in {duration / 60:.1f} min", flush=True)
+    if not args.no_save:
+        meta = {
+            "date": dt.datetime.now().isoformat(timespec="seconds"), "host": _host(),
+            "cpus": os.cpu_count(), "platform": platform.platform(),
+            "commit": _git_commit(), "versions": _versions(),
+            "args": {"only": args.only, "peers": args.peers, "repeat": args.repeat,
+                     "quick": args.quick},
+            "duration_s": round(duration, 1),
+            "note": "a shared, noisy 2-core machine: compare ratios of one run, not absolute "
+                    "times across runs",
+        }
+        path = save(args.out, meta, measured)
+        print(f"results: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    if _kept_logs(done):
+        print(f"logs of the cases that failed or hung: {logdir}")
+    else:
+        shutil.rmtree(logdir, ignore_errors=True)
+    return 0
+
+
+def _kept_logs(done: list[tuple[Workload, list[dict[str, Any]]]]) -> bool:
+    """Logs are kept when a case failed or hung, so it can be looked at."""
+    return any(r.get("status") in ("fail", "hang") for _, rows in done for r in rows)

@@ -6,8 +6,10 @@
   ``make_kernel(env=..., cwd=...)`` a factory for more; all are ``KernelHarness`` objects
   (tests/kernel_harness.py) and fail their test if a process the kernel had outlives it.
   Tests using them are marked ``kernel`` automatically.
-- Every test fails if it leaves a child process alive (3 s grace; the resource tracker and
-  forkserver are exempt). Mark a test ``no_leak_check`` to opt out.
+- Every test fails if it leaves a child process alive (3 s grace). Exempt: the resource
+  tracker and forkserver, and what processes older than the test started (a module
+  fixture's kernel or server: that fixture checks them). Orphans count: the test process
+  adopts them. Mark a test ``no_leak_check`` to opt out.
 - The session fails if /dev/shm holds new multiprocessing or mpnb entries at its end, or
   if child processes are still alive. On a machine shared with other test runs, entries
   they leave can look like ours: MPNB_TEST_SHM_CHECK=warn (or off) relaxes that check.
@@ -29,7 +31,7 @@ import pytest
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
 
 import leaks  # noqa: E402
-from kernel_harness import KernelHarness, live_kernel_pids  # noqa: E402
+from kernel_harness import KernelHarness  # noqa: E402
 
 START_METHODS = ("spawn", "forkserver", "fork")
 KERNEL_FIXTURES = frozenset({"kernel", "module_kernel", "make_kernel"})
@@ -152,16 +154,6 @@ def module_kernel():
 # -- leak checks ------------------------------------------------------------------------
 
 
-def _in_live_kernel(proc) -> bool:
-    pids = live_kernel_pids()
-    if not pids:
-        return False
-    try:
-        return proc.pid in pids or any(p.pid in pids for p in proc.parents())
-    except Exception:
-        return False
-
-
 @pytest.fixture(autouse=True)
 def _no_leftover_processes(request: pytest.FixtureRequest):
     """Fail the test if a child process it started is still alive after it."""
@@ -170,7 +162,9 @@ def _no_leftover_processes(request: pytest.FixtureRequest):
         return
     before = leaks.live_descendants()
     yield
-    new = {p for p in leaks.live_descendants() - before if not _in_live_kernel(p)}
+    # What processes older than the test (a module fixture's kernel or server) started
+    # is left to the fixture that owns them.
+    new = {p for p in leaks.live_descendants() - before if not leaks.descends_from(p, before)}
     left = leaks.wait_gone(new, TEST_EXIT_GRACE)
     if left:
         report = leaks.describe(left)

@@ -24,6 +24,7 @@ import psutil
 __all__ = [
     "LONG_LIVED_MARKERS",
     "SHM_PATTERNS",
+    "descends_from",
     "describe",
     "is_long_lived",
     "live_descendants",
@@ -90,6 +91,16 @@ def live_descendants(root: psutil.Process | int | None = None) -> set[psutil.Pro
     except psutil.Error:
         return set()
     return {p for p in procs if _alive(p) and not is_long_lived(p)}
+
+
+def descends_from(proc: psutil.Process, elders: set[psutil.Process]) -> bool:
+    """True if an ancestor of ``proc`` is in ``elders`` and is not a resource tracker or
+    forkserver (what those start belongs to whoever asked them)."""
+    try:
+        ancestors = proc.parents()
+    except psutil.Error:
+        return False
+    return any(a in elders and not is_long_lived(a) for a in ancestors)
 
 
 def wait_gone(procs: Iterable[psutil.Process], grace: float) -> set[psutil.Process]:

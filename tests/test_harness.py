@@ -147,6 +147,25 @@ def test_leftover_child_is_found_and_reaped():
 
 
 @pytest.mark.core
+def test_what_an_older_process_starts_is_its_own():
+    code = (
+        "import subprocess, sys, time\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "print(c.pid, flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        child = psutil.Process(int(parent.stdout.readline()))
+        assert leaks.descends_from(child, {psutil.Process(parent.pid)})
+        assert not leaks.descends_from(child, set())
+        assert not leaks.descends_from(psutil.Process(parent.pid), {psutil.Process(parent.pid)})
+    finally:
+        leaks.reap([psutil.Process(parent.pid)] + psutil.Process(parent.pid).children(recursive=True))
+        parent.wait()
+
+
+@pytest.mark.core
 def test_forkserver_is_exempt_but_not_its_workers():
     code = (
         "import multiprocessing as mp, time\n"

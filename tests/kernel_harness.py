@@ -34,7 +34,7 @@ import psutil
 
 import leaks
 
-__all__ = ["ExecResult", "KernelError", "KernelHarness", "live_kernel_pids", "strip_ansi"]
+__all__ = ["ExecResult", "KernelError", "KernelHarness", "strip_ansi"]
 
 # Seconds a kernel gets to start and answer a kernel_info request; generous because the
 # machines running the suite are small and busy.
@@ -45,19 +45,10 @@ EXIT_GRACE = 5.0
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
-# Harnesses whose kernel is running, so the per-test leak check can leave a kernel shared
-# by several tests (and what it started) to that kernel's own check at its close.
-_LIVE: set[KernelHarness] = set()
-
 
 def strip_ansi(text: str) -> str:
     """``text`` without terminal colour codes (tracebacks come coloured)."""
     return _ANSI.sub("", text)
-
-
-def live_kernel_pids() -> set[int]:
-    """Pids of the kernels of harnesses not yet closed."""
-    return {h.kernel_pid for h in _LIVE if h.kernel_pid is not None}
 
 
 @dataclass
@@ -165,7 +156,6 @@ class KernelHarness:
         self._closed = False
         self.kernel_pid: int | None = self._read_pid()
         self._remember_kernel()
-        _LIVE.add(self)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -241,7 +231,6 @@ class KernelHarness:
         if self._closed:
             return
         self._closed = True
-        _LIVE.discard(self)
         self.children()
         try:
             self.kc.stop_channels()

@@ -139,11 +139,12 @@ def _html_cores(snapshot: Snapshot) -> str:
     for i, value in enumerate(snapshot.system.cpu_percent):
         bars.append(
             f'<div class="mpnb-core" data-core="{i}" title="core {i}: {value:.0f}%" '
-            'style="display:inline-flex;flex-direction:column-reverse;width:12px;height:36px;'
-            'margin:0 2px 0 0;background:#e8e8e8;vertical-align:bottom">'
+            'style="display:inline-flex;flex-direction:column-reverse;width:14px;height:40px;'
+            'margin:0 3px 0 0;background:#e8e8e8;vertical-align:bottom">'
             f'<div style="height:{value:.0f}%;background:#2e7d32"></div></div>')
-    return ('<div class="mpnb-cores" style="line-height:0">'
-            + "".join(bars) + "</div>")
+    return ('<div class="mpnb-cores" style="margin:4px 0">'
+            '<span style="display:inline-block;width:110px;vertical-align:bottom">'
+            f"CPU per core</span>{''.join(bars)}</div>")
 
 
 def _svg_trend(values: tuple[float, ...], colour: str, label: str, width: int = 160) -> str:
@@ -158,7 +159,8 @@ def _svg_trend(values: tuple[float, ...], colour: str, label: str, width: int = 
 
 
 def _html_trends(snapshot: Snapshot) -> str:
-    return (f'<div>{_svg_trend(snapshot.cpu_history, "#2e7d32", "CPU")}'
+    return ('<div><span style="display:inline-block;width:110px">recent</span>'
+            f'{_svg_trend(snapshot.cpu_history, "#2e7d32", "CPU")}'
             f'{_svg_trend(snapshot.memory_history, "#1565c0", "memory")}</div>')
 
 

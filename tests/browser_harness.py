@@ -1,0 +1,184 @@
+"""JupyterLab on loopback and headless Chromium, for tests that look at what a user sees.
+
+The browser is the system's Chromium (``/usr/bin/chromium``, Debian's package) driven
+by Playwright's Python package; Playwright's own browser downloads are never used.
+The server runs in a temporary Jupyter environment (config, runtime, settings,
+workspaces, IPython profile), answers only on 127.0.0.1 with a random port and token,
+and is shut down with every kernel and every process they started.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "JupyterLab", "missing", "launch_chromium"]
+
+CHROMIUM = "/usr/bin/chromium"
+# No sandbox (containers, root), no GPU, and nothing that reaches the network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+# JupyterLab settings that keep news and update checks (network, pop-ups) away.
+_LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false", "checkForUpdates": False},
+}
+
+
+def missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} not found (apt-get install chromium)"
+    for module in ("playwright", "jupyterlab"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{module} is not installed (pip install jupyterlab playwright)"
+    return None
+
+
+def launch_chromium(playwright: Any) -> Any:
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class JupyterLab:
+    """A JupyterLab server serving ``root``; a context manager."""
+
+    def __init__(self, root: Path, home: Path, python: str = sys.executable) -> None:
+        self.root, self.home, self.python = Path(root), Path(home), python
+        self.port = _free_port()
+        self.token = secrets.token_hex(16)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.home / "jupyterlab.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._seen: dict[int, psutil.Process] = {}
+
+    def notebook_url(self, name: str) -> str:
+        return f"{self.base}/lab/tree/{name}?token={self.token}"
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                         ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+                         ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"), ("IPYTHONDIR", "ipython")):
+            path = self.home / sub
+            path.mkdir(parents=True, exist_ok=True)
+            env[var] = str(path)
+        for name, settings in _LAB_SETTINGS.items():
+            target = self.home / "settings" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(settings))
+        env.pop("JUPYTER_PATH", None)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self, timeout: float = 120.0) -> JupyterLab:
+        command = [
+            self.python, "-m", "jupyterlab",
+            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}", "--ServerApp.open_browser=False",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False",
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            command.append("--allow-root")
+        env = self._environment()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                            env=env, cwd=self.root,
+                                            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                self.api("GET", "/api/status")
+                return self
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"JupyterLab did not answer in {timeout}s:\n{self.log()}")
+                time.sleep(0.25)
+
+    def api(self, method: str, path: str, timeout: float = 10.0) -> Any:
+        request = urllib.request.Request(self.base + path, method=method,
+                                         headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    def watch(self) -> None:
+        """Remember every process the server has started so far (kernels, their children)."""
+        if self.process is None:
+            return
+        try:
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                self._seen.setdefault(child.pid, child)
+        except psutil.NoSuchProcess:
+            pass
+
+    def stop(self, timeout: float = 30.0) -> list[str]:
+        """Shut the server and its kernels down; returns what had to be killed."""
+        if self.process is None:
+            return []
+        self.watch()
+        try:
+            self.api("POST", "/api/shutdown")
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout)
+        seen = list(self._seen.values())
+        _, alive = psutil.wait_procs(seen, timeout=timeout)
+        leftovers = []
+        for proc in alive:
+            try:
+                leftovers.append(f"{proc.pid} {' '.join(proc.cmdline())}")
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=timeout)
+        self.process = None
+        return leftovers
+
+    def __enter__(self) -> JupyterLab:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def copy_artifact(path: Path, name: str) -> Path:
+    """Keep a file under tests/artifacts/ (gitignored) for whoever looks at a run."""
+    target = Path(__file__).parent / "artifacts" / name
+    target.parent.mkdir(exist_ok=True)
+    shutil.copyfile(path, target)
+    return target

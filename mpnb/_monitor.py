@@ -200,9 +200,10 @@ def _has_ended(handle: Any) -> bool:
 
 def _exitcode(handle: Any) -> int | None:
     try:
-        return handle.exitcode
+        code = handle.exitcode
     except (ValueError, OSError):  # closed Process object
         return None
+    return None if code is None else int(code)
 
 
 class Sampler:

@@ -109,7 +109,7 @@ def render_text(snapshot: Snapshot, stopped: bool = False) -> str:
              f"CPU    {_spark(snapshot.cpu_history)}",
              f"memory {_spark(snapshot.memory_history)}"]
     lines += [_pool_line(pool) for pool in _shown_pools(snapshot)]
-    rows = [_COLUMNS]
+    rows: list[tuple[str, ...]] = [_COLUMNS]
     for group, processes in _groups(snapshot):
         if group is not None:
             rows.append((f"[{group}]",) + ("",) * (len(_COLUMNS) - 1))

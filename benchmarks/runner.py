@@ -91,23 +91,18 @@ def _leftovers(token: str) -> list[str]:
 
 
 def _shm_leaks(before: dict[str, float], since: float) -> list[str]:
-    """Entries of /dev/shm made during the case that nobody uses any more: removed."""
+    """Entries of /dev/shm made during the case that nobody uses any more.
+
+    Reported, never removed: on a shared machine an entry made at the same time may
+    belong to another program (a semaphore between its creation and a child's start).
+    """
     new = {name for name, ctime in harness.shm_entries().items()
            if name not in before and ctime >= since - 1}
     if not new:
         return []
     paths = {os.path.join(harness.SHM_DIR, name) for name in new}
     in_use = harness.paths_in_use(paths)
-    leaked = sorted(paths - in_use)
-    for path in leaked:
-        try:
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
-        except OSError:
-            pass
-    return [os.path.basename(p) for p in leaked]
+    return sorted(os.path.basename(p) for p in paths - in_use)
 
 
 def run_case(wl: Workload, peer: str, variant: str, repeat: int, budget: float,
@@ -176,11 +171,12 @@ def _progress(wl: Workload, rows: list[dict[str, Any]]) -> str:
     parts = []
     for r in rows:
         if r.get("status") == "ok" and r.get("median") is not None:
-            parts.append(f"{r['variant']} {report.num(r['median'])} {wl.unit} (n={r['n']})")
+            text = f"{report.num(r['median'])} {wl.unit} (n={r['n']})"
         elif r.get("status") == "ok":
-            parts.append(f"{r['variant']} {r.get('outcome', 'ok')}")
+            text = str(r.get("outcome", "ok"))
         else:
-            parts.append(f"{r['variant']} {r.get('status')}: {str(r.get('reason', ''))[:70]}")
+            text = f"{r.get('status')}: {str(r.get('reason', ''))[:70]}"
+        parts.append(text if len(rows) == 1 else f"{r['variant']}: {text}")
     return "; ".join(parts)
 
 

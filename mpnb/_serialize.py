@@ -20,7 +20,9 @@ process start-up, locks of the ``threading`` module): the error says what to do 
 from __future__ import annotations
 
 import copyreg
+import ctypes
 import io
+import os
 import pickle
 import sys
 import threading
@@ -68,6 +70,108 @@ class Pickler(cloudpickle.Pickler):
 
     def __init__(self, file: Any, protocol: int | None = None) -> None:
         super().__init__(file, PROTOCOL if protocol is None else protocol)
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, _CTYPES_METACLASSES) and not _class_by_reference(obj):
+            return _reduce_ctypes_class(obj)
+        return super().reducer_override(obj)
+
+    def _function_getnewargs(self, func: types.FunctionType) -> tuple[Any, ...]:
+        # Functions from one namespace (a notebook's) share one globals dict in every
+        # receiving process, as they do in the sender: a ``global`` set by a pool
+        # initializer is seen by the tasks that worker runs later.
+        code, base_globals, *rest = super()._function_getnewargs(func)
+        return (code, _SharedGlobals(_globals_key(func.__globals__), base_globals), *rest)
+
+
+# -- ctypes structures defined in cells ------------------------------------------------
+# Their class dict holds field descriptors that cannot be pickled; they are rebuilt
+# from ``_fields_`` instead, and come back as the same class object (cloudpickle's
+# class tracking), so ``Value(CellStruct, ...)`` works across processes.
+_CTYPES_METACLASSES = (type(ctypes.Structure), type(ctypes.Union))
+
+
+def _class_by_reference(cls: type) -> bool:
+    return cloudpickle.cloudpickle._should_pickle_by_reference(cls)
+
+
+def _reduce_ctypes_class(cls: type) -> tuple[Any, tuple[Any, ...]]:
+    attrs = {name: value for name, value in vars(cls).items()
+             if name not in ("__dict__", "__weakref__")
+             and type(value).__name__ != "CField"}
+    tracker_id = cloudpickle.cloudpickle._get_or_create_tracker_id(cls)
+    # The metaclass by the name of its ctypes base: ``_ctypes`` does not expose it.
+    kind = "Structure" if issubclass(cls, ctypes.Structure) else "Union"
+    return _rebuild_ctypes_class, (kind, cls.__name__, cls.__bases__, attrs, tracker_id)
+
+
+def _rebuild_ctypes_class(kind: str, name: str, bases: tuple[type, ...],
+                          attrs: dict[str, Any], tracker_id: str) -> type:
+    metaclass = type(getattr(ctypes, kind))
+    return cloudpickle.cloudpickle._lookup_class_or_track(tracker_id,
+                                                          metaclass(name, bases, attrs))
+
+
+# Identifies this process's namespaces in the keys below; new in each forked child.
+_PROCESS_TOKEN = os.urandom(8).hex()
+# key -> the globals dict that functions sent from that namespace share here. Holds
+# the namespaces it names (so their ids stay unique); a forked child inherits it, so
+# what its parent sends later finds the namespace the child already has.
+_shared_namespaces: dict[tuple[str, int], dict[str, Any]] = {}
+# id(dict) -> key, for the dicts above, so sending such a function on keeps its key.
+_namespace_keys: dict[int, tuple[str, int]] = {}
+
+
+def _globals_key(namespace: dict[str, Any]) -> tuple[str, int]:
+    key = _namespace_keys.get(id(namespace))
+    if key is None:
+        key = (_PROCESS_TOKEN, id(namespace))
+        _namespace_keys[id(namespace)] = key
+        _shared_namespaces[key] = namespace
+    return key
+
+
+def remember_namespaces(*objects: Any) -> None:
+    """Before a fork: note the namespaces of the functions among ``objects`` (and one
+    level inside tuples, lists and dicts), so functions sent to the child later share
+    the globals it inherited (a pool initializer's, say)."""
+    for obj in objects:
+        items = obj.values() if isinstance(obj, dict) else (
+            obj if isinstance(obj, (tuple, list)) else (obj,))
+        for item in items:
+            if isinstance(item, types.FunctionType) and not _by_reference(item):
+                _globals_key(item.__globals__)
+
+
+def _by_reference(func: types.FunctionType) -> bool:
+    return cloudpickle.cloudpickle._should_pickle_by_reference(func)
+
+
+def _new_process_token() -> None:
+    global _PROCESS_TOKEN
+    _PROCESS_TOKEN = os.urandom(8).hex()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_process_token)
+
+
+def _shared_globals(key: tuple[str, int], base: dict[str, Any]) -> dict[str, Any]:
+    namespace = _shared_namespaces.get(key)
+    if namespace is None:
+        namespace = _shared_namespaces[key] = base
+        _namespace_keys[id(base)] = key
+    return namespace
+
+
+class _SharedGlobals:
+    __slots__ = ("key", "base")
+
+    def __init__(self, key: tuple[str, int], base: dict[str, Any]) -> None:
+        self.key, self.base = key, base
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _shared_globals, (self.key, self.base)
 
 
 def dumps(obj: Any, protocol: int | None = None) -> memoryview:

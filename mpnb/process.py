@@ -67,6 +67,8 @@ class _MpnbProcess:
             if setup is not None:
                 setups.append(setup)
         self._mpnb_child_setups = setups
+        if self._effective_start_method() == "fork":
+            _serialize.remember_namespaces(self._target, self._args, self._kwargs)
         key = REGISTRY.add_process(self.name, self._effective_start_method(),
                                    pool=self._mpnb_pool, handle=self)
         try:

@@ -228,7 +228,27 @@ def reduce_process(process: BaseProcess) -> tuple[Any, tuple[Any, ...]]:
     the pickler there, so the child can send dynamic objects back.
     """
     parts = object.__reduce_ex__(process, PROTOCOL)
-    return _rebuild_process, (Pickled(dumps(parts[:3])),)
+    try:
+        payload = dumps(parts[:3])
+    except SerializationError:
+        raise
+    except PICKLING_ERRORS as exc:
+        raise _explain_process(process, exc) from exc
+    return _rebuild_process, (Pickled(payload),)
+
+
+def _explain_process(process: BaseProcess, exc: BaseException) -> SerializationError:
+    parts = (("target", getattr(process, "_target", None)),
+             ("args", tuple(getattr(process, "_args", ()))),
+             ("kwargs", dict(getattr(process, "_kwargs", {}))))
+    for root, value in parts:
+        if _fails(value) is not None:
+            error = describe_unpicklable(value, root)
+            break
+    else:
+        error = describe_unpicklable(process, type(process).__name__, exc)
+    error.args = (f"{process.name}: {error.args[0]}",)
+    return error
 
 
 def _rebuild_process(parts: tuple[Any, ...]) -> BaseProcess:

@@ -86,23 +86,7 @@ class _MpnbProcess:
         return _default_context.get_start_method()
 
     def __reduce_ex__(self, protocol: int) -> tuple[Any, tuple[Any, ...]]:
-        try:
-            return _serialize.reduce_process(self)
-        except _serialize.SerializationError:
-            raise
-        except _serialize.PICKLING_ERRORS as exc:
-            raise self._explain(exc) from exc
-
-    def _explain(self, exc: BaseException) -> _serialize.SerializationError:
-        for root, value in (("target", self._target), ("args", tuple(self._args)),
-                            ("kwargs", dict(self._kwargs))):
-            if _serialize._fails(value) is not None:
-                error = _serialize.describe_unpicklable(value, root)
-                break
-        else:
-            error = _serialize.describe_unpicklable(self, type(self).__name__, exc)
-        error.args = (f"{self.name}: {error.args[0]}",)
-        return error
+        return _serialize.reduce_process(self)
 
     def _bootstrap(self, *args: Any, **kwargs: Any) -> int:
         _serialize.install()

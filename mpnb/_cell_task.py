@@ -1,0 +1,137 @@
+"""What a worker runs for one item of a parallel cell (``%%mp_pool``).
+
+A ``CellSpec`` carries the cell's code and the notebook names it uses (functions and
+data by value, modules by reference), once per run. Each item runs in a fresh namespace
+built from them: nothing from an earlier run, or an earlier item, leaks into the next.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from multiprocessing import shared_memory
+from typing import Any
+
+__all__ = ["CellSpec", "ItemFailed", "RunControl", "run_item"]
+
+# Seconds an SPMD rank waits for the others to start before giving up.
+SPMD_START_TIMEOUT = 120.0
+
+
+@dataclasses.dataclass
+class CellSpec:
+    body: str                 # the cell without its last expression
+    last: str | None          # the last expression, whose value is the item's result
+    filename: str             # where the parent's linecache holds the cell's source
+    loop_target: str | None   # "x" or "x, y" (map form), None for SPMD
+    namespace: dict[str, Any]
+    control: str              # name of the run's shared-memory control block
+    keep_going: bool
+    size: int                 # number of items (SPMD: number of ranks)
+
+
+@dataclasses.dataclass
+class ItemFailed:
+    """An item's exception, returned instead of raised (to keep going, or to say which
+    item failed)."""
+
+    index: int
+    item_repr: str
+    error: BaseException
+    frames: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
+
+
+class _Skipped:
+    """The run was cancelled before this item started."""
+
+
+SKIPPED = _Skipped()
+
+
+class RunControl:
+    """A small shared-memory block: byte 0 cancels the run, bytes 1..n mark started ranks."""
+
+    def __init__(self, size: int) -> None:
+        self.block = shared_memory.SharedMemory(create=True, size=1 + max(size, 1))
+        self.block.buf[:] = bytes(len(self.block.buf))
+
+    @property
+    def name(self) -> str:
+        return self.block.name
+
+    def cancel(self) -> None:
+        self.block.buf[0] = 1
+
+    def close(self) -> None:
+        self.block.close()
+        self.block.unlink()
+
+
+_compiled: dict[tuple[str, str | None, str], tuple[Any, Any]] = {}
+_controls: dict[str, shared_memory.SharedMemory] = {}
+
+
+def _code(spec: CellSpec) -> tuple[Any, Any]:
+    key = (spec.body, spec.last, spec.filename)
+    code = _compiled.get(key)
+    if code is None:
+        if len(_compiled) > 64:
+            _compiled.clear()
+        body = compile(spec.body, spec.filename, "exec")
+        last = compile(spec.last, spec.filename, "eval") if spec.last else None
+        code = _compiled[key] = (body, last)
+    return code
+
+
+def _control(name: str) -> shared_memory.SharedMemory:
+    block = _controls.get(name)
+    if block is None:
+        # The parent owns the block and unlinks it; workers share its resource tracker.
+        block = shared_memory.SharedMemory(name=name)
+        for old in list(_controls):
+            _controls.pop(old).close()
+        _controls[name] = block
+    return block
+
+
+def _wait_for_ranks(block: shared_memory.SharedMemory, rank: int, size: int) -> None:
+    block.buf[1 + rank] = 1
+    deadline = time.monotonic() + SPMD_START_TIMEOUT
+    while any(block.buf[1 + r] == 0 for r in range(size)):
+        if block.buf[0]:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {rank}: the other ranks did not start within "
+                               f"{SPMD_START_TIMEOUT:.0f} s")
+        time.sleep(0.001)
+
+
+def run_item(spec: CellSpec, indexed: tuple[int, Any]) -> Any:
+    """Run the cell for one item; the value of its last expression, or ``ItemFailed``."""
+    index, item = indexed
+    block = _control(spec.control)
+    if block.buf[0]:
+        return SKIPPED
+    namespace = dict(spec.namespace)
+    namespace.setdefault("__name__", "__main__")
+    body, last = _code(spec)
+    try:
+        if spec.loop_target is None:
+            namespace.update(mp_rank=item, mp_size=spec.size)
+            _wait_for_ranks(block, item, spec.size)
+        else:
+            exec(f"{spec.loop_target} = __mp_item__", {"__mp_item__": item}, namespace)
+        exec(body, namespace)
+        return eval(last, namespace) if last is not None else None
+    except Exception as exc:  # noqa: BLE001 - reported per item
+        if not spec.keep_going:
+            block.buf[0] = 1
+        frames = [(f.filename, f.lineno or 0, f.name)
+                  for f in traceback.extract_tb(exc.__traceback__)[1:]]
+        exc.__traceback__ = None
+        return ItemFailed(index, _short_repr(item), exc, frames)
+
+
+def _short_repr(item: Any, limit: int = 60) -> str:
+    text = repr(item)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -1,0 +1,124 @@
+"""Running one ``%%mp_pool`` cell: build the run, feed the warm pool, collect results."""
+from __future__ import annotations
+
+import functools
+import multiprocessing
+from typing import Any
+
+from .. import warm
+from .._cell_task import SKIPPED, CellSpec, ItemFailed, RunControl, run_item
+from .pool import ParallelCellError, notebook_names
+
+__all__ = ["run_parallel_cell"]
+
+
+def _cell_filename(shell: Any, cell: str) -> str:
+    """A filename under which the parent's linecache holds the cell's source, so a
+    worker's traceback shows the cell's lines (``Cell In[n]`` in Jupyter)."""
+    compiler = getattr(shell, "compile", None)
+    if compiler is not None and hasattr(compiler, "cache"):
+        return compiler.cache(cell, shell.execution_count)
+    return "<mp_pool cell>"
+
+
+def _items(shell: Any, expr: str) -> list[Any]:
+    try:
+        return list(shell.ev(expr))
+    except Exception as exc:
+        raise type(exc)(f"%%mp_pool: evaluating the items {expr!r} failed: {exc}") from exc
+
+
+def run_parallel_cell(shell: Any, cell: str, target: str | None, expr: str | None,
+                      args: Any) -> list[Any]:
+    from .pool import _split_cell
+    body, last = _split_cell(cell)
+    if target is None:
+        items: list[Any] = list(range(args.processes))
+        loop_names: set[str] = {"mp_rank", "mp_size"}
+    else:
+        items = _items(shell, expr or "")
+        loop_names = set(_target_names(target))
+    filename = _cell_filename(shell, cell)
+    namespace = notebook_names(shell, [body, last or ""], loop_names)
+    control = RunControl(len(items))
+    spec = CellSpec(body=body, last=last, filename=filename, loop_target=target,
+                    namespace=namespace, control=control.name,
+                    keep_going=args.keep_going, size=len(items))
+    try:
+        pool = warm.get_pool(args.processes, args.start_method)
+        if target is None and len(items) > warm.describe()["processes"]:
+            pool = warm.get_pool(len(items), args.start_method)
+        return _collect(pool, spec, items, args, control)
+    finally:
+        control.close()
+
+
+def _target_names(target: str) -> list[str]:
+    import ast
+    tree = ast.parse(f"for {target} in ():\n    pass")
+    return [n.id for n in ast.walk(tree.body[0].target) if isinstance(n, ast.Name)]
+
+
+def _collect(pool: Any, spec: CellSpec, items: list[Any], args: Any,
+             control: RunControl) -> list[Any]:
+    task = functools.partial(run_item, spec)
+    indexed = list(enumerate(items))
+    chunksize = 1 if spec.loop_target is None else (args.chunksize or _chunksize(len(items), pool))
+    mapper = pool.imap_unordered if args.unordered else pool.imap
+    bar = None
+    if not args.no_progress and spec.loop_target is not None:
+        from ..progress import ProgressBar
+        bar = ProgressBar(len(items), "mp_pool")
+    results: list[Any] = []
+    failures: list[ItemFailed] = []
+    ok = False
+    try:
+        iterator = mapper(task, indexed, chunksize)
+        for _ in indexed:
+            try:
+                value = iterator.next(args.timeout)
+            except multiprocessing.TimeoutError:
+                raise multiprocessing.TimeoutError(
+                    f"%%mp_pool: no result within --timeout {args.timeout} s; "
+                    f"{len(results)} of {len(items)} items done") from None
+            if value is SKIPPED:
+                continue
+            if isinstance(value, ItemFailed):
+                failures.append(value)
+                if bar is not None:
+                    bar.update(1, failed=1)
+                if not spec.keep_going:
+                    raise _item_error(value, spec)
+                results.append(value.error)
+            else:
+                if bar is not None:
+                    bar.update(1)
+                results.append(value)
+        ok = True
+    finally:
+        if not ok:
+            control.cancel()
+        if bar is not None:
+            bar.close(failed=not ok or bool(failures))
+    if failures:
+        listed = ", ".join(f"{f.index} ({f.item_repr})" for f in failures[:10])
+        print(f"%%mp_pool: {len(failures)} of {len(items)} items failed: {listed}; "
+              f"their exceptions are in the results")
+    return results
+
+
+def _chunksize(n: int, pool: Any) -> int:
+    workers = warm.describe()["processes"] or 1
+    chunks, extra = divmod(n, workers * 4)
+    return max(1, chunks + bool(extra))
+
+
+def _item_error(failed: ItemFailed, spec: CellSpec) -> ParallelCellError:
+    what = (f"rank {failed.index}" if spec.loop_target is None
+            else f"item {failed.index} ({spec.loop_target} = {failed.item_repr})")
+    error = ParallelCellError(
+        f"{what} raised {type(failed.error).__name__}: {failed.error}; the other items "
+        f"were cancelled (use --keep-going to run them all)",
+        failed.index, failed.item_repr, failed.frames)
+    error.__cause__ = failed.error
+    return error

@@ -1,0 +1,261 @@
+"""``%%mp_pool`` and ``%mp_pool``: parallel cells on the warm pool.
+
+``%%mp_pool [options] for NAME[, NAME...] in EXPR`` runs the cell once per item of
+``EXPR``, with the loop names bound, like a comprehension; the value of the cell's last
+expression for each item is collected in input order into a list stored in the
+notebook under ``--out`` (default ``mp_results``). Without ``for ... in ...`` the cell
+runs once in each of ``-n`` workers (SPMD), with ``mp_rank`` and ``mp_size`` defined.
+
+The names the cell reads from the notebook are sent with each run (functions, classes
+and data by value, modules by reference), so a changed value is seen at once and
+nothing of an earlier run stays behind in the warm workers.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import re
+import textwrap
+import types
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+__all__ = ["PoolMagics", "DEFAULT_OUT", "ParallelCellError"]
+
+# Where results go when ``--out`` is not given.
+DEFAULT_OUT = "mp_results"
+
+_LOOP = re.compile(r"(?:^|\s)for\s+(?P<target>.+?)\s+in\s+(?P<expr>.+)$", re.S)
+
+USAGE = ("write  %%mp_pool [options] for x in items  (one run per item) or "
+         "%%mp_pool -n 4  (one run per worker, with mp_rank and mp_size)")
+
+
+class ParallelCellError(RuntimeError):
+    """An item of a parallel cell failed; ``__cause__`` is its exception."""
+
+    def __init__(self, message: str, index: int, item_repr: str,
+                 frames: list[tuple[str, int, str]]) -> None:
+        super().__init__(message)
+        self.index, self.item_repr, self.frames = index, item_repr, frames
+
+    def _render_traceback_(self) -> list[str]:
+        import linecache
+        lines = ["Traceback in the worker (most recent call last):"]
+        for filename, lineno, name in self.frames:
+            lines.append(f'  File "{filename}", line {lineno}, in {name}')
+            source = linecache.getline(filename, lineno).strip()
+            if source:
+                lines.append(f"    {source}")
+        cause = self.__cause__
+        if cause is not None:
+            lines.append(f"{type(cause).__name__}: {cause}")
+        lines.append(f"{type(self).__name__}: {self}")
+        return lines
+
+
+def _split_line(line: str) -> tuple[str, str | None, str | None]:
+    """Options, loop target and iterable expression of the magic's line."""
+    match = _LOOP.search(line)
+    if match is None:
+        if re.search(r"(?:^|\s)for\s", line):
+            raise UsageError(f"%%mp_pool: cannot read the loop in {line!r}: {USAGE}")
+        return line, None, None
+    target, expr = match.group("target").strip(), match.group("expr").strip()
+    try:
+        compile(f"for {target} in ():\n    pass", "<mp_pool>", "exec")
+    except SyntaxError:
+        raise UsageError(f"%%mp_pool: {target!r} is not a loop target: use names, "
+                         f"as in 'for x in ...' or 'for i, row in ...'") from None
+    try:
+        compile(expr, "<mp_pool>", "eval")
+    except SyntaxError:
+        raise UsageError(f"%%mp_pool: {expr!r} is not an expression: write the items "
+                         f"after 'in', as in 'for x in range(10)'") from None
+    return line[:match.start()], target, expr
+
+
+def _split_cell(cell: str) -> tuple[str, str | None]:
+    """The cell's statements, and its last expression (or ``None``)."""
+    source = textwrap.dedent(cell)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise UsageError(f"%%mp_pool: the cell does not parse: {exc}") from None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = tree.body.pop()
+        lines = source.splitlines()
+        # Keep line numbers: blank out the last expression instead of cutting it.
+        expr_lines = lines[last.lineno - 1:last.end_lineno]
+        expr_lines[0] = expr_lines[0][last.col_offset:]
+        expr_lines[-1] = expr_lines[-1][:last.end_col_offset] if len(expr_lines) > 1 \
+            else expr_lines[0][:last.end_col_offset - last.col_offset]
+        body = "\n".join(lines[:last.lineno - 1])
+        return body, "(" + "\n".join(expr_lines) + ")"
+    return source, None
+
+
+def _names_read(source: str) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source or "pass")):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+    return names
+
+
+@magics_class
+class PoolMagics(Magics):
+    """Parallel cells on the warm pool."""
+
+    @magic_arguments()
+    @argument("-n", "--processes", type=int, default=None,
+              help="workers in the warm pool (default: its size, else one per core); "
+                   "with no loop, the number of ranks")
+    @argument("-o", "--out", default=DEFAULT_OUT,
+              help=f"notebook name for the list of results (default {DEFAULT_OUT})")
+    @argument("--chunksize", type=int, default=None,
+              help="items sent to a worker at a time (default: computed)")
+    @argument("--unordered", action="store_true",
+              help="collect results as they complete, not in input order")
+    @argument("--timeout", type=float, default=None,
+              help="seconds to wait for each next result before giving up")
+    @argument("--keep-going", action="store_true",
+              help="run every item; failed items give their exception in the results")
+    @argument("--no-progress", action="store_true", help="no progress bar")
+    @argument("--start-method", choices=("spawn", "forkserver", "fork"), default=None,
+              help="start method of the warm pool (restarts it if it differs)")
+    @cell_magic
+    def mp_pool(self, line: str, cell: str) -> None:
+        """Run a cell in parallel on the warm pool.
+
+        %%mp_pool [options] for NAME[, NAME...] in EXPR
+            run the cell once per item of EXPR with NAME bound to it; the value of
+            the cell's last expression for each item goes, in input order, into a
+            list named by --out (default mp_results).
+        %%mp_pool -n N [options]
+            run the cell once in each of N workers, with mp_rank (0..N-1) and
+            mp_size (N) defined; results are collected the same way.
+
+        Names the cell reads from the notebook travel with each run: functions,
+        classes and data by value, modules by reference. By default the first
+        failing item stops the run, cancels the rest and raises naming the item;
+        --keep-going runs every item instead.
+        """
+        options, target, expr = _split_line(line)
+        try:
+            args = parse_argstring(self.mp_pool, options)
+        except UsageError as exc:
+            raise UsageError(f"%%mp_pool: {exc}. {USAGE}") from None
+        self._check(args, target)
+        if not cell.strip():
+            raise UsageError("%%mp_pool: the cell is empty: write the code to run "
+                             "for each item below the magic's line")
+        from ._pool_runner import run_parallel_cell
+        results = run_parallel_cell(self.shell, cell, target, expr, args)
+        self.shell.user_ns[args.out] = results
+
+    @staticmethod
+    def _check(args: Any, target: str | None) -> None:
+        if args.processes is not None and args.processes < 1:
+            raise UsageError(f"%%mp_pool: -n/--processes must be 1 or more, not "
+                             f"{args.processes}")
+        if args.chunksize is not None and args.chunksize < 1:
+            raise UsageError(f"%%mp_pool: --chunksize must be 1 or more, not "
+                             f"{args.chunksize}")
+        if args.timeout is not None and not args.timeout > 0:
+            raise UsageError(f"%%mp_pool: --timeout must be a positive number of "
+                             f"seconds, not {args.timeout}")
+        if not args.out.isidentifier():
+            raise UsageError(f"%%mp_pool: --out {args.out!r} is not a Python name")
+        if target is None and (args.unordered or args.chunksize):
+            raise UsageError("%%mp_pool: --unordered and --chunksize need a loop: "
+                             "%%mp_pool --unordered for x in items")
+        if target is None and args.processes is None:
+            raise UsageError(f"%%mp_pool: nothing to run in parallel: {USAGE}")
+
+    @magic_arguments()
+    @argument("-n", "--processes", type=int, default=None,
+              help="resize the warm pool to this many workers")
+    @argument("--start-method", choices=("spawn", "forkserver", "fork"), default=None,
+              help="restart the warm pool with this start method")
+    @argument("--restart", action="store_true", help="replace every worker")
+    @argument("--shutdown", action="store_true", help="stop the warm pool")
+    @line_magic("mp_pool")
+    def mp_pool_line(self, line: str = "") -> Any:
+        """Show, resize, restart or stop the warm pool behind %%mp_pool.
+
+        %mp_pool                 size, start method and workers (busy or idle)
+        %mp_pool -n 4            resize to 4 workers
+        %mp_pool --restart       fresh workers, same size
+        %mp_pool --shutdown      stop the workers
+        """
+        from .. import warm
+        try:
+            args = parse_argstring(self.mp_pool_line, line)
+        except UsageError as exc:
+            raise UsageError(f"%mp_pool: {exc}") from None
+        if args.shutdown and (args.restart or args.processes or args.start_method):
+            raise UsageError("%mp_pool: --shutdown takes no other option")
+        if args.processes is not None and args.processes < 1:
+            raise UsageError(f"%mp_pool: -n must be 1 or more, not {args.processes}")
+        if args.shutdown:
+            warm.shutdown()
+        elif args.restart:
+            warm.get_pool(args.processes, args.start_method)
+            warm.restart()
+        elif args.processes or args.start_method:
+            warm.get_pool(args.processes, args.start_method)
+        return WarmPoolView(warm.describe())
+
+
+class WarmPoolView:
+    """What ``%mp_pool`` shows: the warm pool's state, as text and HTML."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def _rows(self) -> list[tuple[str, str, str]]:
+        return [(w["name"], str(w["pid"]), "alive" if w["alive"] else "exited")
+                for w in self.state["workers"]]
+
+    def __repr__(self) -> str:
+        s = self.state
+        if not s["running"]:
+            return "warm pool: not running (the next %%mp_pool starts it)"
+        head = f"warm pool: {s['processes']} workers, start method {s['start_method']}"
+        return "\n".join([head] + [f"  {n:<28} pid {p:<8} {st}" for n, p, st in self._rows()])
+
+    def _repr_html_(self) -> str:
+        import html
+        s = self.state
+        if not s["running"]:
+            return "<p>warm pool: not running (the next <code>%%mp_pool</code> starts it)</p>"
+        rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{p}</td><td>{st}</td></tr>"
+                       for n, p, st in self._rows())
+        return (f"<p>warm pool: {s['processes']} workers, start method "
+                f"<code>{s['start_method']}</code></p><table><tr><th>worker</th>"
+                f"<th>pid</th><th>state</th></tr>{rows}</table>")
+
+
+def notebook_names(shell: Any, sources: list[str], exclude: set[str]) -> dict[str, Any]:
+    """The notebook's values of the names ``sources`` read (not builtins, not ``exclude``)."""
+    names: set[str] = set()
+    for source in sources:
+        names |= _names_read(source)
+    user_ns = shell.user_ns
+    found = {}
+    for name in sorted(names - exclude):
+        if name in user_ns and not name.startswith("_") and not (
+                hasattr(builtins, name) and user_ns[name] is getattr(builtins, name)):
+            value = user_ns[name]
+            if isinstance(value, types.ModuleType) or not _is_ipython_machinery(value):
+                found[name] = value
+    return found
+
+
+def _is_ipython_machinery(value: Any) -> bool:
+    module = getattr(type(value), "__module__", "") or ""
+    return module.startswith(("IPython.", "ipykernel.")) and not isinstance(value, type)

@@ -1,0 +1,109 @@
+"""A progress bar for parallel work: an ipywidgets bar in Jupyter, text elsewhere.
+
+``ProgressBar(total)`` shows done/total, rate, ETA and failures; ``update`` is cheap
+(redraws at most ``MIN_REDRAW`` apart); ``close(failed=True)`` turns the bar red.
+ipywidgets is imported only when a widget bar is built.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+__all__ = ["ProgressBar"]
+
+# Seconds between two redraws: often enough to look live, rarely enough to cost nothing.
+MIN_REDRAW = 0.1
+
+
+def _in_widget_frontend() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _format_eta(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class ProgressBar:
+    """done/total, rate, ETA and failures of a run of ``total`` items."""
+
+    def __init__(self, total: int, description: str = "", *, widget: bool | None = None,
+                 stream: Any = None) -> None:
+        self.total = total
+        self.description = description
+        self.done = 0
+        self.failed = 0
+        self._start = time.monotonic()
+        self._last_draw = 0.0
+        self._stream = stream or sys.stderr
+        self._widget = None
+        if widget is None:
+            widget = _in_widget_frontend()
+        if widget:
+            self._widget = self._make_widget()
+
+    def _make_widget(self) -> Any:
+        try:
+            import ipywidgets
+            from IPython.display import display
+        except ImportError as exc:  # pragma: no cover - ipywidgets is a dependency
+            raise ImportError("the progress bar needs ipywidgets: pip install ipywidgets") from exc
+        bar = ipywidgets.IntProgress(min=0, max=max(self.total, 1), value=0,
+                                     description=self.description,
+                                     bar_style="info")
+        label = ipywidgets.HTML(value=self.text())
+        box = ipywidgets.HBox([bar, label])
+        box.add_class("mpnb-progress")
+        display(box)
+        self._bar, self._label = bar, label
+        return box
+
+    # -- state -------------------------------------------------------------------
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self._start
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def text(self) -> str:
+        rate = self.rate
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        failures = f", {self.failed} failed" if self.failed else ""
+        return (f"{self.done}/{self.total} [{rate:.1f} items/s, "
+                f"ETA {_format_eta(eta)}{failures}]")
+
+    def update(self, done: int = 1, failed: int = 0) -> None:
+        """Count ``done`` more finished items, ``failed`` of them failures."""
+        self.done += done
+        self.failed += failed
+        now = time.monotonic()
+        if now - self._last_draw >= MIN_REDRAW or self.done >= self.total:
+            self._last_draw = now
+            self._draw()
+
+    def _draw(self, final: bool = False) -> None:
+        if self._widget is not None:
+            self._bar.value = self.done
+            if self.failed:
+                self._bar.bar_style = "danger"
+            self._label.value = self.text()
+        else:
+            end = "\n" if final else "\r"
+            self._stream.write(f"{self.description} {self.text()}".strip() + end)
+            self._stream.flush()
+
+    def close(self, failed: bool = False) -> None:
+        """Final redraw; red if the run ``failed``, green otherwise."""
+        if self._widget is not None:
+            self._bar.bar_style = "danger" if failed or self.failed else "success"
+        self._draw(final=True)
+
+    def __repr__(self) -> str:
+        return f"<ProgressBar {self.text()}>"

@@ -12,7 +12,7 @@ import traceback
 from multiprocessing import shared_memory
 from typing import Any
 
-__all__ = ["CellSpec", "ItemFailed", "RunControl", "run_item"]
+__all__ = ["CellSpec", "ItemFailed", "RunControl", "run_item", "run_chunk"]
 
 # Seconds an SPMD rank waits for the others to start before giving up.
 SPMD_START_TIMEOUT = 120.0
@@ -130,6 +130,11 @@ def run_item(spec: CellSpec, indexed: tuple[int, Any]) -> Any:
                   for f in traceback.extract_tb(exc.__traceback__)[1:]]
         exc.__traceback__ = None
         return ItemFailed(index, _short_repr(item), exc, frames)
+
+
+def run_chunk(spec: CellSpec, chunk: list[tuple[int, Any]]) -> list[Any]:
+    """``run_item`` for each ``(index, item)`` of ``chunk``."""
+    return [run_item(spec, indexed) for indexed in chunk]
 
 
 def _short_repr(item: Any, limit: int = 60) -> str:

@@ -6,7 +6,7 @@ import multiprocessing
 from typing import Any
 
 from .. import warm
-from .._cell_task import SKIPPED, CellSpec, ItemFailed, RunControl, run_item
+from .._cell_task import SKIPPED, CellSpec, ItemFailed, RunControl, run_chunk
 from .pool import ParallelCellError, notebook_names
 
 __all__ = ["run_parallel_cell"]
@@ -61,9 +61,10 @@ def _target_names(target: str) -> list[str]:
 
 def _collect(pool: Any, spec: CellSpec, items: list[Any], args: Any,
              control: RunControl) -> list[Any]:
-    task = functools.partial(run_item, spec)
-    indexed = list(enumerate(items))
+    task = functools.partial(run_chunk, spec)
     chunksize = 1 if spec.loop_target is None else (args.chunksize or _chunksize(len(items), pool))
+    indexed = list(enumerate(items))
+    chunks = [indexed[i:i + chunksize] for i in range(0, len(indexed), chunksize)]
     mapper = pool.imap_unordered if args.unordered else pool.imap
     bar = None
     if not args.no_progress and spec.loop_target is not None:
@@ -73,14 +74,8 @@ def _collect(pool: Any, spec: CellSpec, items: list[Any], args: Any,
     failures: list[ItemFailed] = []
     ok = False
     try:
-        iterator = mapper(task, indexed, chunksize)
-        for _ in indexed:
-            try:
-                value = iterator.next(args.timeout)
-            except multiprocessing.TimeoutError:
-                raise multiprocessing.TimeoutError(
-                    f"%%mp_pool: no result within --timeout {args.timeout} s; "
-                    f"{len(results)} of {len(items)} items done") from None
+        iterator = mapper(task, chunks, 1)
+        for value in _values(iterator, len(chunks), args.timeout, len(items), results):
             if value is SKIPPED:
                 continue
             if isinstance(value, ItemFailed):
@@ -105,6 +100,18 @@ def _collect(pool: Any, spec: CellSpec, items: list[Any], args: Any,
         print(f"%%mp_pool: {len(failures)} of {len(items)} items failed: {listed}; "
               f"their exceptions are in the results")
     return results
+
+
+def _values(iterator: Any, n_chunks: int, timeout: float | None, total: int,
+            results: list[Any]) -> Any:
+    for _ in range(n_chunks):
+        try:
+            chunk = iterator.next(timeout)
+        except multiprocessing.TimeoutError:
+            raise multiprocessing.TimeoutError(
+                f"%%mp_pool: no result within --timeout {timeout} s; "
+                f"{len(results)} of {total} items done") from None
+        yield from chunk
 
 
 def _chunksize(n: int, pool: Any) -> int:

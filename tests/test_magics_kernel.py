@@ -1,0 +1,142 @@
+"""``%%mp_pool`` and ``%mp_pool`` in a real kernel: both forms, the options, errors,
+notebook names that change between runs, and every usage error."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.timeout(240)]
+
+SETUP = """
+%load_ext mpnb
+import math
+factor = 2
+def scale(v):
+    return v * factor
+class Box:
+    def __init__(self, v):
+        self.v = v
+"""
+
+
+@pytest.fixture(scope="module")
+def k(module_kernel):
+    module_kernel.ensure_ok(SETUP)
+    module_kernel.ensure_ok("%mp_pool -n 2")
+    yield module_kernel
+    module_kernel.ensure_ok("%mp_pool --shutdown")
+
+
+def test_map_form_collects_in_input_order(k):
+    k.ensure_ok("%%mp_pool --no-progress for x in range(10)\ny = scale(x)\nmath.sqrt(y) if x < 0 else y + 1")
+    assert k.evaluate("mp_results") == [2 * x + 1 for x in range(10)]
+
+
+def test_several_loop_names_and_out(k):
+    k.ensure_ok("%%mp_pool --no-progress -o pairs for i, (a, b) in enumerate([(1, 2), (3, 4)])\n"
+                "(i, a * b)")
+    assert k.evaluate("pairs") == [(0, 2), (1, 12)]
+
+
+def test_notebook_values_are_sent_fresh_each_run(k):
+    k.ensure_ok("factor = 3")
+    k.ensure_ok("%%mp_pool --no-progress -o r for x in [1, 2]\nscale(x)")
+    assert k.evaluate("r") == [3, 6]
+    k.ensure_ok("factor = 5\ndef scale(v):\n    return v * factor + 1")
+    k.ensure_ok("%%mp_pool --no-progress -o r for x in [1, 2]\nscale(x)")
+    assert k.evaluate("r") == [6, 11]
+    k.ensure_ok("factor = 2\ndef scale(v):\n    return v * factor")
+
+
+def test_no_stale_globals_in_warm_workers(k):
+    k.ensure_ok("%%mp_pool --no-progress -o r for x in range(4)\nleftover = x\nx")
+    res = k.execute("%%mp_pool --no-progress -o r for x in range(4)\nleftover")
+    assert res.error is not None and "NameError" in res.error.text
+
+
+def test_cell_classes_come_back_as_themselves(k):
+    k.ensure_ok("%%mp_pool --no-progress -o boxes for x in range(3)\nBox(x)")
+    assert k.evaluate("[isinstance(b, Box) for b in boxes]") == [True] * 3
+
+
+def test_spmd_form_runs_once_per_worker(k):
+    k.ensure_ok("%%mp_pool -n 2 -o ranks\nimport os\n(mp_rank, mp_size, os.getpid())")
+    ranks = k.evaluate("ranks")
+    assert [r[:2] for r in ranks] == [(0, 2), (1, 2)]
+    assert len({r[2] for r in ranks}) == 2
+
+
+def test_unordered_chunksize_and_start_method(k):
+    k.ensure_ok("%%mp_pool --no-progress --unordered --chunksize 3 -o r for x in range(9)\nx")
+    assert sorted(k.evaluate("r")) == list(range(9))
+    k.ensure_ok("%%mp_pool --no-progress --start-method spawn -o r for x in range(3)\nscale(x)")
+    assert k.evaluate("r") == [0, 2, 4]
+    assert "spawn" in k.execute("%mp_pool").result
+    k.ensure_ok("%mp_pool --start-method forkserver")
+
+
+def test_first_failure_stops_and_names_the_item(k):
+    res = k.execute("%%mp_pool --no-progress for x in range(6)\n1 / (x - 4)")
+    assert res.error is not None
+    text = res.error.text
+    assert "item 4 (x = 4)" in text and "ZeroDivisionError" in text
+    assert "1 / (x - 4)" in text  # the cell's own line, from the worker's traceback
+
+
+def test_keep_going_collects_exceptions(k):
+    res = k.ensure_ok("%%mp_pool --no-progress --keep-going -o r for x in range(5)\n10 // (x - 2)")
+    assert "1 of 5 items failed" in res.stdout
+    assert k.evaluate("[type(v).__name__ for v in r]") == ["int", "int", "ZeroDivisionError",
+                                                           "int", "int"]
+
+
+def test_timeout(k):
+    res = k.execute("%%mp_pool --no-progress --timeout 0.5 for x in range(2)\n"
+                    "import time\ntime.sleep(5)")
+    assert res.error is not None and "TimeoutError" in res.error.text
+    k.ensure_ok("%mp_pool --restart")
+    k.ensure_ok("%%mp_pool --no-progress -o r for x in range(2)\nx")
+    assert k.evaluate("r") == [0, 1]
+
+
+def test_progress_bar_widget(k):
+    res = k.ensure_ok("%%mp_pool -o r for x in range(20)\nx")
+    views = [d for d in res.displays if "application/vnd.jupyter.widget-view+json" in
+             d.get("content", d).get("data", {})]
+    assert views, res.displays
+
+
+def test_line_magic_shows_and_resizes(k):
+    k.ensure_ok("%mp_pool -n 3")
+    shown = k.execute("%mp_pool").result
+    assert "3 workers" in shown and shown.count("alive") == 3
+    k.ensure_ok("%mp_pool -n 2")
+    k.ensure_ok("%mp_pool --shutdown")
+    assert "not running" in k.execute("%mp_pool").result
+    k.ensure_ok("%mp_pool -n 2")
+
+
+def test_help_text(k):
+    res = k.execute("%%mp_pool?")
+    # Jupyter shows help in its pager: the execute_reply's payload.
+    text = str(res.reply["content"].get("payload")) + res.stdout
+    assert "--keep-going" in text and "mp_rank" in text
+
+
+@pytest.mark.parametrize("line, message", [
+    ("%%mp_pool for x in\nx", "cannot read the loop"),
+    ("%%mp_pool for 1 in range(3)\nx", "is not a loop target"),
+    ("%%mp_pool for x in range(\nx", "is not an expression"),
+    ("%%mp_pool\nx", "nothing to run in parallel"),
+    ("%%mp_pool -n 0 for x in [1]\nx", "-n/--processes must be 1 or more"),
+    ("%%mp_pool --chunksize 0 for x in [1]\nx", "--chunksize must be 1 or more"),
+    ("%%mp_pool --timeout -1 for x in [1]\nx", "--timeout must be a positive"),
+    ("%%mp_pool -o 1bad for x in [1]\nx", "is not a Python name"),
+    ("%%mp_pool -n 2 --unordered\nx", "need a loop"),
+    ("%%mp_pool --bogus for x in [1]\nx", "unrecognized arguments"),
+    ("%%mp_pool for x in [1]\n", "empty"),
+    ("%mp_pool --shutdown -n 2", "--shutdown takes no other option"),
+])
+def test_usage_errors(k, line, message):
+    res = k.execute(line)
+    assert res.error is not None and res.error.ename == "UsageError", res.error
+    assert message in res.error.text

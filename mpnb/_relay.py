@@ -1,0 +1,447 @@
+"""The parent side of output routing: one thread that republishes children's output.
+
+Each routed child connects two stream sockets (they become its fds 1 and 2) to the
+relay's listening socket, in a directory only its user can enter. A connection starts
+with one line that introduces it (token, process name, pid, stream, route) and then
+carries the raw bytes the child writes, whoever writes them: ``print``, C code, a
+shell started with ``os.system``. A route change is a marker written atomically into
+the byte stream (``\\0mpnb:<token>:<route>\\0``): what comes after it belongs to the
+new route.
+
+The relay reassembles whole lines per connection, so lines of different processes
+never mix; publishes complete lines at once and a partial line after ``FLUSH_DELAY``.
+When more than one process writes into a cell, the text is tagged with its source at
+each change of source (``[stdout:Process-2] ...``, as ipyparallel does). A traceback
+frame in a notebook cell reads ``Cell In[n], line k`` with the cell's source line.
+``drain()`` publishes what was written so far, so a result can follow its output.
+
+The relay knows nothing of kernels: it calls ``send(route, stream, text)``.
+"""
+from __future__ import annotations
+
+import codecs
+import hmac
+import json
+import linecache
+import os
+import re
+import selectors
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from typing import Any, Callable, Optional
+
+__all__ = ["Relay", "hello", "marker", "FLUSH_DELAY"]
+
+# Seconds a partial line waits for the rest of its line before it is published as is.
+FLUSH_DELAY = 0.1
+# Bytes read from a connection at once.
+READ_SIZE = 65536
+# A partial line longer than this is published without waiting for its end.
+MAX_PARTIAL = 65536
+# The longest introduction line a child may send.
+MAX_HELLO = 4096
+# Reads per connection in one ``drain()``: bounds it when a child keeps writing.
+MAX_DRAIN_READS = 256
+# Cells whose tagging state is kept (the oldest is forgotten first).
+MAX_CELLS = 1024
+# The first bytes of an introduction line (the protocol's version is in it).
+HELLO_PREFIX = b"mpnb-output 1 "
+
+# A traceback frame as the traceback module prints it.
+_FRAME = re.compile(r'^([ \t]*)File "([^"]+)", line (\d+)(.*)$')
+
+Send = Callable[[Optional[str], str, str], None]
+Label = Callable[[str], Optional[str]]
+
+
+def hello(token: str, name: str, pid: int, stream: str, route: str | None) -> bytes:
+    """The line a child sends first on each of its connections."""
+    info = {"token": token, "name": name, "pid": pid, "stream": stream, "route": route}
+    return HELLO_PREFIX + json.dumps(info).encode() + b"\n"
+
+
+def marker(token: str, route: str | None) -> bytes:
+    """The bytes that switch a connection to ``route`` (``None``: no cell)."""
+    return b"\0mpnb:" + token.encode() + b":" + (route or "").encode() + b"\0"
+
+
+class _Connection:
+    """One stream of one child: its socket and the text waiting for its line's end."""
+
+    __slots__ = ("sock", "ready", "closed", "name", "pid", "stream", "route", "raw",
+                 "decoder", "partial", "held", "deadline")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.ready = False           # introduced itself
+        self.closed = False
+        self.name = ""
+        self.pid = 0
+        self.stream = "stdout"
+        self.route: str | None = None
+        self.raw = b""               # bytes not yet decoded: an unfinished marker
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.partial = ""            # the start of a line
+        self.held = ""               # a traceback frame line, until its next line comes
+        self.deadline: float | None = None
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.partial or self.held or (self.raw and self.ready))
+
+
+class _Cell:
+    """What was published into one cell: who wrote, who wrote last, unfinished lines."""
+
+    __slots__ = ("sources", "last", "open")
+
+    def __init__(self) -> None:
+        self.sources: set[tuple[str, int]] = set()
+        self.last: dict[str, tuple[str, int]] = {}
+        self.open: dict[str, bool] = {}
+
+
+class Relay:
+    """A listening socket and the thread that republishes what children write to it."""
+
+    def __init__(self, send: Send, token: str, label: Label | None = None,
+                 tags: bool = True) -> None:
+        self.tags = tags
+        self._send = send
+        self._token = token
+        self._mark = b"\0mpnb:" + token.encode() + b":"
+        self._label = label or (lambda filename: None)
+        self._lock = threading.RLock()
+        self._connections: set[_Connection] = set()
+        self._cells: OrderedDict[str | None, _Cell] = OrderedDict()
+        self._closing = False
+        self._dir = tempfile.mkdtemp(prefix="mpnb-")
+        self.address = os.path.join(self._dir, "out")
+        self._cleanup = weakref.finalize(self, _remove_dir, self._dir, os.getpid())
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.address)
+        self._listener.listen(socket.SOMAXCONN)
+        self._listener.setblocking(False)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._thread = threading.Thread(target=self._run, name="mpnb-output", daemon=True)
+        self._thread.start()
+
+    # -- public ---------------------------------------------------------------------------
+
+    def drain(self, pid: int | None = None) -> None:
+        """Publish everything written so far (by ``pid`` only, when given)."""
+        with self._lock:
+            self._accept()
+            for conn in list(self._connections):
+                if pid is None or conn.pid == pid or not conn.ready:
+                    self._read(conn, MAX_DRAIN_READS)
+
+    def close(self) -> None:
+        """Accept no more children; the thread ends once those connected are done."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._close_listener()
+        self._wake()
+
+    def abandon(self) -> None:
+        """In a forked child: let go of the parent's sockets, touching none of its locks."""
+        for sock in [self._listener, self._wake_r, self._wake_w,
+                     *(c.sock for c in list(self._connections))]:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        try:
+            self._selector.close()
+        except (OSError, RuntimeError):
+            pass
+        self._cleanup.detach()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._closing and not self._connections:
+                    break
+                timeout = self._timeout()
+            try:
+                events = self._selector.select(timeout)
+            except (OSError, ValueError):  # the selector was closed under us
+                break
+            with self._lock:
+                for key, _ in events:
+                    if key.data == "accept":
+                        self._accept()
+                    elif key.data == "wake":
+                        self._clear_wake()
+                    elif not key.data.closed:
+                        self._read(key.data, 1)
+                self._expire()
+        with self._lock:
+            self._close_listener()
+            for sock in (self._wake_r, self._wake_w):
+                sock.close()
+            self._selector.close()
+        self._cleanup()
+
+    def _timeout(self) -> float | None:
+        deadlines = [c.deadline for c in self._connections if c.deadline is not None]
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def _clear_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _close_listener(self) -> None:
+        if self._listener.fileno() >= 0:
+            try:
+                self._selector.unregister(self._listener)
+            except (KeyError, ValueError, RuntimeError):
+                pass
+            self._listener.close()
+            try:
+                os.unlink(self.address)
+            except OSError:
+                pass
+
+    def _accept(self) -> None:
+        if self._listener.fileno() < 0:
+            return
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            sock.setblocking(False)
+            conn = _Connection(sock)
+            self._connections.add(conn)
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _read(self, conn: _Connection, reads: int) -> None:
+        for _ in range(reads):
+            try:
+                data = conn.sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close(conn)
+                return
+            self._feed(conn, data)
+
+    def _close(self, conn: _Connection) -> None:
+        if conn.ready:
+            if conn.raw:
+                conn.partial += conn.decoder.decode(conn.raw)
+                conn.raw = b""
+            conn.partial += conn.decoder.decode(b"", final=True)
+            self._flush(conn)
+        conn.closed = True
+        self._connections.discard(conn)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError, RuntimeError):
+            pass
+        conn.sock.close()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for conn in list(self._connections):
+            if conn.deadline is not None and conn.deadline <= now:
+                self._flush(conn)
+
+    # -- bytes to lines -------------------------------------------------------------------
+
+    def _feed(self, conn: _Connection, data: bytes) -> None:
+        buf = conn.raw + data if conn.raw else data
+        conn.raw = b""
+        if not conn.ready:
+            end = buf.find(b"\n")
+            if end < 0:
+                if len(buf) > MAX_HELLO:
+                    self._close(conn)
+                else:
+                    conn.raw = buf
+                return
+            if not self._introduce(conn, buf[:end]):
+                self._close(conn)
+                return
+            buf = buf[end + 1:]
+        mark = self._mark
+        while buf:
+            start = buf.find(mark)
+            if start < 0:
+                keep = _marker_prefix(buf, mark)
+                self._text(conn, buf[:len(buf) - keep] if keep else buf)
+                conn.raw = buf[len(buf) - keep:] if keep else b""
+                break
+            if start:
+                self._text(conn, buf[:start])
+            end = buf.find(b"\0", start + len(mark))
+            if end < 0:
+                conn.raw = buf[start:]
+                break
+            route = buf[start + len(mark):end].decode("ascii", "replace") or None
+            self._flush(conn)
+            conn.route = route
+            buf = buf[end + 1:]
+        self._schedule(conn)
+
+    def _introduce(self, conn: _Connection, line: bytes) -> bool:
+        if not line.startswith(HELLO_PREFIX):
+            return False
+        try:
+            info = json.loads(line[len(HELLO_PREFIX):])
+            token = str(info["token"])
+            conn.name, conn.pid = str(info["name"]), int(info["pid"])
+            conn.stream = "stderr" if info["stream"] == "stderr" else "stdout"
+            conn.route = info["route"] if isinstance(info["route"], str) else None
+        except (ValueError, KeyError, TypeError):
+            return False
+        conn.ready = hmac.compare_digest(token.encode(), self._token.encode())
+        return conn.ready
+
+    def _text(self, conn: _Connection, data: bytes) -> None:
+        text = conn.decoder.decode(data)
+        if not text:
+            return
+        conn.partial += text
+        cut = conn.partial.rfind("\n") + 1
+        if cut:
+            lines, conn.partial = conn.partial[:cut], conn.partial[cut:]
+            self._lines(conn, lines)
+        if len(conn.partial) > MAX_PARTIAL:
+            self._flush(conn)
+
+    def _schedule(self, conn: _Connection) -> None:
+        if not conn.pending:
+            conn.deadline = None
+        elif conn.deadline is None:
+            conn.deadline = time.monotonic() + FLUSH_DELAY
+            if threading.current_thread() is not self._thread:
+                self._wake()  # the thread computes its next timeout again
+
+    def _lines(self, conn: _Connection, text: str) -> None:
+        """Publish whole lines (a trailing traceback frame waits for its source line)."""
+        if conn.held:
+            text, conn.held = conn.held + text, ""
+        if 'File "' in text:
+            text, conn.held = self._frames(text)
+        if text:
+            self._publish(conn, text)
+
+    def _flush(self, conn: _Connection) -> None:
+        """Publish what waits: a held frame line, an unfinished marker, a partial line."""
+        if conn.raw and conn.ready:
+            raw, conn.raw = conn.raw, b""
+            conn.partial += conn.decoder.decode(raw)
+        text = ""
+        if conn.held:
+            text, _ = self._frames(conn.held, final=True)
+            conn.held = ""
+        text += conn.partial
+        conn.partial = ""
+        conn.deadline = None
+        if text:
+            self._publish(conn, text)
+
+    # -- tracebacks -----------------------------------------------------------------------
+
+    def _frames(self, text: str, final: bool = False) -> tuple[str, str]:
+        """``text`` with frames in notebook cells as IPython shows them, and the last line
+        if it is such a frame and its next line has not come yet."""
+        lines = text.splitlines(keepends=True)
+        out: list[str] = []
+        for i, line in enumerate(lines):
+            match = _FRAME.match(line)
+            label = self._label(match.group(2)) if match else None
+            if not match or not label:
+                out.append(line)
+                continue
+            following = lines[i + 1] if i + 1 < len(lines) else None
+            if following is None and not final:
+                return "".join(out), line
+            indent, filename, lineno, rest = match.groups()
+            out.append(f"{indent}{label}, line {lineno}{rest}\n")
+            source = _source_line(filename, int(lineno))
+            if source and (following is None or following.strip() != source):
+                out.append(f"{indent}  {source}\n")
+        return "".join(out), ""
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def _publish(self, conn: _Connection, text: str) -> None:
+        route, stream, source = conn.route, conn.stream, (conn.name, conn.pid)
+        cell = self._cells.get(route)
+        if cell is None:
+            cell = self._cells[route] = _Cell()
+            while len(self._cells) > MAX_CELLS:
+                self._cells.popitem(last=False)
+        else:
+            self._cells.move_to_end(route)
+        cell.sources.add(source)
+        last = cell.last.get(stream)
+        head = ""
+        if last is not None and last != source:
+            if cell.open.get(stream):
+                head = "\n"  # end the other process's unfinished line first
+        if self.tags and len(cell.sources) > 1 and last != source:
+            head += f"[{stream}:{conn.name}] "
+        cell.last[stream] = source
+        cell.open[stream] = not text.endswith("\n")
+        try:
+            self._send(route, stream, head + text)
+        except Exception:  # never let one message stop the relay
+            pass
+
+
+def _marker_prefix(buf: bytes, mark: bytes) -> int:
+    """How many bytes at the end of ``buf`` may be the start of a marker."""
+    start = buf.rfind(b"\0", max(0, len(buf) - len(mark) + 1))
+    if start >= 0 and mark.startswith(buf[start:]):
+        return len(buf) - start
+    return 0
+
+
+def _source_line(filename: str, lineno: int) -> str:
+    entry: Any = linecache.cache.get(filename)
+    if not entry or len(entry) < 3:
+        return ""
+    lines = entry[2]
+    return lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
+
+
+def _remove_dir(path: str, pid: int) -> None:
+    if os.getpid() == pid:
+        shutil.rmtree(path, ignore_errors=True)

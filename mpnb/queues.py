@@ -8,11 +8,18 @@ differences from the standard library follow, both on purpose:
 - the item is sent as it was when ``put`` was called, not as it is when the feeder
   thread gets to it.
 
+The feeder thread then sends those bytes as they are: ``multiprocessing.queues`` gets a
+stand-in for its ``ForkingPickler`` that passes mpnb's pre-pickled items through and
+hands everything else to ``ForkingPickler`` unchanged (installed when the first mpnb
+queue is made, in this process or a child; other queues see no difference).
+
 ``get`` is the standard library's.
 """
 from __future__ import annotations
 
 import multiprocessing.queues as _std
+import threading
+from multiprocessing import reduction
 from typing import Any
 
 from . import _serialize
@@ -21,19 +28,60 @@ from .connection import _adopt
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue"]
 
 
-class Queue(_std.Queue):
-    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        payload = _serialize.Pickled(_serialize.checked_dumps(obj, "the item"))
-        super().put(payload, block, timeout)
+class _Prepickled(_serialize.Pickled):
+    """An item pickled by ``put``; the feeder sends its bytes as they are."""
+
+    __slots__ = ()
 
 
-class JoinableQueue(_std.JoinableQueue):
+class _FeederPickler:
+    """``multiprocessing.queues._ForkingPickler``, passing ``_Prepickled`` through."""
+
+    @staticmethod
+    def dumps(obj: Any, protocol: int | None = None) -> Any:
+        if type(obj) is _Prepickled:
+            return obj.data
+        return reduction.ForkingPickler.dumps(obj, protocol)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(reduction.ForkingPickler, name)
+
+
+_feeder_pickler = _FeederPickler()
+_feeder_lock = threading.Lock()
+
+
+def _install_feeder_pickler() -> None:
+    with _feeder_lock:
+        if _std._ForkingPickler is not _feeder_pickler:
+            _std._ForkingPickler = _feeder_pickler
+
+
+class _PrepicklingPut:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _install_feeder_pickler()
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+
+    def __setstate__(self, state: Any) -> None:
+        _install_feeder_pickler()
+        super().__setstate__(state)  # type: ignore[misc]
+
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        payload = _serialize.Pickled(_serialize.checked_dumps(obj, "the item"))
-        super().put(payload, block, timeout)
+        payload = _Prepickled(_serialize.checked_dumps(obj, "the item"))
+        super().put(payload, block, timeout)  # type: ignore[misc]
+
+
+class Queue(_PrepicklingPut, _std.Queue):
+    """``multiprocessing.Queue`` whose items may be cell-defined objects."""
+
+
+class JoinableQueue(_PrepicklingPut, _std.JoinableQueue):
+    """``multiprocessing.JoinableQueue`` whose items may be cell-defined objects."""
 
 
 class SimpleQueue(_std.SimpleQueue):
+    """``multiprocessing.SimpleQueue`` whose items may be cell-defined objects."""
+
     def __init__(self, *, ctx: Any) -> None:
         super().__init__(ctx=ctx)
         # Code that writes to the pipe directly (a pool's task handler) sends with

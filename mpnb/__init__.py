@@ -7,7 +7,8 @@ cells cross process boundaries by value (cloudpickle); importable objects by ref
 
 ``%load_ext mpnb`` loads the IPython extension (magics, output routing, and
 cell-defined objects for code written against the standard library too).
-Importing mpnb changes nothing global.
+Importing mpnb changes nothing global; in a kernel, what mpnb's children write shows
+in the cell that started them (``mpnb.output``).
 """
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ from typing import Any
 from . import connection as _connection  # noqa: F401 - registers the 'mpnb' serializer
 from ._serialize import SerializationError
 from .context import _default_context
+from .output import _activate_if_kernel
 
 __version__ = "0.1.0"
 
 _context_names = [name for name in dir(_default_context) if not name.startswith("_")]
 globals().update((name, getattr(_default_context, name)) for name in _context_names)
+
+_activate_if_kernel()  # in a kernel: children's output goes to their cells (mpnb.output)
 
 SUBDEBUG = _std_multiprocessing.SUBDEBUG
 SUBWARNING = _std_multiprocessing.SUBWARNING

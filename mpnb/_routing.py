@@ -2,16 +2,18 @@
 
 A leaf module. The core asks it for an opaque, picklable *route* when work is handed
 to another process (a process starts, a pool task is submitted) and, in the child,
-enters that route around the work. What a route means is decided by whichever
-``Router`` is installed: ``mpnb.output`` installs one that sends a child's output to
-the notebook cell that started the work. With no router installed every call is a
-cheap no-op, so the core never depends on IPython.
+enters that route around the work. In the parent, ``drain()`` publishes the output
+children wrote so far: call it when a result arrives or a process was joined, before
+handing it on, so the work's output comes before what follows it. What a route means
+is decided by whichever ``Router`` is installed: ``mpnb.output`` installs one that
+sends a child's output to the notebook cell that started the work. With no router
+installed every call is a cheap no-op, so the core never depends on IPython.
 """
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-__all__ = ["Router", "set_router", "capture", "enter", "leave"]
+__all__ = ["Router", "set_router", "capture", "enter", "leave", "drain"]
 
 
 class Router(Protocol):
@@ -23,6 +25,9 @@ class Router(Protocol):
 
     def leave(self) -> None:
         """In the child: flush what was written under the current route."""
+
+    def drain(self, process: Any = None) -> None:
+        """In the parent: publish what children (or ``process``) wrote so far."""
 
 
 _router: Router | None = None
@@ -47,3 +52,8 @@ def enter(route: Any) -> None:
 def leave() -> None:
     if _router is not None:
         _router.leave()
+
+
+def drain(process: Any = None) -> None:
+    if _router is not None:
+        _router.drain(process)

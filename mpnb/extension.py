@@ -3,6 +3,8 @@
 - mpnb's pickler in the kernel's standard library ``multiprocessing`` (so code
   written against ``multiprocessing`` and ``concurrent.futures.ProcessPoolExecutor``
   sends cell-defined objects by value);
+- output routing: children's output in the cell that started them (``mpnb.output``;
+  already on when mpnb was imported in a kernel);
 - the magics.
 """
 from __future__ import annotations
@@ -37,6 +39,8 @@ def load(ipython: Any) -> None:
     if _state["loaded"]:
         return
     _serialize.install()
+    from . import output
+    output.activate()
     for magics in _magics_classes():
         ipython.register_magics(magics)
     _state["loaded"] = True
@@ -47,6 +51,8 @@ def unload(ipython: Any) -> None:
         return
     _state["loaded"] = False
     _serialize.uninstall()
+    from . import output
+    output.deactivate()
     try:
         from . import monitor
     except ModuleNotFoundError:

@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Any, Callable
 
-from . import _serialize
+from . import _routing, _serialize
 from .registry import REGISTRY
 
 __all__ = ["Process", "SpawnProcess", "ForkServerProcess", "ForkProcess",
@@ -93,6 +93,11 @@ class _MpnbProcess:
         for setup in getattr(self, "_mpnb_child_setups", ()):
             setup()
         return super()._bootstrap(*args, **kwargs)  # type: ignore[misc]
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)  # type: ignore[misc]
+        if self.exitcode is not None:
+            _routing.drain(self)  # its output first, then what the caller does next
 
     @property
     def exitcode(self) -> int | None:

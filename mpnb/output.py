@@ -165,7 +165,7 @@ class _KernelSide:
                 try:
                     self.relay = Relay(self.send, self.token, self.label,
                                        tags=_settings["tags"])
-                except OSError:
+                except (OSError, AttributeError):  # no AF_UNIX sockets here
                     return None
             return self.relay.address
 
@@ -310,11 +310,11 @@ def _start_child(setup: _ChildSetup) -> None:
     _kernel = None
     socks: list[socket.socket] = []
     try:
-        for stream in ("stdout", "stderr"):
+        for name in ("stdout", "stderr"):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             socks.append(sock)
             sock.connect(setup.address)
-            sock.sendall(hello(setup.token, setup.name, os.getpid(), stream, setup.route))
+            sock.sendall(hello(setup.token, setup.name, os.getpid(), name, setup.route))
     except (OSError, AttributeError):  # no relay (any more), or no AF_UNIX here
         for sock in socks:
             sock.close()

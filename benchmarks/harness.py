@@ -184,19 +184,30 @@ def kill_all(procs: list[psutil.Process], grace: float = 1.0) -> None:
     psutil.wait_procs(alive, timeout=grace)
 
 
-def shm_entries() -> dict[str, float]:
-    """Names in /dev/shm with their change times."""
-    try:
-        names = os.listdir(SHM_DIR)
-    except OSError:
-        return {}
-    entries = {}
-    for name in names:
+def shm_names_used(pids: list[int]) -> set[str]:
+    """Top-level names in /dev/shm that these processes have open or mapped now."""
+    prefix = SHM_DIR + "/"
+    names: set[str] = set()
+
+    def add(path: str) -> None:
+        if path.startswith(prefix):
+            names.add(path[len(prefix):].split("/", 1)[0])
+
+    for pid in pids:
         try:
-            entries[name] = os.stat(os.path.join(SHM_DIR, name)).st_ctime
+            with open(f"/proc/{pid}/maps") as maps:
+                for line in maps:
+                    parts = line.split(None, 5)
+                    if len(parts) == 6:
+                        add(parts[5].strip().removesuffix(" (deleted)"))
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                except OSError:
+                    continue
         except OSError:
             continue
-    return entries
+    return names
 
 
 def shm_used() -> int:

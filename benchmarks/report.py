@@ -16,12 +16,16 @@ def num(value: Any, spec: str = ".3g") -> str:
         return "-"
     if isinstance(value, str):
         return value
+    if spec == "s":
+        return str(value)
     if spec == "d":
         return str(int(value))
     if spec == ".3g" and abs(value) >= 1e6:
         return f"{value / 1e6:.3g}M"
     if spec == ".3g" and abs(value) >= 1e4:
         return f"{value / 1e3:.3g}k"
+    if spec == ".3g" and abs(value) >= 100:
+        return f"{value:.0f}"
     return format(value, spec)
 
 

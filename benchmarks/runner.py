@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -18,6 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
+
 from . import harness, peers, report
 from .workloads import WORKLOADS, Workload
 
@@ -28,6 +31,8 @@ LEFTOVER_GRACE = 3.0
 # A case runs as ``python -c``, so its __main__ has no file and no module name, as in a
 # Jupyter kernel: spawn and forkserver children have no main module to import again.
 CASE_MAIN = "import sys; from benchmarks.case import main; sys.exit(main(sys.argv))"
+#: seconds between two looks at what a running case maps in /dev/shm
+SHM_POLL = 1.0
 #: lines of a failed case's log kept in the JSON
 LOG_TAIL = 12
 
@@ -43,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats and a smaller time budget per case")
     parser.add_argument("--list", action="store_true", help="list workloads and peers, run nothing")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="print the tables of a results file, run nothing")
     parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
@@ -90,17 +97,39 @@ def _leftovers(token: str) -> list[str]:
     return labels
 
 
-def _shm_leaks(before: dict[str, float], since: float) -> list[str]:
-    """Entries of /dev/shm made during the case that nobody uses any more.
+def _busy() -> float:
+    """CPU seconds the whole machine has been busy."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
-    Reported, never removed: on a shared machine an entry made at the same time may
-    belong to another program (a semaphore between its creation and a child's start).
+
+def _reaped_cpu() -> float:
+    """CPU seconds of this process's children that were waited for, and of theirs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_of(pids: list[int]) -> dict[int, float]:
+    out = {}
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        out[pid] = t.user + t.system
+    return out
+
+
+def _shm_leaks(seen: set[str]) -> list[str]:
+    """Entries of /dev/shm that the case's processes were seen using, still there after
+    the case ended and its leftovers were killed, and used by nobody now.
+
+    Reported, never removed: the machine is shared with other programs.
     """
-    new = {name for name, ctime in harness.shm_entries().items()
-           if name not in before and ctime >= since - 1}
-    if not new:
+    paths = {os.path.join(harness.SHM_DIR, name) for name in seen}
+    paths = {p for p in paths if os.path.exists(p)}
+    if not paths:
         return []
-    paths = {os.path.join(harness.SHM_DIR, name) for name in new}
     in_use = harness.paths_in_use(paths)
     return sorted(os.path.basename(p) for p in paths - in_use)
 
@@ -118,8 +147,10 @@ def run_case(wl: Workload, peer: str, variant: str, repeat: int, budget: float,
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]]
                                                        if env.get("PYTHONPATH") else []))
     env["PYTHONUNBUFFERED"] = "1"
-    shm_before = harness.shm_entries()
-    started, load = time.time(), os.getloadavg()[0]
+    shm_seen: set[str] = set()
+    tree_cpu: dict[int, float] = {}
+    load = os.getloadavg()[0]
+    busy0, reaped0 = _busy(), _reaped_cpu()
     t0 = time.perf_counter()
     timed_out = False
     with open(log_path, "wb") as log:
@@ -127,16 +158,31 @@ def run_case(wl: Workload, peer: str, variant: str, repeat: int, budget: float,
             [sys.executable, "-c", CASE_MAIN, json.dumps(spec), str(result_path)],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
-        try:
-            rc = proc.wait(wl.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        deadline = t0 + wl.timeout
+        while True:
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
+                rc = proc.wait(SHM_POLL)
+                break
+            except subprocess.TimeoutExpired:
                 pass
-            rc = proc.wait()
+            # What the case's processes map in /dev/shm, to tell its leaks from others'.
+            tree = [proc.pid] + [p.pid for p in harness.descendants(proc.pid)]
+            shm_seen |= harness.shm_names_used(tree)
+            tree_cpu.update(_cpu_of(tree))
+            if time.perf_counter() > deadline:
+                timed_out = True
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                rc = proc.wait()
+                break
     wall = time.perf_counter() - t0
+    # The rest of the machine's CPU use meanwhile, as a share of all its cores: how noisy
+    # the figures of this case are. Processes shorter than a poll are missed, so the
+    # share reads high for cases that start many short processes (W1).
+    own = max(_reaped_cpu() - reaped0, sum(tree_cpu.values()))
+    others = max(0.0, _busy() - busy0 - own) / wall / (os.cpu_count() or 1)
     rows: list[dict[str, Any]] = []
     if result_path.exists():
         try:
@@ -144,7 +190,7 @@ def run_case(wl: Workload, peer: str, variant: str, repeat: int, budget: float,
         except ValueError:
             rows = []
     leftovers = _leftovers(token)
-    shm = _shm_leaks(shm_before, started)
+    shm = _shm_leaks(shm_seen)
     log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
     if not rows:
         rows = [{"variant": variant, "status": "running"}]
@@ -161,7 +207,7 @@ def run_case(wl: Workload, peer: str, variant: str, repeat: int, budget: float,
             row["log_tail"] = "\n".join(log_text.splitlines()[-LOG_TAIL:])[-1500:]
         row.update(peer=peer, case_variant=variant, leftovers=leftovers,
                    orphans=len(leftovers), shm_leaked=shm, wall_s=round(wall, 2),
-                   load1=round(load, 2), exit_code=rc)
+                   load1=round(load, 2), others_cpu_pct=round(others * 100), exit_code=rc)
         row.setdefault("label", peer)
         report.add_stats(row)
     return rows
@@ -235,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                                        for p, v in wl.cases))
             print(f"{wl.id:<4} {wl.title}\n     [{wl.unit or 'outcome'}] {', '.join(names)}")
         return 0
+    if args.report:
+        return print_saved(args.report, args.workloads)
     logdir = Path(tempfile.mkdtemp(prefix="mpnb-bench-"))
     print(f"mpnb benchmarks on {_host()} ({os.cpu_count()} cores), Python "
           f"{platform.python_version()}; logs in {logdir}", flush=True)
@@ -255,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             case_rows = run_case(wl, peer, variant, repeat, budget, params, logdir)
             print(f"   {peer:<20} {variant:<8} {_progress(wl, case_rows)}  "
-                  f"[{case_rows[0]['wall_s']:.1f} s]", flush=True)
+                  f"[{case_rows[0]['wall_s']:.1f} s, others' CPU "
+                  f"{case_rows[0]['others_cpu_pct']}%]", flush=True)
             rows += case_rows
         print("\n" + "\n".join(report.table(wl, rows)), flush=True)
         done.append((wl, rows))
@@ -287,6 +336,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"logs of the cases that failed or hung: {logdir}")
     else:
         shutil.rmtree(logdir, ignore_errors=True)
+    return 0
+
+
+def print_saved(path: Path, only: list[str]) -> int:
+    data = json.loads(path.read_text())
+    meta = data.get("meta", {})
+    print(f"{path}: {meta.get('date', '?')} on {meta.get('host', '?')} "
+          f"({meta.get('cpus', '?')} cores), commit {meta.get('commit', '?')}")
+    done = []
+    for wid, saved in data.get("workloads", {}).items():
+        if wid not in WORKLOADS or wid not in only:
+            continue
+        wl, rows = WORKLOADS[wid], saved["rows"]
+        print(f"\n({saved.get('measured_at', '?')})\n" + "\n".join(report.table(wl, rows)))
+        done.append((wl, rows))
+    print("\n" + "\n".join(report.summary(done)))
     return 0
 
 

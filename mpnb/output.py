@@ -4,15 +4,16 @@ In an IPython kernel, everything an mpnb child writes (``print``, ``sys.stdout``
 ``sys.stderr``, ``logging``, C code and shells writing to fds 1 and 2) appears in the
 output area of the cell that started the process or submitted the task: sent as IOPub
 ``stream`` messages with that cell's parent header, so it lands there even after the
-cell finished, and never in another cell. stderr stays stderr. Children write
-unbuffered: output arrives without flushing. Grandchildren started through mpnb
-route the same way. A traceback frame in a notebook cell reads ``Cell In[n], line k``
-followed by the cell's source line.
+cell finished, and never in another cell. stderr stays stderr. Children's streams are
+line-buffered and an unfinished line goes out after a tenth of a second: output
+arrives without flushing. Grandchildren started through mpnb route the same way. A
+traceback frame in a notebook cell reads ``Cell In[n], line k`` followed by the cell's
+source line.
 
 How: a start hook (``process.add_start_hook``) gives each child the address of the
 kernel's relay (``mpnb._relay``) and the route of its cell (the cell's msg_id); the
 child connects its fds 1 and 2 there and replaces ``sys.stdout``/``sys.stderr`` by
-unbuffered UTF-8 streams on them. A pool worker switches route per task through
+UTF-8 streams on them. A pool worker switches route per task through
 ``mpnb._routing`` (``enter``/``leave``); the parent ``drain``s before it hands a result
 or a joined process back, so output comes before what follows it in the cell.
 
@@ -29,6 +30,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -42,6 +44,10 @@ __all__ = ["activate", "deactivate", "active", "configure"]
 # is forgotten first (its late output then goes to the cell running at that time).
 MAX_ROUTES = 4096
 
+# Seconds an unfinished line waits in a child's stream before it is written anyway:
+# long enough to gather the pieces ``print`` writes, short next to the relay's wait.
+FLUSH_DELAY = 0.05
+
 _settings: dict[str, Any] = {"tags": True}
 _state_lock = threading.Lock()
 _fork_handler_registered = False
@@ -53,7 +59,7 @@ def activate() -> bool:
     Returns whether routing is on: ``False`` outside an IPython kernel, where children
     keep writing to the inherited file descriptors.
     """
-    global _kernel, _fork_handler_registered
+    global _kernel
     with _state_lock:
         if _kernel is not None or _child is not None:
             return True
@@ -63,9 +69,7 @@ def activate() -> bool:
         _kernel = _KernelSide(*found)
         _routing.set_router(_KernelRouter(_kernel))
         _process.add_start_hook(_start_hook)
-        if not _fork_handler_registered and hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_after_fork_in_child)
-            _fork_handler_registered = True
+        _register_fork_handler()
     return True
 
 
@@ -247,16 +251,52 @@ class _ChildSetup:
 
 
 class _ChildStream(io.TextIOWrapper):
-    """An unbuffered UTF-8 text stream on fd 1 or 2, as ``python -u`` makes them."""
+    """A line-buffered UTF-8 text stream on fd 1 or 2; an unfinished line goes out after
+    ``FLUSH_DELAY`` seconds, so nothing waits for a flush the user did not write."""
 
     def __init__(self, fd: int) -> None:
         super().__init__(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
-                         errors="backslashreplace", line_buffering=True,
-                         write_through=True)
+                         errors="backslashreplace", line_buffering=True)
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if text and "\n" not in text:  # it waits in the buffer for the end of its line
+            _flusher.wake()
+        return written
 
     def flush(self) -> None:
         super().flush()
         _flush_c_streams()
+
+
+class _Flusher:
+    """A thread, started at the first unfinished line, that flushes the child's streams
+    ``FLUSH_DELAY`` seconds after an unfinished line was written."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._armed = False
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        if self._armed:
+            return
+        self._armed = True
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="mpnb-flush", daemon=True)
+            self._thread.start()
+        self._event.set()
+
+    def _run(self) -> None:
+        while True:
+            self._event.wait()
+            time.sleep(FLUSH_DELAY)
+            self._event.clear()
+            self._armed = False
+            _flush_python_streams()
+
+
+_flusher = _Flusher()
 
 
 class _ChildSide:
@@ -334,6 +374,7 @@ def _start_child(setup: _ChildSetup) -> None:
     _child = _ChildSide(setup, socks[0], socks[1])
     _routing.set_router(_ChildRouter(_child))
     _process.add_start_hook(_start_hook)
+    _register_fork_handler()
 
 
 def _retarget_logging(old: tuple[Any, Any]) -> None:
@@ -394,9 +435,18 @@ def _start_hook(process: Any) -> _ChildSetup | None:
     return _ChildSetup(address, side.token, side.capture(), process.name)
 
 
+def _register_fork_handler() -> None:
+    global _fork_handler_registered
+    if not _fork_handler_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_handler_registered = True
+
+
 def _after_fork_in_child() -> None:
-    """A forked child is no kernel: drop the parent's relay without touching its locks."""
-    global _kernel
+    """A forked child is no kernel: drop the parent's relay without touching its locks.
+    Nor has it the parent's flusher thread."""
+    global _kernel, _flusher
+    _flusher = _Flusher()
     side, _kernel = _kernel, None
     if side is None:
         return

@@ -116,9 +116,12 @@ def test_output_after_the_cell_finished_goes_to_that_cell(nb):
         "p_late.start()"
     )
     # Without a newline nor a flush, the line shows while the child still waits.
-    seen = nb.collect_iopub(60, until=lambda m: "waiting..." in m["content"].get("text", ""))
-    assert any(parent_of(m) == first.msg_id for m in messages_with(seen, "waiting..."))
-    assert any(parent_of(m) == first.msg_id for m in messages_with(seen, "child is running"))
+    seen = list(first.messages)
+    if not messages_with(seen, "waiting..."):
+        seen += nb.collect_iopub(60, until=lambda m: "waiting..." in m["content"].get("text", ""))
+    for needle in ("child is running", "waiting..."):
+        found = messages_with(seen, needle)
+        assert found and all(parent_of(m) == first.msg_id for m in found), needle
     # Another cell runs while the child prints its last lines.
     second = nb.ensure_ok(
         "ev.set()\n"
@@ -246,6 +249,25 @@ def test_a_raising_target_prints_one_traceback_in_its_cell(nb, start_method):
     assert err.count('raise ValueError("boom in child")') == 1
     assert err.index("line 3, in boom") < err.index('raise ValueError("boom in child")')
     assert "boom in child" not in nb.terminal_output()
+
+
+def test_unload_ext_turns_routing_off_and_load_ext_on(nb):
+    try:
+        assert nb.evaluate("%load_ext mpnb\nmp.output.active()") is True
+        off = nb.ensure_ok(
+            "%unload_ext mpnb\n"
+            "p = mp.Process(target=print, args=('unrouted',)); p.start(); p.join()\n"
+            "print(mp.output.active())"
+        )
+        assert off.stdout.endswith("False\n")
+    finally:
+        nb.ensure_ok("%load_ext mpnb")
+    on = nb.ensure_ok(
+        "p = mp.Process(target=print, args=('routed again',)); p.start(); p.join()\n"
+        "print(mp.output.active())"
+    )
+    assert on.stdout == "routed again\nTrue\n"
+    assert {parent for _, _, parent in on.streams} == {on.msg_id}
 
 
 # -- pools ------------------------------------------------------------------------------

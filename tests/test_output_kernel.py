@@ -109,6 +109,25 @@ def test_every_way_of_writing_lands_in_the_cell(nb, start_method):
     assert f"hello from {start_method}" not in nb.terminal_output()
 
 
+def test_logging_configured_in_the_kernel_writes_once_into_the_cell(nb, start_method):
+    nb.ensure_ok(
+        "cell_log = logging.getLogger('from_the_kernel')\n"
+        "if not cell_log.handlers:\n"
+        "    cell_log.addHandler(logging.StreamHandler())  # on the kernel's sys.stderr\n"
+        "cell_log.propagate = False"
+    )
+    res = nb.ensure_ok(
+        f"p = mp.get_context({start_method!r}).Process(target=lambda: "
+        "logging.getLogger('from_the_kernel').error('logged in the child'))\n"
+        "p.start(); p.join()"
+    )
+    # A forked child has the kernel's handler, pointed at its new stderr; a fresh
+    # interpreter has none and uses logging's last resort, on stderr too.
+    assert res.stderr == "logged in the child\n"
+    assert res.stdout == ""
+    assert {parent for _, _, parent in res.streams} == {res.msg_id}
+
+
 def test_output_after_the_cell_finished_goes_to_that_cell(nb):
     first = nb.ensure_ok(
         "ev = mp.Event()\n"

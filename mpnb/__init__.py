@@ -18,6 +18,8 @@ from typing import Any
 from . import connection as _connection  # noqa: F401 - registers the 'mpnb' serializer
 from ._serialize import SerializationError
 from .context import _default_context
+from .errors import (InitializerError, RemoteTraceback, TaskCancelledError,
+                     TaskSerializationError, WorkerCrashedError)
 from .output import _activate_if_kernel
 
 __version__ = "0.1.0"
@@ -32,6 +34,8 @@ SUBWARNING = _std_multiprocessing.SUBWARNING
 
 __all__ = sorted(set(_context_names) | {
     "SUBDEBUG", "SUBWARNING", "SerializationError", "monitor",
+    "WorkerCrashedError", "InitializerError", "TaskSerializationError", "TaskCancelledError",
+    "RemoteTraceback",
     "load_ipython_extension", "unload_ipython_extension",
 })
 

@@ -19,6 +19,7 @@ import threading
 from typing import Any
 
 from . import process
+from . import shutdown  # noqa: F401 - stops the processes mpnb started at exit
 
 __all__ = ["BaseContext", "SpawnContext", "ForkContext", "ForkServerContext",
            "DefaultContext", "prepare_forkserver"]

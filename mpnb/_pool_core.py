@@ -1,0 +1,792 @@
+"""The core of a pool: its workers, the tasks waiting for them, and the thread that
+watches both.
+
+Each worker has its own duplex connection, so the core always knows what each worker
+runs: the oldest task it sent a worker and has no result for yet. Tasks arrive already
+pickled (``pool.Pool`` pickles them in the caller's thread) and are sent to a worker as
+soon as one can take them, by whichever thread has the lock: the caller's when a worker
+is idle (no thread hop), the manager's when a result frees one.
+
+The manager thread waits on every worker's connection and sentinel and on a wake-up
+pipe (``multiprocessing.connection.wait``). A result goes to its job; a sentinel means
+the worker exited: what it had sent is read first, then the task it was running (the
+shared words the worker writes tell which, and which item) fails with a
+``WorkerCrashedError``, tasks queued behind it go back to the queue, and a new worker
+takes its slot. Nothing waits without a way to be woken, so nothing hangs.
+
+Prefetch: a worker may hold more than one task only when tasks of that function have
+been quick (under ``PREFETCH_SECONDS`` of work queued) and what it has not read yet
+fits in half its pipe's buffer (so a send to a busy worker never blocks, and neither
+side can wait on the other); slow tasks go one at a time, so work stays balanced.
+
+Jobs (``pool.AsyncResult`` and friends) are told of results by the manager thread only,
+outside the lock: ``job._deliver(task, values, errors)``, ``job._fail(exc, task)``, then
+``job._fire()`` once a job is done.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import selectors
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from multiprocessing import connection
+from multiprocessing.process import BaseProcess
+from multiprocessing.sharedctypes import RawArray
+from typing import Any
+
+from . import _routing, _worker, shutdown
+from ._frames import FAST, FrameReader, send_frames
+from ._serialize import dumps, loads
+from .errors import (InitializerError, TaskCancelledError, TaskSerializationError,
+                     WorkerCrashedError, crash_message, rebuild)
+from .registry import REGISTRY
+
+__all__ = ["PoolCore", "Task", "RUN", "CLOSE", "TERMINATE"]
+
+RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
+
+# Seconds a worker told to stop (SIGTERM) gets before it is killed.
+KILL_GRACE = 1.0
+# Workers that die before they are ready, in a row, before the pool gives up.
+MAX_START_FAILURES = 3
+# Seconds before starting a worker again after a start raised.
+START_RETRY = 0.2
+# A worker holds at most this many tasks.
+MAX_OUTSTANDING = 32
+# What one message costs in a pipe's buffer beyond its bytes (Linux: ~770 bytes of
+# bookkeeping per write), and the buffer assumed where it cannot be asked.
+WRITE_COST = 1024
+DEFAULT_PIPE_BUFFER = 8 * 1024
+# Queue at most this many seconds of work in a worker (by the function's recent times).
+PREFETCH_SECONDS = 0.005
+# Functions remembered for "already pickled, same bytes": a new id per new pickle.
+FUNC_IDS = 256
+# A worker's task shows in the registry (what the monitor reads) once it ran this many
+# seconds, then at most every ``LABEL_INTERVAL``: tiny tasks cost no registry update.
+LABEL_DELAY = 0.05
+LABEL_INTERVAL = 0.1
+
+_exitcode_of = BaseProcess.exitcode.fget  # type: ignore[attr-defined]
+
+
+class Task:
+    """One message for a worker: an apply call or a chunk of a map, already pickled."""
+
+    __slots__ = ("job", "id", "func_id", "func_msg", "data", "mode", "start", "count",
+                 "label", "size", "func_name")
+
+    def __init__(self, job: Any, task_id: int, func_id: int, func_msg: bytes,
+                 data: bytes, mode: int, start: int, count: int, label: Any,
+                 func_name: str = "") -> None:
+        self.job = job
+        self.id = task_id
+        self.func_id = func_id
+        self.func_msg = func_msg
+        self.data = data
+        self.mode = mode
+        self.start = start
+        self.count = count
+        self.label = label
+        self.size = len(data)
+        self.func_name = func_name
+
+
+class _Worker:
+    __slots__ = ("process", "conn", "reader", "outbox", "slot", "sentinel", "outstanding",
+                 "queued", "charges", "funcs", "ready", "sent", "stop_sent", "stopping", "kill_at",
+                 "eof", "label", "label_due")
+
+    def __init__(self, process: Any, conn: Any, slot: int) -> None:
+        self.process = process
+        self.conn = conn
+        self.reader = FrameReader(conn)
+        self.outbox: list[Any] = []   # messages to send at the end of this dispatch
+        self.slot = slot
+        self.sentinel = process.sentinel
+        self.outstanding: deque[Task] = deque()
+        self.queued = 0            # buffer the tasks in ``outstanding`` took
+        self.charges: deque[int] = deque()   # what each of them took
+        self.funcs: dict[int, None] = {}   # function ids the worker holds, oldest first
+        self.ready = False         # its initializer ran
+        self.sent = 0              # tasks sent (for maxtasksperchild)
+        self.stop_sent = False     # asked to exit when idle
+        self.stopping = False      # terminated; killed at ``kill_at``
+        self.kill_at = 0.0
+        self.eof = False           # its connection is closed
+        self.label: str | None = None   # the task the registry shows
+        self.label_due = 0.0            # when to show the current task (0: nothing to do)
+
+    @property
+    def name(self) -> str:
+        return f"{self.process.name} (pid {self.process.pid})"
+
+
+class PoolCore:
+    """Workers, queue and manager thread of one pool (see the module docstring)."""
+
+    def __init__(self, ctx: Any, processes: int, init: bytes | None,
+                 initializer_name: str, maxtasks: int | None, name: str) -> None:
+        self.name = name
+        self.processes = processes
+        self.state = RUN
+        self.broken: BaseException | None = None
+        self.finished = threading.Event()
+        self._ctx = ctx
+        self._init = init
+        self._initializer_name = initializer_name
+        self._maxtasks = maxtasks
+        self._owner = os.getpid()
+        self._lock = threading.Lock()
+        self._pending: deque[Task] = deque()
+        self._jobs: dict[int, Any] = {}
+        self._workers: list[_Worker] = []
+        self._free_slots = list(range(processes - 1, -1, -1))
+        self._array = RawArray("q", 2 * processes)
+        self._words = memoryview(self._array).cast("B").cast("q")
+        self._job_ids = itertools.count(1)
+        self._task_ids = itertools.count(1)
+        self._last_job = 0
+        self._cancel_upto = 0
+        self._cancelled_upto = 0
+        self._func_ids: dict[bytes, tuple[int, bytes]] = {}
+        self._func_counter = itertools.count(1)
+        self._task_seconds: dict[int, float] = {}
+        self._start_failures = 0
+        self._start_after = 0.0
+        self._budget = 0    # bytes a worker may have unread in its pipe
+        self._counts = [0, 0, 0]     # submitted, done, failed: not yet in the registry
+        self._counts_due = 0.0
+        self._wake_r, self._wake_w = connection.Pipe(duplex=False)
+        self._woken = False
+        self._watch = _Watch()
+        self._watch.add(self._wake_r, (_WAKE, None))
+        self._thread: threading.Thread | None = None
+        try:
+            for _ in range(processes):
+                self._start_worker()
+        except BaseException:
+            self._kill_all()
+            self._close_fds()
+            raise
+        shutdown.track(self)
+        self._thread = threading.Thread(target=self._run, name=f"mpnb-{name}", daemon=True)
+        self._thread.start()
+
+    # -- called from the pool (any thread) ------------------------------------------------
+
+    def workers(self) -> list[Any]:
+        return [w.process for w in list(self._workers)]
+
+    def new_job_id(self) -> int:
+        return next(self._job_ids)
+
+    def new_task_id(self) -> int:
+        return next(self._task_ids)
+
+    def function(self, func_bytes: bytes) -> tuple[int, bytes]:
+        """``(func_id, FUNC message)`` for a pickled function; equal bytes, same id."""
+        with self._lock:
+            known = self._func_ids.get(func_bytes)
+            if known is None:
+                func_id = next(self._func_counter)
+                known = (func_id, bytes(dumps((_worker.FUNC, func_id, func_bytes))))
+                self._func_ids[func_bytes] = known
+                if len(self._func_ids) > FUNC_IDS:
+                    del self._func_ids[next(iter(self._func_ids))]
+            return known
+
+    def submit(self, job: Any, tasks: list[Task], *, internal: bool = False) -> None:
+        """Queue ``tasks`` of ``job`` (all or none) and send what workers can take."""
+        with self._lock:
+            self.check(internal=internal)
+            self._jobs[job.id] = job
+            self._last_job = max(self._last_job, job.id)
+            self._pending.extend(tasks)
+            self._dispatch_locked()
+            self._counts[0] += sum(t.count for t in tasks)
+        if time.monotonic() >= self._counts_due:
+            self._flush_counts()
+
+    def check(self, *, internal: bool = False) -> None:
+        """Raise if the pool takes no new work."""
+        if self.broken is not None:
+            raise _fresh(self.broken)
+        if self.state == TERMINATE or (self.state == CLOSE and not internal):
+            raise ValueError("Pool not running")
+
+    def finish_job(self, job: Any) -> None:
+        """Forget a job that ended outside a delivery (an iterator's input ran out)."""
+        with self._lock:
+            self._jobs.pop(job.id, None)
+
+    def interrupt(self) -> None:
+        """Cancel every job submitted so far and stop the workers running them.
+
+        Returns at once (safe in a ``KeyboardInterrupt`` handler); the manager thread
+        does the work before it touches any later job.
+        """
+        self._cancel_upto = max(self._cancel_upto, self._last_job)
+        self._wake()
+
+    def close(self) -> None:
+        if self.state == RUN:
+            self.state = CLOSE
+            self._wake()
+
+    def request_terminate(self) -> None:
+        """``terminate`` without waiting."""
+        self.state = TERMINATE
+        self._wake()
+
+    def terminate(self, timeout: float | None = None) -> None:
+        """Cancel everything, stop every worker (SIGTERM, then SIGKILL), wait for it."""
+        self.state = TERMINATE
+        thread = self._thread
+        if thread is None or threading.current_thread() is thread:
+            if thread is None:
+                self._kill_all()
+            self._wake()
+            return
+        self._wake()
+        if not thread.is_alive():
+            self._kill_all()
+            return
+        if not self.finished.wait(KILL_GRACE * 5 if timeout is None else timeout):
+            self._kill_all()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every worker exited and the manager thread ended."""
+        if self._thread is None or threading.current_thread() is self._thread:
+            return self.finished.is_set()
+        return self.finished.wait(timeout)
+
+    # -- worker processes -----------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        slot = self._free_slots.pop()
+        self._words[2 * slot] = self._words[2 * slot + 1] = 0
+        parent_end, child_end = connection.Pipe()
+        try:
+            process = self._ctx.Process(
+                target=_worker.run, daemon=True,
+                args=(child_end, self._array, slot, self._init, self._maxtasks,
+                      self._owner))
+            process.name = process.name.replace("Process", "PoolWorker")
+            process._mpnb_pool = self.name
+            process.start()
+        except BaseException:
+            self._free_slots.append(slot)
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        w = _Worker(process, parent_end, slot)
+        if not self._budget:
+            self._budget = _pipe_buffer(parent_end) // 2
+        with self._lock:
+            self._workers.append(w)
+        self._watch.add(parent_end, (_RESULT, w))
+        self._watch.add(w.sentinel, (_EXIT, w))
+
+    def _stop_worker(self, w: _Worker) -> None:
+        """SIGTERM now, SIGKILL after ``KILL_GRACE``."""
+        if not w.stopping:
+            w.stopping = True
+            w.kill_at = time.monotonic() + KILL_GRACE
+            try:
+                w.process.terminate()
+            except (OSError, AttributeError, ValueError):
+                pass
+
+    def _kill_all(self) -> None:
+        """Last resort, from any thread: kill every worker and reap it."""
+        for w in list(self._workers):
+            try:
+                if w.process.is_alive():
+                    w.process.kill()
+                w.process.join(KILL_GRACE)
+            except (OSError, AttributeError, ValueError, AssertionError):
+                pass
+
+    # -- dispatch (lock held) -------------------------------------------------------------
+
+    def _depth(self, func_id: int) -> int:
+        seconds = self._task_seconds.get(func_id)
+        if seconds is None:
+            return 1
+        return max(1, min(MAX_OUTSTANDING, int(PREFETCH_SECONDS / max(seconds, 1e-7))))
+
+    def _can_take(self, w: _Worker, task: Task) -> bool:
+        if w.stopping or w.stop_sent or w.eof:
+            return False
+        if self._maxtasks is not None and w.sent >= self._maxtasks:
+            return False
+        charge = _charge(w, task)
+        held = len(w.outstanding)
+        if held == 0:
+            return w.ready or charge <= self._budget
+        if not w.ready or held >= self._depth(task.func_id):
+            return False
+        unread = w.queued
+        if self._words[2 * w.slot] == w.outstanding[0].id:   # it read the first one
+            unread -= w.charges[0]
+        return unread + charge <= self._budget
+
+    def _dispatch_locked(self) -> None:
+        pending = self._pending
+        progress = True
+        while pending and progress:
+            progress = False
+            for w in self._workers:
+                while pending and pending[0].job._done:
+                    self._counts[2] += pending.popleft().count
+                if not pending:
+                    break
+                if self._can_take(w, pending[0]):
+                    self._send(w, pending.popleft())
+                    progress = True
+        for w in self._workers:
+            if w.outbox:
+                self._flush(w)
+
+    def _send(self, w: _Worker, task: Task) -> None:
+        """Queue ``task`` for ``w`` (sent by ``_flush``, with the function if it lacks it)."""
+        size = _charge(w, task)
+        if task.func_id not in w.funcs:
+            w.outbox.append(task.func_msg)
+            w.funcs[task.func_id] = None
+            if len(w.funcs) > _worker.FUNC_CACHE:
+                del w.funcs[next(iter(w.funcs))]
+        w.outbox.append(task.data)
+        w.outstanding.append(task)   # a worker holding a task counts as busy
+        w.charges.append(size)
+        w.queued += size
+        w.sent += 1
+
+    def _flush(self, w: _Worker) -> None:
+        payloads, w.outbox = w.outbox, []
+        try:
+            send_frames(w.conn, payloads)
+        except (OSError, ValueError):
+            # The worker is gone: its sentinel will say so, and the tasks it never
+            # started go back to the queue then.
+            w.eof = True
+            return
+        self._show_running(w)
+
+    def _count(self, done: int = 0, failed: int = 0) -> None:
+        with self._lock:
+            self._counts[1] += done
+            self._counts[2] += failed
+
+    def _flush_counts(self) -> None:
+        """Add the counts gathered since the last flush to the pool's registry record."""
+        self._counts_due = time.monotonic() + LABEL_INTERVAL
+        with self._lock:
+            (submitted, done, failed), self._counts = self._counts, [0, 0, 0]
+        if submitted or done or failed:
+            REGISTRY.count_pool(self.name, submitted=submitted, done=done, failed=failed)
+
+    def _show_running(self, w: _Worker) -> None:
+        """Note a change of ``w``'s task; the registry hears of it in ``_update_labels``."""
+        if w.outstanding:
+            if not w.label_due:
+                w.label_due = time.monotonic() + (LABEL_DELAY if w.label is None
+                                                  else LABEL_INTERVAL)
+            return
+        w.label_due = 0.0
+        if w.label is not None:
+            w.label = None
+            self._registry_task(w, None)
+
+    def _update_labels(self, now: float) -> None:
+        for w in self._workers:
+            if w.label_due and now >= w.label_due:
+                w.label_due = 0.0
+                if w.outstanding:
+                    label = w.outstanding[0].label
+                    if label != w.label:
+                        w.label = label
+                        self._registry_task(w, label)
+
+    @staticmethod
+    def _registry_task(w: _Worker, label: str | None) -> None:
+        key = getattr(w.process, "_mpnb_key", None)
+        if key is not None:
+            REGISTRY.update_process(key, task=label)
+
+    # -- the manager thread ---------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if not self._woken:
+            self._woken = True
+            try:
+                self._wake_w.send_bytes(b"!")
+            except (OSError, ValueError):
+                pass
+
+    def _run(self) -> None:
+        try:
+            while self._step():
+                pass
+        except BaseException as exc:  # noqa: BLE001 - a bug here must not leave a hang
+            traceback.print_exc()
+            self._break(RuntimeError(f"the manager thread of {self.name} failed: {exc!r}"))
+            self._kill_all()
+        finally:
+            self._close_fds()
+            self._flush_counts()
+            REGISTRY.update_pool(self.name, closed=True)
+            self.finished.set()
+
+    def _step(self) -> bool:
+        exited = []
+        for kind, w in self._watch.wait(self._timeout()):
+            if kind == _WAKE:
+                self._woken = False
+                try:
+                    while self._wake_r.poll():
+                        self._wake_r.recv_bytes()
+                except (OSError, EOFError):
+                    pass
+            elif kind == _EXIT:
+                exited.append(w)
+            elif not w.eof:
+                self._read(w)
+                if w.eof:
+                    self._watch.remove(w.conn)
+        for w in exited:
+            self._reap(w)
+        if self._cancel_upto > self._cancelled_upto:
+            self._cancel(self._cancel_upto)
+        if any(self._counts):
+            self._flush_counts()
+        return self._maintain()
+
+    def _timeout(self) -> float | None:
+        deadlines = [w.kill_at for w in self._workers if w.stopping]
+        deadlines += [w.label_due for w in self._workers if w.label_due]
+        if self._start_after:
+            deadlines.append(self._start_after)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _read(self, w: _Worker) -> None:
+        """Handle what ``w`` sent (one read: a burst of messages)."""
+        _routing.drain(w.process)  # the worker's output before its results
+        messages, eof = w.reader.read()
+        if eof:
+            w.eof = True
+        results: list[tuple[Task, list[Any], list[Any]]] = []
+        for data in messages:
+            try:
+                msg = loads(data)
+            except Exception as exc:  # noqa: BLE001 - a result this process cannot load
+                msg = (_worker.RESULT, None, [], exc, 0.0)
+            kind = msg[0]
+            if kind == _worker.RESULT:
+                if len(results) < len(w.outstanding):
+                    task = w.outstanding[len(results)]
+                    values, errors = msg[2], msg[3]
+                    errs = self._errors(w, task, errors)
+                    if isinstance(errors, BaseException):
+                        values = []
+                    results.append((task, values, errs))
+                    old = self._task_seconds.get(task.func_id)
+                    self._task_seconds[task.func_id] = msg[4] if old is None else \
+                        0.7 * old + 0.3 * msg[4]
+            elif kind == _worker.READY:
+                w.ready = True
+                self._start_failures = 0
+            elif kind == _worker.INIT_FAILED:
+                self._init_failed(w, msg[1])
+                return
+        with self._lock:
+            for task, _, _ in results:
+                w.outstanding.popleft()
+                w.queued -= w.charges.popleft()
+            self._dispatch_locked()
+            self._show_running(w)
+        if not results:
+            return
+        failed = sum(len(errs) for _, _, errs in results)
+        self._count(done=sum(t.count for t, _, _ in results) - failed, failed=failed)
+        for task, values, errs in results:
+            job = task.job
+            if not job._done and job._deliver(task, values, errs):
+                self._finish(job)
+
+    def _init_failed(self, w: _Worker, record: Any) -> None:
+        cause = rebuild(record, w.name, "the initializer")
+        error = InitializerError(
+            f"the pool's initializer {self._initializer_name} raised "
+            f"{type(cause).__name__}: {cause} in {w.name}. The pool runs no task: "
+            f"fix the initializer, then make a new pool")
+        error.__cause__ = cause
+        self._break(error)
+
+    def _errors(self, w: _Worker, task: Task, errors: Any) -> list[tuple[int, BaseException]]:
+        if isinstance(errors, BaseException):
+            exc = TaskSerializationError(
+                f"the result of {task.label}, sent by {w.name}, cannot be loaded in this "
+                f"process: {type(errors).__name__}: {errors}", what="result")
+            exc.__cause__ = errors
+            return [(0, exc)]
+        if task.mode == _worker.APPLY:
+            return [(offset, rebuild(record, w.name, task.label))
+                    for offset, record in errors]
+        return [(offset, rebuild(record, w.name, index=task.start + offset,
+                                 func=task.func_name))
+                for offset, record in errors]
+
+    def _finish(self, job: Any) -> None:
+        self._jobs.pop(job.id, None)   # atomic; no lock needed
+        job._fire()
+
+    def _reap(self, w: _Worker) -> None:
+        """A worker exited: read what it sent, fail what it ran, requeue the rest."""
+        while not w.eof:
+            try:
+                if not w.conn.poll():
+                    break
+            except (EOFError, OSError):
+                break
+            self._read(w)
+        _routing.drain(w.process)
+        self._watch.remove(w.conn)
+        self._watch.remove(w.sentinel)
+        try:
+            w.process.join(KILL_GRACE)
+        except (OSError, AssertionError):
+            pass
+        code = _exitcode_of(w.process)
+        running = None
+        with self._lock:
+            if w in self._workers:
+                self._workers.remove(w)
+            self._free_slots.append(w.slot)
+            tasks = list(w.outstanding)
+            w.outstanding.clear()
+            w.charges.clear()
+            w.queued = 0
+            if tasks and self._words[2 * w.slot] == tasks[0].id:
+                running = tasks.pop(0)
+            self._pending.extendleft(reversed([t for t in tasks if not t.job._done]))
+            self._dispatch_locked()
+        w.conn.close()
+        error = None
+        if running is not None and not running.job._done:
+            index = None if running.mode == _worker.APPLY else \
+                int(self._words[2 * w.slot + 1])
+            label = running.label
+            if index is not None and index < 0:   # ran untracked: somewhere in the chunk
+                first = -1 - index
+                index = None
+                label += f" (items {first} to {first + running.count - 1})"
+            message = crash_message(w.process.name, w.process.pid, code, label, index)
+            error = message
+            exc = WorkerCrashedError(message, worker=w.process.name, pid=w.process.pid,
+                                     exitcode=code, task=label, index=index)
+            self._count(failed=running.count)
+            if running.job._fail(exc, running):
+                self._finish(running.job)
+        elif not w.ready and not w.stopping and not w.stop_sent and self.state != TERMINATE \
+                and self.broken is None and not shutdown.stopping():
+            self._start_failed(w, code)
+        key = getattr(w.process, "_mpnb_key", None)
+        if key is not None:
+            REGISTRY.update_process(key, task=None, error=error, exitcode=code)
+
+    def _start_failed(self, w: _Worker, code: int | None) -> None:
+        self._start_failures += 1
+        if self._start_failures < MAX_START_FAILURES:
+            return
+        how = crash_message(w.process.name, w.process.pid, code, "", None)
+        how = how.split(" while running", 1)[0]
+        if self._init is not None:
+            error: BaseException = InitializerError(
+                f"{how} while running the pool's initializer {self._initializer_name}, "
+                f"{self._start_failures} times in a row. The pool runs no task: fix the "
+                f"initializer, then make a new pool")
+        else:
+            error = WorkerCrashedError(
+                f"{how} while starting, {self._start_failures} times in a row. The pool "
+                f"runs no task. The worker's own error output (in the terminal that runs "
+                f"Jupyter) says why", worker=w.process.name, pid=w.process.pid,
+                exitcode=code)
+        self._break(error)
+
+    def _break(self, error: BaseException) -> None:
+        """The pool cannot run tasks: fail every job with ``error``, stop the workers."""
+        if self.broken is None:
+            self.broken = error
+        with self._lock:
+            jobs = list(self._jobs.values())
+            self._jobs.clear()
+            self._pending.clear()
+            for w in self._workers:
+                w.outstanding.clear()
+                w.charges.clear()
+                w.queued = 0
+                self._stop_worker(w)
+        for job in jobs:
+            if job._fail(_fresh(error), None):
+                job._fire()
+
+    def _cancel(self, upto: int) -> None:
+        self._cancelled_upto = upto
+        with self._lock:
+            jobs = [job for job_id, job in self._jobs.items() if job_id <= upto]
+            for job in jobs:
+                del self._jobs[job.id]
+            kept = [t for t in self._pending if t.job.id > upto]
+            dropped = len(self._pending) - len(kept)
+            self._pending = deque(kept)
+            for w in self._workers:
+                if any(t.job.id <= upto for t in w.outstanding):
+                    self._stop_worker(w)
+        self._count(failed=dropped)
+        for job in jobs:
+            if job._fail(TaskCancelledError("cancelled: the pool was interrupted "
+                                            "(KeyboardInterrupt)"), None):
+                job._fire()
+
+    def _maintain(self) -> bool:
+        """Replace workers, stop idle ones after close(); False when all is over."""
+        now = time.monotonic()
+        self._update_labels(now)
+        for w in list(self._workers):
+            if w.stopping and now >= w.kill_at:
+                try:
+                    w.process.kill()
+                except (OSError, AttributeError, ValueError):
+                    pass
+                w.kill_at = now + KILL_GRACE
+        if self.state == TERMINATE:
+            self._terminate_jobs()
+            for w in self._workers:
+                self._stop_worker(w)
+            return bool(self._workers)
+        busy = bool(self._pending) or any(w.outstanding for w in self._workers)
+        if self.state == CLOSE and not busy or self.broken is not None:
+            for w in self._workers:
+                if not w.stop_sent and not w.stopping:
+                    w.stop_sent = True
+                    try:
+                        w.conn.send_bytes(bytes(dumps((_worker.STOP,))))
+                    except (OSError, ValueError):
+                        self._stop_worker(w)
+            return bool(self._workers) or self.state == RUN
+        if shutdown.stopping():
+            return True
+        if self._start_after and now < self._start_after:
+            return True
+        self._start_after = 0.0
+        retiring = sum(1 for w in self._workers
+                       if self._maxtasks is not None and w.sent >= self._maxtasks)
+        while self._free_slots and len(self._workers) - retiring < self.processes:
+            try:
+                self._start_worker()
+            except Exception as exc:  # noqa: BLE001 - retried, then reported
+                self._start_failures += 1
+                if self._start_failures >= MAX_START_FAILURES:
+                    error = WorkerCrashedError(f"cannot start a worker for {self.name}: "
+                                               f"{type(exc).__name__}: {exc}")
+                    error.__cause__ = exc
+                    self._break(error)
+                else:
+                    self._start_after = time.monotonic() + START_RETRY
+                break
+        with self._lock:
+            self._dispatch_locked()
+        return True
+
+    def _terminate_jobs(self) -> None:
+        with self._lock:
+            jobs = list(self._jobs.values())
+            self._jobs.clear()
+            self._pending.clear()
+        for job in jobs:
+            if job._fail(TaskCancelledError("cancelled: the pool was terminated"), None):
+                job._fire()
+
+    def _close_fds(self) -> None:
+        self._watch.close()
+        for conn in (self._wake_r, self._wake_w, *(w.conn for w in self._workers)):
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+def _charge(w: _Worker, task: Task) -> int:
+    """Pipe buffer that sending ``task`` to ``w`` takes (with its function if new)."""
+    charge = task.size + WRITE_COST
+    if task.func_id not in w.funcs:
+        charge += len(task.func_msg) + WRITE_COST
+    return charge
+
+
+def _pipe_buffer(conn: Any) -> int:
+    """The send buffer of a connection's socket, or ``DEFAULT_PIPE_BUFFER``."""
+    if FAST:
+        import socket
+        try:
+            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                return max(DEFAULT_PIPE_BUFFER,
+                           sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+        except OSError:
+            pass
+    return DEFAULT_PIPE_BUFFER
+
+
+# What the manager thread waits on, by kind.
+_WAKE, _RESULT, _EXIT = 0, 1, 2
+
+
+class _Watch:
+    """The wake-up pipe, worker connections and sentinels the manager thread waits on:
+    a persistent selector (one system call per wait, no re-registration); on Windows,
+    ``multiprocessing.connection.wait``."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector() if FAST else None
+        self._objects: dict[Any, Any] = {}
+
+    def add(self, obj: Any, data: Any) -> None:
+        if self._selector is not None:
+            self._selector.register(obj, selectors.EVENT_READ, data)
+        self._objects[obj] = data
+
+    def remove(self, obj: Any) -> None:
+        if self._objects.pop(obj, None) is not None and self._selector is not None:
+            try:
+                self._selector.unregister(obj)
+            except (KeyError, ValueError, OSError):
+                pass
+
+    def wait(self, timeout: float | None) -> list[Any]:
+        if self._selector is not None:
+            return [key.data for key, _ in self._selector.select(timeout)]
+        ready = connection.wait(list(self._objects), timeout)
+        return [self._objects[obj] for obj in ready]
+
+    def close(self) -> None:
+        if self._selector is not None:
+            self._selector.close()
+
+
+def _fresh(error: BaseException) -> BaseException:
+    """A new exception like ``error`` (raising one object twice chains its tracebacks)."""
+    try:
+        copy = type(error)(*error.args)
+        copy.__dict__.update(error.__dict__)
+    except Exception:  # noqa: BLE001 - an exotic type: reuse the object
+        return error
+    copy.__cause__ = error.__cause__
+    return copy

@@ -1,0 +1,221 @@
+"""The loop a pool worker runs, and the messages it exchanges with the pool.
+
+One duplex connection per worker. The parent sends, in order:
+
+- ``(FUNC, func_id, func_bytes)``: a function, pickled once per call in the parent;
+  the worker keeps the last ``FUNC_CACHE`` of them by id, so chunks carry only data;
+- ``(TASK, task_id, func_id, mode, start, stop_on_error, route, payload)``: run the
+  function over ``payload`` (``APPLY``: ``(args, kwds)``; ``MAP``/``STARMAP``: a chunk
+  of items whose first has index ``start``);
+- ``(STOP,)``: exit.
+
+The worker answers ``(READY,)`` once its initializer ran (``(INIT_FAILED, record)`` if
+it raised), then one ``(RESULT, task_id, values, errors, seconds)`` per task, in order:
+``errors`` lists ``(offset, ErrorRecord)``, where ``values`` holds ``None``.
+
+Two words of shared memory per worker tell the parent, if the worker dies, which task
+and which item it was running: the worker writes them before it runs each (for items
+of a function that takes under ``FAST_ITEM_SECONDS``, the start of the chunk instead,
+as ``-1 - start``).
+
+The worker ignores SIGINT (an interrupt in a notebook is the parent's to handle: it
+stops the busy workers itself) and exits when the pool's owner process dies.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import select
+import signal
+import threading
+import time
+from typing import Any
+
+from . import _routing
+from ._serialize import PICKLING_ERRORS, _fails, describe_unpicklable, dumps, loads
+from .errors import TaskSerializationError, capture
+
+__all__ = ["run", "TASK", "FUNC", "STOP", "READY", "RESULT", "INIT_FAILED",
+           "APPLY", "MAP", "STARMAP", "FUNC_CACHE"]
+
+# Parent -> worker.
+TASK, FUNC, STOP = 0, 1, 2
+# Worker -> parent.
+READY, RESULT, INIT_FAILED = 0, 1, 2
+# How a task calls its function.
+APPLY, MAP, STARMAP = 0, 1, 2
+
+# Functions a worker keeps, oldest dropped first; the parent mirrors this count to know
+# which functions a worker still has.
+FUNC_CACHE = 32
+
+# Items quicker than this run through ``map`` without writing their index to shared
+# memory first (that write costs ~30 ns an item); the first chunk of each function
+# always writes it, and times the function.
+FAST_ITEM_SECONDS = 5e-6
+
+# Seconds between two checks that the owner is alive, where pidfd_open is missing.
+_OWNER_POLL = 1.0
+
+# Frames of this file are the pool's, not the user's: left out of remote tracebacks.
+_HERE = __file__
+
+
+def run(conn: Any, state: Any, slot: int, init: bytes | None, maxtasks: int | None,
+        owner: int) -> None:
+    """The target of a pool worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch_owner(owner)
+    words = memoryview(state).cast("B").cast("q")
+    task_word, item_word = 2 * slot, 2 * slot + 1
+    if init is not None:
+        try:
+            initializer, initargs = loads(init)
+            initializer(*initargs)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent
+            conn.send_bytes(dumps((INIT_FAILED, capture(exc, skip=_HERE))))
+            return
+    conn.send_bytes(dumps((READY,)))
+    funcs: dict[int, tuple[bool, Any]] = {}
+    item_seconds: dict[int, float] = {}
+    done = 0
+    while maxtasks is None or done < maxtasks:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        try:
+            msg = loads(data)
+        except Exception as exc:  # noqa: BLE001 - a task whose data cannot be loaded
+            conn.send_bytes(dumps((RESULT, None, [None], [(0, capture(exc, skip=_HERE))],
+                                   0.0)))
+            done += 1
+            continue
+        kind = msg[0]
+        if kind == FUNC:
+            _, func_id, func_bytes = msg
+            try:
+                funcs[func_id] = (True, loads(func_bytes))
+            except Exception as exc:  # noqa: BLE001 - each task using it reports this
+                funcs[func_id] = (False, capture(exc, skip=_HERE))
+            while len(funcs) > FUNC_CACHE:
+                item_seconds.pop(next(iter(funcs)), None)
+                del funcs[next(iter(funcs))]
+            continue
+        if kind == STOP:
+            return
+        _, task_id, func_id, mode, start, stop_on_error, route, payload = msg
+        words[task_word] = task_id
+        words[item_word] = start
+        t0 = time.perf_counter()
+        loaded, func = funcs[func_id]
+        _routing.enter(route)
+        try:
+            if not loaded:
+                count = 1 if mode == APPLY else len(payload)
+                values, errors = [None] * count, [(0, func)]
+            elif mode == APPLY:
+                values, errors = _apply(func, payload)
+            else:
+                fast = item_seconds.get(func_id, 1.0) < FAST_ITEM_SECONDS
+                values, errors = _map(func, payload, mode == STARMAP, start, stop_on_error,
+                                      words, item_word, fast)
+        finally:
+            _routing.leave()
+        seconds = time.perf_counter() - t0
+        if mode != APPLY and payload:
+            item_seconds[func_id] = seconds / len(payload)
+        try:
+            data = dumps((RESULT, task_id, values, errors, seconds))
+        except PICKLING_ERRORS:
+            values, errors = _sendable(values, errors, start if mode != APPLY else None,
+                                       stop_on_error)
+            data = dumps((RESULT, task_id, values, errors, seconds))
+        conn.send_bytes(data)
+        done += 1
+
+
+def _apply(func: Any, payload: Any) -> tuple[list[Any], list[Any]]:
+    args, kwds = payload
+    try:
+        return [func(*args, **kwds)], []
+    except Exception as exc:  # noqa: BLE001 - the task's error, sent back
+        return [None], [(0, capture(exc, skip=_HERE))]
+
+
+def _map(func: Any, items: list[Any], star: bool, start: int, stop_on_error: bool,
+         words: memoryview, item_word: int, fast: bool) -> tuple[list[Any], list[Any]]:
+    values: list[Any] = []
+    errors: list[Any] = []
+    if fast:
+        words[item_word] = -1 - start
+        rest = iter(items)
+        while True:
+            try:  # list.extend keeps what it got before an exception
+                values.extend(itertools.starmap(func, rest) if star else map(func, rest))
+                return values, errors
+            except Exception as exc:  # noqa: BLE001 - the item's error, sent back
+                offset = len(values)
+                errors.append((offset, capture(exc, skip=_HERE, item=items[offset],
+                                               has_item=True)))
+                if stop_on_error:
+                    return values, errors
+                values.append(None)
+    append = values.append
+    index = start
+    for item in items:
+        words[item_word] = index
+        try:
+            append(func(*item) if star else func(item))
+        except Exception as exc:  # noqa: BLE001 - the item's error, sent back
+            errors.append((index - start, capture(exc, skip=_HERE, item=item,
+                                                  has_item=True)))
+            if stop_on_error:
+                break
+            append(None)
+        index += 1
+    return values, errors
+
+
+def _sendable(values: list[Any], errors: list[Any], start: int | None,
+              stop_on_error: bool) -> tuple[list[Any], list[Any]]:
+    """Replace each result that cannot be pickled by an error naming its type."""
+    failed = dict(errors)
+    out: list[Any] = []
+    for offset, value in enumerate(values):
+        if offset in failed or _fails(value) is None:
+            out.append(value)
+            continue
+        root = "the result" if start is None else f"the result of item {start + offset}"
+        problem = describe_unpicklable(value, root)
+        exc = TaskSerializationError(str(problem), path=problem.path,
+                                     obj_type=problem.obj_type, what="result")
+        failed[offset] = capture(exc, skip=_HERE)
+        out.append(None)
+        if stop_on_error:
+            break
+    return out, sorted(failed.items())
+
+
+def _watch_owner(owner: int) -> None:
+    """Exit at once if the process that owns the pool dies (a killed kernel)."""
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(owner)  # type: ignore[attr-defined]
+        except ProcessLookupError:
+            os._exit(1)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+            os._exit(1)
+        while True:
+            time.sleep(_OWNER_POLL)
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except OSError:
+                pass
+
+    threading.Thread(target=watch, name="mpnb-owner-watch", daemon=True).start()

@@ -17,7 +17,7 @@ from . import _serialize
 __all__ = ["load", "unload", "loaded"]
 
 # Magics classes by module; a module that is absent is skipped.
-_MAGICS = (("mpnb.magics.monitor", "MonitorMagics"),)
+_MAGICS = (("mpnb.magics.monitor", "MonitorMagics"), ("mpnb.magics.pool", "PoolMagics"))
 
 _state: dict[str, Any] = {"loaded": False}
 
@@ -51,6 +51,8 @@ def unload(ipython: Any) -> None:
         return
     _state["loaded"] = False
     _serialize.uninstall()
+    from . import warm
+    warm.shutdown()
     from . import output
     output.deactivate()
     try:

@@ -10,10 +10,8 @@ cell-defined objects for code written against the standard library too).
 Importing mpnb changes nothing global; in a kernel, what mpnb's children write shows
 in the cell that started them (``mpnb.output``).
 """
-from __future__ import annotations
-
 import multiprocessing as _std_multiprocessing
-from typing import Any
+from typing import Any as _Any
 
 from . import connection as _connection  # noqa: F401 - registers the 'mpnb' serializer
 from ._serialize import SerializationError
@@ -40,19 +38,19 @@ __all__ = sorted(set(_context_names) | {
 })
 
 
-def monitor(*args: Any, **kwargs: Any) -> Any:
+def monitor(*args: _Any, **kwargs: _Any) -> _Any:
     """Show the live process dashboard (see ``mpnb.widgets.monitor``)."""
     from .widgets import monitor as _monitor
     return _monitor(*args, **kwargs)
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: _Any) -> None:
     """``%load_ext mpnb``."""
     from .extension import load
     load(ipython)
 
 
-def unload_ipython_extension(ipython: Any) -> None:
+def unload_ipython_extension(ipython: _Any) -> None:
     """``%unload_ext mpnb``."""
     from .extension import unload
     unload(ipython)
@@ -63,7 +61,7 @@ _STDLIB_SUBMODULES = frozenset({"reduction", "util", "spawn", "resource_tracker"
                                 "resource_sharer", "synchronize", "heap", "forkserver"})
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name in _STDLIB_SUBMODULES:
         import importlib
         return importlib.import_module(f"multiprocessing.{name}")

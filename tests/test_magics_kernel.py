@@ -80,6 +80,7 @@ def test_first_failure_stops_and_names_the_item(k):
     text = res.error.text
     assert "item 4 (x = 4)" in text and "ZeroDivisionError" in text
     assert "1 / (x - 4)" in text  # the cell's own line, from the worker's traceback
+    assert "Cell In[" in text
 
 
 def test_keep_going_collects_exceptions(k):

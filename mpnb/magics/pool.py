@@ -46,7 +46,7 @@ class ParallelCellError(RuntimeError):
         import linecache
         lines = ["Traceback in the worker (most recent call last):"]
         for filename, lineno, name in self.frames:
-            lines.append(f'  File "{filename}", line {lineno}, in {name}')
+            lines.append("  " + _frame_header(filename, lineno, name))
             source = linecache.getline(filename, lineno).strip()
             if source:
                 lines.append(f"    {source}")
@@ -55,6 +55,20 @@ class ParallelCellError(RuntimeError):
             lines.append(f"{type(cause).__name__}: {cause}")
         lines.append(f"{type(self).__name__}: {self}")
         return lines
+
+
+def _frame_header(filename: str, lineno: int, name: str) -> str:
+    """``Cell In[n], line k`` for a notebook cell's file, as IPython writes it."""
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+        cell_number = shell.compile._filename_map.get(filename) if shell else None
+    except AttributeError:
+        cell_number = None
+    if cell_number is not None:
+        where = f"Cell In[{cell_number}], line {lineno}"
+        return where if name == "<module>" else f"{where}, in {name}"
+    return f'File "{filename}", line {lineno}, in {name}'
 
 
 def _split_line(line: str) -> tuple[str, str | None, str | None]:

@@ -160,6 +160,36 @@ def test_exit_codes_survive_concurrent_joins(registry: Registry, children: list[
         sampler.stop()
 
 
+# -- with mpnb's own processes and pools -------------------------------------------------
+def test_mpnb_processes_and_pool(children: list[Any]) -> None:
+    import mpnb
+    from mpnb.registry import REGISTRY
+    ctx = mpnb.get_context("forkserver")
+    sampler = Sampler()
+    ok = ctx.Process(target=time.sleep, args=(0.1,), name="mpnb-ok")
+    victim = ctx.Process(target=time.sleep, args=(600,), name="mpnb-victim")
+    for p in (ok, victim):
+        p.start()
+        children.append(p)
+    key_ok, key_victim = ok._mpnb_key, victim._mpnb_key
+    sample_until(sampler, key_victim, {"sleeping", "running"})
+    victim.kill()
+    assert sample_until(sampler, key_victim, {"killed"}).exit_status == "-9 SIGKILL"
+    assert sample_until(sampler, key_ok, {"finished"}).pid == ok.pid
+
+    with ctx.Pool(2) as pool:
+        result = pool.map_async(time.sleep, [0.3] * 6, chunksize=1)
+        busy = wait_for(lambda: [p for p in sampler.sample().processes
+                                 if p.task and p.task.startswith("sleep(")])
+        name = busy[0].pool
+        result.get(60)
+        (progress,) = wait_for(lambda: [p for p in sampler.sample().pools
+                                        if p.name == name and p.done == 6])
+        assert (progress.submitted, progress.failed) == (6, 0)
+    assert {p.pool for p in busy} == {name}
+    assert not REGISTRY.live_handles().keys() & {key_ok, key_victim}
+
+
 # -- history and pools ------------------------------------------------------------------
 def finish_fake(registry: Registry, name: str, code: int, pool: str | None = None) -> int:
     key = registry.add_process(name, "spawn", pool=pool)

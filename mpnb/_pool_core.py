@@ -98,7 +98,7 @@ class Task:
 class _Worker:
     __slots__ = ("process", "conn", "reader", "outbox", "slot", "sentinel", "outstanding",
                  "queued", "charges", "funcs", "ready", "sent", "stop_sent", "stopping", "kill_at",
-                 "eof", "label", "label_due")
+                 "eof", "unsendable", "label", "label_due")
 
     def __init__(self, process: Any, conn: Any, slot: int) -> None:
         self.process = process
@@ -116,7 +116,8 @@ class _Worker:
         self.stop_sent = False     # asked to exit when idle
         self.stopping = False      # terminated; killed at ``kill_at``
         self.kill_at = 0.0
-        self.eof = False           # its connection is closed
+        self.eof = False           # nothing more to read from it
+        self.unsendable = False    # a send to it failed: it is dying
         self.label: str | None = None   # the task the registry shows
         self.label_due = 0.0            # when to show the current task (0: nothing to do)
 
@@ -321,7 +322,7 @@ class PoolCore:
         return max(1, min(MAX_OUTSTANDING, int(PREFETCH_SECONDS / max(seconds, 1e-7))))
 
     def _can_take(self, w: _Worker, task: Task) -> bool:
-        if w.stopping or w.stop_sent or w.eof:
+        if w.stopping or w.stop_sent or w.unsendable:
             return False
         if self._maxtasks is not None and w.sent >= self._maxtasks:
             return False
@@ -374,7 +375,7 @@ class PoolCore:
         except (OSError, ValueError):
             # The worker is gone: its sentinel will say so, and the tasks it never
             # started go back to the queue then.
-            w.eof = True
+            w.unsendable = True
             return
         self._show_running(w)
 
@@ -560,11 +561,16 @@ class PoolCore:
         _routing.drain(w.process)
         self._watch.remove(w.conn)
         self._watch.remove(w.sentinel)
-        try:
-            w.process.join(KILL_GRACE)
-        except (OSError, AssertionError):
-            pass
+        # Not .exitcode or join(): they record the exit in the registry, and the record
+        # must get the error first (below). The sentinel fires a moment before the exit
+        # status can be collected: wait for it.
         code = _exitcode_of(w.process)
+        popen = getattr(w.process, "_popen", None)
+        if code is None and popen is not None:
+            try:
+                code = popen.wait(KILL_GRACE)
+            except OSError:
+                code = _exitcode_of(w.process)
         running = None
         with self._lock:
             if w in self._workers:

@@ -609,7 +609,8 @@ class Pool:
             raise
 
     def __enter__(self) -> Pool:
-        self._check_running()
+        if self._state != RUN:
+            raise ValueError("Pool not running")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,17 +2,22 @@
 
 In a Jupyter kernel it is an ipywidgets box that a background :class:`~mpnb._monitor.Sampler`
 updates through the kernel's comms (no web server or port of its own, so it works
-wherever widgets do: JupyterLab, Notebook, VS Code, Binder). Each display also carries
-an HTML rendering, and when the dashboard stops (its Stop button, ``close()``,
-``%mp_monitor --stop``, ``%unload_ext mpnb``) every display of it is replaced by the
-HTML of the last snapshot, which a saved notebook keeps. Outside a kernel (terminal
-IPython, scripts) it is a text table.
+wherever widgets do: JupyterLab, Notebook, VS Code, Binder). Outside a kernel
+(terminal IPython, scripts) it is a text table.
+
+What a saved notebook keeps: each display is two outputs, the widget and an HTML
+snapshot of it, refreshed after every cell, that the widget hides (CSS) wherever it
+renders. A notebook saved while the dashboard runs thus shows the snapshot where the
+widget cannot be shown (no saved widget state, nbviewer, GitHub). When the dashboard
+stops (its Stop button, ``close()``, ``%mp_monitor --stop``, ``%unload_ext mpnb``),
+the widget is replaced by the HTML of the last snapshot.
 
 ipywidgets is imported only when a widget is built; psutil only by ``mpnb._monitor``.
 """
 from __future__ import annotations
 
 import html
+import secrets
 import sys
 import threading
 import time
@@ -38,6 +43,11 @@ _STATE_COLOURS = {
 _SPARKS = "▁▂▃▄▅▆▇█"
 _COLUMNS = ("name", "pid", "state", "exit", "CPU %", "memory", "time", "task")
 _CELL = "padding:1px 8px;text-align:left;white-space:nowrap"
+# Hides a live dashboard's snapshot output, and in JupyterLab its output row too.
+_HIDE_SNAPSHOT = ('<style>.mpnb-snapshot[data-dashboard="{tag}"]{{display:none}}'
+                  '.jp-OutputArea-child:has(.mpnb-snapshot[data-dashboard="{tag}"])'
+                  '{{display:none}}</style>')
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 # -- formatting -------------------------------------------------------------------------
@@ -240,7 +250,10 @@ class Dashboard:
     def __init__(self, sampler: Sampler) -> None:
         self.sampler = sampler
         self._lock = threading.RLock()
-        self._display_ids: list[str] = []
+        self._tag = secrets.token_hex(6)
+        self._widget_ids: list[str] = []  # display ids of the widget outputs
+        self._snapshot_ids: list[str] = []  # and of the snapshots under them
+        self._shell: Any = None  # whose post_run_cell refreshes the snapshots
         self._box: ipywidgets.VBox | None = None
         self._parts: dict[str, Any] = {}
         self._pool_rows: dict[str, Any] = {}
@@ -283,7 +296,7 @@ class Dashboard:
         box = widgets.VBox([
             widgets.HBox([parts["stop"], parts["header"]]),
             parts["cores"], parts["trends"], parts["pools"], parts["processes"]])
-        box.add_class("mpnb-dashboard")
+        box.add_class("mpnb-widget")
         box.observe(self._on_widget_closed, names="comm")
         self._render(self.snapshot, widgets)
         return box
@@ -299,7 +312,8 @@ class Dashboard:
     def _render(self, snapshot: Snapshot, widgets: Any) -> None:
         with self._lock:
             parts = self._parts
-            parts["header"].value = _html_header(snapshot, self.closed)
+            parts["header"].value = (_HIDE_SNAPSHOT.format(tag=self._tag)
+                                     + _html_header(snapshot, self.closed))
             parts["cores"].value = _html_cores(snapshot)
             parts["trends"].value = _html_trends(snapshot)
             shown = _shown_pools(snapshot)
@@ -324,13 +338,18 @@ class Dashboard:
             parts["processes"].value = _html_processes(snapshot)
 
     def _freeze(self) -> None:
-        """Replace every display with the last snapshot's HTML and close the widgets."""
+        """Put the last snapshot's HTML in place of every widget; close the widgets."""
         snapshot = self.snapshot
-        if self._display_ids:
+        if self._shell is not None:
+            self._shell.events.unregister("post_run_cell", self._after_cell)
+            self._shell = None
+        if self._widget_ids or self._snapshot_ids:
             from IPython.display import update_display
             bundle = self._static_bundle(snapshot)
-            for display_id in self._display_ids:
+            for display_id in self._widget_ids:
                 update_display(bundle, raw=True, display_id=display_id)
+            for display_id in self._snapshot_ids:
+                update_display({"text/plain": ""}, raw=True, display_id=display_id)
         with self._lock:
             box, self._box = self._box, None
             if box is not None:
@@ -343,16 +362,39 @@ class Dashboard:
         return {"text/html": render_html(snapshot, self.closed),
                 "text/plain": render_text(snapshot, self.closed)}
 
+    def _snapshot_bundle(self, snapshot: Snapshot) -> dict[str, str]:
+        return {"text/html": f'<div class="mpnb-snapshot" data-dashboard="{self._tag}">'
+                             f"{render_html(snapshot, self.closed)}</div>",
+                "text/plain": render_text(snapshot, self.closed)}
+
+    def _after_cell(self, result: Any = None) -> None:
+        """Refresh the snapshots under the widgets (what a saved notebook keeps)."""
+        if self.closed:
+            if self._shell is not None:
+                self._shell.events.unregister("post_run_cell", self._after_cell)
+                self._shell = None
+            return
+        from IPython.display import update_display
+        bundle = self._snapshot_bundle(self.sampler.sample())
+        for display_id in self._snapshot_ids:
+            update_display(bundle, raw=True, display_id=display_id)
+
     # -- display protocols -------------------------------------------------------------
     def _ipython_display_(self) -> None:
         from IPython.display import display
-        if _kernel() is None or self.closed:
+        shell = _kernel()
+        if shell is None or self.closed:
             display(self._static_bundle(self.snapshot), raw=True)
             return
-        bundle = dict(self.widget._repr_mimebundle_())
-        bundle.update(self._static_bundle(self.snapshot))
-        handle = display(bundle, raw=True, display_id=True)
-        self._display_ids.append(handle.display_id)
+        view = {_WIDGET_VIEW: self.widget._repr_mimebundle_()[_WIDGET_VIEW],
+                "text/plain": "mpnb monitor (a live widget; its snapshot follows)"}
+        self._widget_ids.append(display(view, raw=True, display_id=True).display_id)
+        snapshot = self._snapshot_bundle(self.snapshot)
+        self._snapshot_ids.append(display(snapshot, raw=True, display_id=True).display_id)
+        with self._lock:
+            if self._shell is None:
+                self._shell = shell
+                shell.events.register("post_run_cell", self._after_cell)
 
     def _repr_html_(self) -> str:
         return render_html(self.snapshot, self.closed)

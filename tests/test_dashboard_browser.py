@@ -139,8 +139,11 @@ def test_dashboard_in_jupyterlab(lab: JupyterLab, page: Any) -> None:
 
     run_cell(page, lab, 0)
     run_cell(page, lab, 1)
-    dashboard = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".mpnb-dashboard").first
+    output = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-OutputArea")
+    dashboard = output.locator(".mpnb-widget")
     dashboard.wait_for()
+    snapshot = output.locator(".mpnb-snapshot")
+    assert snapshot.count() == 1 and not snapshot.is_visible()
     assert dashboard.locator(".mpnb-core").count() == psutil.cpu_count()
     assert dashboard.locator("button", has_text="Stop").count() == 1
 
@@ -172,9 +175,14 @@ def test_dashboard_in_jupyterlab(lab: JupyterLab, page: Any) -> None:
                "the pool's work done")
     for pid in workers:
         wait_until(lambda: process_row(dashboard, pid, ("finished", "killed")), f"{pid} ended")
+    assert not snapshot.is_visible()
+
+    # Saved while live: the widget, and under it a recent snapshot for viewers without it.
+    page.keyboard.press("Control+s")
+    saved = wait_until(lambda: _saved_outputs(lab, live=True), "the saved live dashboard")
+    assert "-9 SIGKILL" in saved and str(victim) in saved
 
     run_cell(page, lab, 5)
-    output = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-OutputArea")
     wait_until(lambda: "mpnb monitor (stopped" in output.inner_text(), "its stopped snapshot")
     assert output.locator(".jupyter-widgets").count() == 0
     frozen = output.inner_text()
@@ -185,17 +193,19 @@ def test_dashboard_in_jupyterlab(lab: JupyterLab, page: Any) -> None:
     output.screenshot(path=str(ARTIFACTS / "dashboard-stopped.png"))
 
     page.keyboard.press("Control+s")
-    saved = wait_until(lambda: _saved_dashboard(lab), "the saved snapshot")
-    assert "-9 SIGKILL" in saved and str(victim) in saved
+    saved = wait_until(lambda: _saved_outputs(lab, live=False), "the saved stopped snapshot")
+    assert "-9 SIGKILL" in saved and str(victim) in saved and f"{TASKS}/{TASKS} done" in saved
 
 
-def _saved_dashboard(lab: JupyterLab) -> str | None:
-    """The dashboard cell's saved HTML, once the file holds the stopped snapshot."""
+def _saved_outputs(lab: JupyterLab, live: bool) -> str | None:
+    """The dashboard cell's saved HTML, once the file holds a live widget and its
+    snapshot (``live``) or the stopped snapshot in place of the widget."""
     notebook = json.loads((lab.root / "dashboard.ipynb").read_text())
-    for output in notebook["cells"][1].get("outputs", []):
-        data = output.get("data", {})
-        page = "".join(data.get("text/html", ""))
-        if "mpnb monitor (stopped" in page and \
-                "application/vnd.jupyter.widget-view+json" not in data:
-            return page
+    datas = [output.get("data", {}) for output in notebook["cells"][1].get("outputs", [])]
+    widgets = [d for d in datas if "application/vnd.jupyter.widget-view+json" in d]
+    pages = ["".join(d.get("text/html", "")) for d in datas]
+    wanted = "mpnb monitor (live" if live else "mpnb monitor (stopped"
+    found = [p for p in pages if wanted in p]
+    if found and bool(widgets) == live:
+        return found[0]
     return None

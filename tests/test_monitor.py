@@ -444,18 +444,26 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 @pytest.mark.timeout(300)
 def test_in_a_kernel_updates_while_a_cell_runs_and_stop_freezes(kernel: Any) -> None:
     shown = kernel.ensure_ok("%load_ext mpnb\n%mp_monitor --interval 0.1").displays
-    (display,) = [d for d in shown if d["msg_type"] == "display_data"]
-    assert {WIDGET_VIEW, "text/html", "text/plain"} <= display["data"].keys()
-    display_id = display["transient"]["display_id"]
+    widget, snapshot = [d for d in shown if d["msg_type"] == "display_data"]
+    assert WIDGET_VIEW in widget["data"] and WIDGET_VIEW not in snapshot["data"]
+    assert 'class="mpnb-snapshot"' in snapshot["data"]["text/html"]
+    widget_id = widget["transient"]["display_id"]
+    snapshot_id = snapshot["transient"]["display_id"]
 
     busy = kernel.ensure_ok("import time\ntime.sleep(2)")
     updates = [m for m in busy.messages if m["msg_type"] == "comm_msg"
                and "state" in m["content"]["data"]]
     assert len(updates) >= 4, "the widget did not update while the cell ran"
+    (refreshed,) = [d for d in busy.displays if d["msg_type"] == "update_display_data"]
+    assert refreshed["transient"]["display_id"] == snapshot_id
+    assert "mpnb monitor (live" in refreshed["data"]["text/html"]
 
     stopped = kernel.ensure_ok("%mp_monitor --stop").displays
-    (frozen,) = [d for d in stopped if d["msg_type"] == "update_display_data"]
-    assert frozen["transient"]["display_id"] == display_id
-    assert WIDGET_VIEW not in frozen["data"]
-    assert "mpnb monitor (stopped" in frozen["data"]["text/html"]
+    frozen = {d["transient"]["display_id"]: d["data"] for d in stopped
+              if d["msg_type"] == "update_display_data"}
+    assert WIDGET_VIEW not in frozen[widget_id]
+    assert "mpnb monitor (stopped" in frozen[widget_id]["text/html"]
+    assert frozen[snapshot_id] == {"text/plain": ""}
     assert kernel.evaluate("len(__import__('mpnb._monitor', fromlist=['_']).running_samplers())") == 0
+    after = kernel.ensure_ok("1 + 1")
+    assert not after.displays, "a stopped dashboard still refreshes its snapshot"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -175,10 +174,3 @@ class JupyterLab:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-
-def copy_artifact(path: Path, name: str) -> Path:
-    """Keep a file under tests/artifacts/ (gitignored) for whoever looks at a run."""
-    target = Path(__file__).parent / "artifacts" / name
-    target.parent.mkdir(exist_ok=True)
-    shutil.copyfile(path, target)
-    return target

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 from . import _serialize
@@ -55,14 +56,9 @@ def unload(ipython: Any) -> None:
     warm.shutdown()
     from . import output
     output.deactivate()
-    try:
-        from . import monitor
-    except ModuleNotFoundError:
-        pass
-    else:
-        stop_all = getattr(monitor, "stop_all", None)
-        if stop_all is not None:
-            stop_all()
+    sampler_module = sys.modules.get("mpnb._monitor")  # loaded only if a dashboard ran
+    if sampler_module is not None:
+        sampler_module.stop_all()
 
 
 def loaded() -> bool:

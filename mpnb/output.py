@@ -190,6 +190,7 @@ class _KernelSide:
             header = self._headers.get(route) if route else None
         if header is None:
             header = _current_header(self.kernel)
+        _flush_kernel_streams()  # what the kernel printed before comes first
         self.kernel.session.send(self.kernel.iopub_socket, "stream",
                                  {"name": stream, "text": text}, parent=header,
                                  ident=b"stream." + stream.encode())

@@ -329,3 +329,19 @@ def test_pool_tasks_write_into_the_cell_that_submitted_them(nb):
     misplaced = [m for m in streams(later) + streams(res.messages)
                  if "task" in m["content"]["text"] and parent_of(m) != res.msg_id]
     assert not misplaced, f"task output in another cell (pool made in {created.msg_id})"
+
+
+def test_kernel_and_child_lines_keep_their_order(kernel):
+    res = kernel.ensure_ok(
+        "import mpnb as mp, time\n"
+        "def child():\n"
+        "    time.sleep(0.05)\n"
+        "    print('child: second')\n"
+        "p = mp.Process(target=child)\n"
+        "p.start()\n"
+        "print('kernel: first')\n"
+        "time.sleep(1.0)\n"
+        "print('kernel: third')\n"
+        "p.join()\n", timeout=120)
+    order = [line for line in res.stdout.splitlines() if line]
+    assert order == ["kernel: first", "child: second", "kernel: third"], res.stdout

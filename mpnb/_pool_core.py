@@ -227,10 +227,15 @@ class PoolCore:
     def interrupt(self) -> None:
         """Cancel every job submitted so far and stop the workers running them.
 
-        Returns at once (safe in a ``KeyboardInterrupt`` handler); the manager thread
-        does the work before it touches any later job.
+        Returns at once (safe in a ``KeyboardInterrupt`` handler): the queued tasks are
+        dropped here, so that no worker starts one; the manager thread fails the jobs
+        and stops the busy workers.
         """
-        self._cancel_upto = max(self._cancel_upto, self._last_job)
+        with self._lock:
+            self._cancel_upto = upto = max(self._cancel_upto, self._last_job)
+            kept = deque(t for t in self._pending if t.job.id > upto)
+            self._counts[2] += sum(t.count for t in self._pending) - sum(t.count for t in kept)
+            self._pending = kept
         self._wake()
 
     def close(self) -> None:
@@ -343,7 +348,8 @@ class PoolCore:
         while pending and progress:
             progress = False
             for w in self._workers:
-                while pending and pending[0].job._done:
+                while pending and (pending[0].job._done
+                                   or pending[0].job.id <= self._cancel_upto):
                     self._counts[2] += pending.popleft().count
                 if not pending:
                     break
@@ -446,7 +452,10 @@ class PoolCore:
 
     def _step(self) -> bool:
         exited = []
-        for kind, w in self._watch.wait(self._timeout()):
+        events = self._watch.wait(self._timeout())
+        if self._cancel_upto > self._cancelled_upto:
+            self._cancel(self._cancel_upto)
+        for kind, w in events:
             if kind == _WAKE:
                 self._woken = False
                 try:
@@ -462,8 +471,6 @@ class PoolCore:
                     self._watch.remove(w.conn)
         for w in exited:
             self._reap(w)
-        if self._cancel_upto > self._cancelled_upto:
-            self._cancel(self._cancel_upto)
         if any(self._counts):
             self._flush_counts()
         return self._maintain()
@@ -582,7 +589,8 @@ class PoolCore:
             w.queued = 0
             if tasks and self._words[2 * w.slot] == tasks[0].id:
                 running = tasks.pop(0)
-            self._pending.extendleft(reversed([t for t in tasks if not t.job._done]))
+            self._pending.extendleft(reversed(
+                [t for t in tasks if not t.job._done and t.job.id > self._cancel_upto]))
             self._dispatch_locked()
         w.conn.close()
         error = None
@@ -650,13 +658,9 @@ class PoolCore:
             jobs = [job for job_id, job in self._jobs.items() if job_id <= upto]
             for job in jobs:
                 del self._jobs[job.id]
-            kept = [t for t in self._pending if t.job.id > upto]
-            dropped = len(self._pending) - len(kept)
-            self._pending = deque(kept)
             for w in self._workers:
                 if any(t.job.id <= upto for t in w.outstanding):
                     self._stop_worker(w)
-        self._count(failed=dropped)
         for job in jobs:
             if job._fail(TaskCancelledError("cancelled: the pool was interrupted "
                                             "(KeyboardInterrupt)"), None):

@@ -15,10 +15,20 @@ What differs is what the standard library gets wrong in a notebook:
 - a ``KeyboardInterrupt`` (the kernel's interrupt) while waiting on the pool cancels
   the queued tasks and stops the running ones, so the pool is free for the next cell.
 
+A ``KeyboardInterrupt`` cancels every job of the pool submitted before it, from any
+thread: in a notebook, the interrupt button means "stop what runs".
+
 Tasks are pickled in the caller's thread, so an argument that cannot be sent raises
 ``SerializationError`` at the call, naming it (``args[0]``, ``iterable[3]``), and nothing
 is half-submitted. A function is pickled once per call and sent once per worker; chunks
 carry only data. The machinery is in ``_pool_core`` (parent) and ``_worker`` (child).
+
+Adapted from CPython's ``Lib/multiprocessing/pool.py``: the public signatures, argument
+checks and their messages, the default chunk size, and the result classes' methods.
+Changed: no task/result handler threads or shared queues (one pipe per worker, see
+``_pool_core``); results are one-shot locks instead of ``threading.Event``; a failed
+item of ``imap`` raises at its place and the iteration goes on; a non-sized ``imap``
+input is read by the consuming thread, a window ahead (``close()`` reads the rest).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import psutil
 
@@ -279,7 +279,7 @@ class MemorySampler:
     including shared memory that nobody maps at the moment).
     """
 
-    def __init__(self, interval: float = 0.01) -> None:
+    def __init__(self, interval: float = 0.025) -> None:
         self.interval = interval
         self.result = TreeMemory()
         self._stop = threading.Event()
@@ -307,8 +307,3 @@ class MemorySampler:
         self._stop.set()
         self._thread.join()
         self._sample()
-
-
-def chunks(seq: list[Any], n: int) -> Iterator[list[Any]]:
-    for i in range(0, len(seq), n):
-        yield seq[i:i + n]

@@ -98,7 +98,7 @@ def table(wl: Workload, rows: list[dict[str, Any]]) -> list[str]:
         headers += [h for _, h, _ in wl.columns]
     else:
         headers += ["median", "min", "max", "n"] + [h for _, h, _ in wl.columns]
-    headers.append("notes")
+    headers += ["others' CPU", "notes"]
     lines = []
     for r in rows:
         cells = [r.get("label", r["peer"])] + ([r["variant"]] if multi else [])
@@ -116,6 +116,7 @@ def table(wl: Workload, rows: list[dict[str, Any]]) -> list[str]:
             cells += ["" for _ in wl.columns]
         if wl.better == "outcome" and status not in ("ok",):
             cells[len(cells) - len(wl.columns)] = status or "?"
+        cells.append(f"{r['others_cpu_pct']}%" if r.get("others_cpu_pct") is not None else "")
         cells.append(_reason(r) if status != "ok" or r.get("leftovers") or r.get("shm_leaked")
                      else "")
         lines.append(cells)
@@ -136,6 +137,8 @@ def table(wl: Workload, rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"    [{verdict(t)}] {t.text}: {t.measured}")
     if wl.note:
         out.append(f"  note: {wl.note}")
+    out.append("  others' CPU: what the rest of the machine used during the case, as a share "
+               "of all cores")
     return out
 
 

@@ -97,6 +97,17 @@ def _leftovers(token: str) -> list[str]:
     return labels
 
 
+def _stop_case(proc: subprocess.Popen[bytes], token: str) -> int:
+    """Kills a case's process group and every process carrying its marker."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    rc = proc.wait()
+    harness.kill_all(harness.marked_processes(token))
+    return rc
+
+
 def _busy() -> float:
     """CPU seconds the whole machine has been busy."""
     t = psutil.cpu_times()
@@ -165,17 +176,18 @@ def run_case(wl: Workload, peer: str, variant: str, repeat: int, budget: float,
                 break
             except subprocess.TimeoutExpired:
                 pass
+            except KeyboardInterrupt:
+                # Ctrl-C on the runner: the case is in a session of its own and did not
+                # get the signal; stop it and whatever it started, then stop.
+                _stop_case(proc, token)
+                raise
             # What the case's processes map in /dev/shm, to tell its leaks from others'.
             tree = [proc.pid] + [p.pid for p in harness.descendants(proc.pid)]
             shm_seen |= harness.shm_names_used(tree)
             tree_cpu.update(_cpu_of(tree))
             if time.perf_counter() > deadline:
                 timed_out = True
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                rc = proc.wait()
+                rc = _stop_case(proc, token)
                 break
     wall = time.perf_counter() - t0
     # The rest of the machine's CPU use meanwhile, as a share of all its cores: how noisy

@@ -183,7 +183,7 @@ def targets_w11(rows: list[dict[str, Any]]) -> list[Target]:
 W11 = Workload(
     id="W11", title=f"CPU-bound map ({W11_TASKS} x ~{W11_TASK_SECONDS} s) with mpnb.monitor() "
     "sampling", unit="% slow-down", better="lower", run=run_w11,
-    cases=(("mpnb", "monitor"),), repeat=7, budget=20, timeout=90,
+    cases=(("mpnb", "monitor"),), repeat=9, budget=20, timeout=90,
     columns=(("off_s", "without s", ".3g"), ("on_s", "with s", ".3g"),
              ("monitor_cpu_pct", "parent CPU +%", ".2g")),
     targets=targets_w11, params=calibrate_spin, ratio=False,

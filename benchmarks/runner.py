@@ -216,7 +216,7 @@ def run_case(wl: Workload, peer: str, variant: str, repeat: int, budget: float,
             if last and last not in (row.get("reason") or ""):
                 row["reason"] = f"{row.get('reason', '')}; log: {last}".lstrip("; ")
         if row.get("status") != "ok" and log_text.strip():
-            row["log_tail"] = "\n".join(log_text.splitlines()[-LOG_TAIL:])[-1500:]
+            row["log_tail"] = "\n".join(log_text.splitlines()[-LOG_TAIL:])[-600:]
         row.update(peer=peer, case_variant=variant, leftovers=leftovers,
                    orphans=len(leftovers), shm_leaked=shm, wall_s=round(wall, 2),
                    load1=round(load, 2), others_cpu_pct=round(others * 100), exit_code=rc)
@@ -263,6 +263,28 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()) or "host"
 
 
+def _compact(value: Any) -> Any:
+    """Floats to 4 significant digits, tracebacks left to the logs: a small file."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items() if k != "traceback"}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
+
+
+def _dump(value: Any, depth: int = 0) -> str:
+    """JSON with one line per row: indented down to the rows, compact below."""
+    if depth >= 4 or not isinstance(value, (dict, list)) or not value:
+        return json.dumps(value, default=str)
+    pad, inner = " " * depth, " " * (depth + 1)
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(k)}: {_dump(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    return "[\n" + ",\n".join(f"{inner}{_dump(v, depth + 1)}" for v in value) + f"\n{pad}]"
+
+
 def save(outdir: Path, meta: dict[str, Any], measured: dict[str, Any]) -> Path:
     """Writes ``<date>-<host>.json`` (merged with an earlier run of the same day and host,
     workload by workload) and ``latest.json``."""
@@ -274,10 +296,10 @@ def save(outdir: Path, meta: dict[str, Any], measured: dict[str, Any]) -> Path:
             data = json.loads(path.read_text())
         except ValueError:
             pass
-    data["meta"] = meta
+    data["meta"] = meta  # of the latest run; each workload says when it was measured
     data.setdefault("workloads", {}).update(measured)
     data["workloads"] = dict(sorted(data["workloads"].items(), key=lambda i: int(i[0][1:])))
-    text = json.dumps(data, indent=1, default=str) + "\n"
+    text = _dump(_compact(data)) + "\n"
     for target in (path, outdir / "latest.json"):
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(text)
@@ -323,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         measured[wl.id] = {
             "title": wl.title, "unit": wl.unit, "better": wl.better, "note": wl.note,
             "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
+            "commit": _git_commit(),
             "repeat": repeat, "budget_s": budget, "params": params, "rows": rows,
             "ratios": report.ratios(wl, rows),
             "goals": [{"goal": t.text, "measured": t.measured, "passed": t.passed}

@@ -214,6 +214,9 @@ class PoolCore:
 
     def check(self, *, internal: bool = False) -> None:
         """Raise if the pool takes no new work."""
+        if os.getpid() != self._owner:
+            raise RuntimeError(f"{self.name} belongs to process {self._owner}: a forked "
+                               f"child cannot use its parent's pool; make a new one there")
         if self.broken is not None:
             raise _fresh(self.broken)
         if self.state == TERMINATE or (self.state == CLOSE and not internal):

@@ -327,3 +327,25 @@ def test_keyboard_interrupt_cancels_queued_and_stops_running_tasks(ctx):
             time.sleep(0.02)
         after = {w.pid for w in pool._pool}
         assert len(after) == 2 and not before & after   # both busy workers were replaced
+
+
+
+def _use_inherited_pool(pool, queue):
+    try:
+        pool.map(square, [1])
+    except RuntimeError as exc:
+        queue.put(str(exc))
+    else:
+        queue.put("no error")
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_a_forked_child_cannot_use_its_parents_pool():
+    fork = mpnb.get_context("fork")
+    with fork.Pool(1) as pool:
+        queue = fork.SimpleQueue()
+        child = fork.Process(target=_use_inherited_pool, args=(pool, queue))
+        child.start()
+        assert "cannot use its parent's pool" in queue.get()
+        child.join(WAIT)
+        assert pool.map(square, [2]) == [4]

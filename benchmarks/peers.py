@@ -67,14 +67,6 @@ class Peer:
     #: has a single-task API (``apply_async``, ``submit``)
     has_submit = True
 
-    @property
-    def is_mpnb(self) -> bool:
-        return self.family == "mpnb"
-
-    @property
-    def is_serial(self) -> bool:
-        return self.family == "serial"
-
     def load(self) -> None:
         """Import the library; raises ``Unavailable``."""
 
@@ -410,10 +402,6 @@ PROCESS_API = ("mpnb", "mpnb:spawn", "mp:fork", "mp:forkserver", "mp:spawn",
 
 def get(name: str) -> Peer:
     return _FACTORIES[name]()
-
-
-def family(name: str) -> str:
-    return get(name).family
 
 
 def start_method(name: str) -> str | None:

@@ -74,13 +74,17 @@ _exitcode_of = BaseProcess.exitcode.fget  # type: ignore[attr-defined]
 
 
 class Task:
-    """One message for a worker: an apply call or a chunk of a map, already pickled."""
+    """One message for a worker: an apply call or a chunk of a map, already pickled.
+
+    ``label`` (``square(3)``) is made from what was given, by ``str()``, when first
+    needed: most tasks end before anyone asks.
+    """
 
     __slots__ = ("job", "id", "func_id", "func_msg", "data", "mode", "start", "count",
-                 "label", "size", "func_name")
+                 "_label", "size", "func_name")
 
     def __init__(self, job: Any, task_id: int, func_id: int, func_msg: bytes,
-                 data: bytes, mode: int, start: int, count: int, label: Any,
+                 data: Any, mode: int, start: int, count: int, label: Any,
                  func_name: str = "") -> None:
         self.job = job
         self.id = task_id
@@ -90,9 +94,16 @@ class Task:
         self.mode = mode
         self.start = start
         self.count = count
-        self.label = label
+        self._label = label
         self.size = len(data)
         self.func_name = func_name
+
+    @property
+    def label(self) -> str:
+        label = self._label
+        if not isinstance(label, str):
+            label = self._label = str(label)
+        return label
 
 
 class _Worker:
@@ -163,6 +174,7 @@ class PoolCore:
         self._counts_due = 0.0
         self._wake_r, self._wake_w = connection.Pipe(duplex=False)
         self._woken = False
+        self._sleeping = False   # the manager waits with no deadline
         self._watch = _Watch()
         self._watch.add(self._wake_r, (_WAKE, None))
         self._thread: threading.Thread | None = None
@@ -203,7 +215,7 @@ class PoolCore:
     def submit(self, job: Any, tasks: list[Task], *, internal: bool = False) -> None:
         """Queue ``tasks`` of ``job`` (all or none) and send what workers can take."""
         with self._lock:
-            self.check(internal=internal)
+            self._check_state(internal)
             self._jobs[job.id] = job
             self._last_job = max(self._last_job, job.id)
             self._pending.extend(tasks)
@@ -217,6 +229,9 @@ class PoolCore:
         if os.getpid() != self._owner:
             raise RuntimeError(f"{self.name} belongs to process {self._owner}: a forked "
                                f"child cannot use its parent's pool; make a new one there")
+        self._check_state(internal)
+
+    def _check_state(self, internal: bool) -> None:
         if self.broken is not None:
             raise _fresh(self.broken)
         if self.state == TERMINATE or (self.state == CLOSE and not internal):
@@ -407,6 +422,11 @@ class PoolCore:
             if not w.label_due:
                 w.label_due = time.monotonic() + (LABEL_DELAY if w.label is None
                                                   else LABEL_INTERVAL)
+                # The manager waits with no deadline: give it one, unless this task
+                # will most likely be over before its label is due anyway.
+                if self._sleeping and self._task_seconds.get(
+                        w.outstanding[0].func_id, LABEL_DELAY) >= LABEL_DELAY / 2:
+                    self._wake()
             return
         w.label_due = 0.0
         if w.label is not None:
@@ -455,15 +475,22 @@ class PoolCore:
 
     def _step(self) -> bool:
         exited = []
-        events = self._watch.wait(self._timeout())
+        self._sleeping = True   # first: a deadline set from now on wakes it
+        timeout = self._timeout()
+        self._sleeping = timeout is None
+        events = self._watch.wait(timeout)
+        self._sleeping = False
         if self._cancel_upto > self._cancelled_upto:
             self._cancel(self._cancel_upto)
         for kind, w in events:
             if kind == _WAKE:
                 self._woken = False
                 try:
-                    while self._wake_r.poll():
-                        self._wake_r.recv_bytes()
+                    if FAST:
+                        os.read(self._wake_r.fileno(), 4096)
+                    else:
+                        while self._wake_r.poll():
+                            self._wake_r.recv_bytes()
                 except (OSError, EOFError):
                     pass
             elif kind == _EXIT:
@@ -474,13 +501,15 @@ class PoolCore:
                     self._watch.remove(w.conn)
         for w in exited:
             self._reap(w)
-        if any(self._counts):
+        if any(self._counts) and time.monotonic() >= self._counts_due:
             self._flush_counts()
         return self._maintain()
 
     def _timeout(self) -> float | None:
         deadlines = [w.kill_at for w in self._workers if w.stopping]
         deadlines += [w.label_due for w in self._workers if w.label_due]
+        if any(self._counts):
+            deadlines.append(self._counts_due)
         if self._start_after:
             deadlines.append(self._start_after)
         if not deadlines:
@@ -715,8 +744,9 @@ class PoolCore:
                 else:
                     self._start_after = time.monotonic() + START_RETRY
                 break
-        with self._lock:
-            self._dispatch_locked()
+        if self._pending:
+            with self._lock:
+                self._dispatch_locked()
         return True
 
     def _terminate_jobs(self) -> None:

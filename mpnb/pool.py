@@ -102,23 +102,6 @@ class _Label:
         return text + (f" and {self.count - 1} more" if self.count > 1 else "")
 
 
-class _Task(Task):
-    """A core ``Task`` whose label is rendered on first use."""
-
-    __slots__ = ("_label",)
-
-    @property  # type: ignore[override]
-    def label(self) -> str:
-        label = self._label
-        if not isinstance(label, str):
-            label = self._label = str(label)
-        return label
-
-    @label.setter
-    def label(self, value: Any) -> None:
-        self._label = value
-
-
 # -- results ----------------------------------------------------------------------------
 
 class _Done:
@@ -552,7 +535,7 @@ class Pool:
             except PICKLING_ERRORS as exc:
                 raise _explain_args(args, kwds, exc) from exc
             name = _func_name(func)
-            task = _Task(job, task_id, func_ref[0], func_ref[1], data, APPLY, 0, 1,
+            task = Task(job, task_id, func_ref[0], func_ref[1], data, APPLY, 0, 1,
                          _Label(name, APPLY, args=args, kwds=kwds), name)
             core.submit(job, [task])
         except KeyboardInterrupt:
@@ -686,7 +669,7 @@ class Pool:
                 if _fails(item) is not None:
                     raise describe_unpicklable(item, f"{root}[{start + offset}]") from exc
             raise describe_unpicklable(route, "the output route") from exc
-        return _Task(job, task_id, func_ref[0], func_ref[1], data, mode, start, len(chunk),
+        return Task(job, task_id, func_ref[0], func_ref[1], data, mode, start, len(chunk),
                      _Label(name, mode, chunk[0], len(chunk)), name)
 
     def _map_async(self, func: Any, iterable: Iterable[Any], mode: int,

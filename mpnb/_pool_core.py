@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import os
 import selectors
-import sys
 import threading
 import time
 import traceback

@@ -27,6 +27,7 @@ import itertools
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -199,6 +200,9 @@ def _sendable(values: list[Any], errors: list[Any], start: int | None,
 
 def _watch_owner(owner: int) -> None:
     """Exit at once if the process that owns the pool dies (a killed kernel)."""
+    if sys.platform == "win32":   # os.kill(pid, 0) would end the owner there
+        return
+
     def watch() -> None:
         try:
             fd = os.pidfd_open(owner)  # type: ignore[attr-defined]

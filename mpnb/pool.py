@@ -46,7 +46,7 @@ from multiprocessing.pool import ThreadPool  # noqa: F401 - re-exported
 from typing import Any, Callable, Iterable, Iterator
 
 from . import _routing
-from ._pool_core import CLOSE, RUN, TERMINATE, PoolCore, Task
+from ._pool_core import RUN, TERMINATE, PoolCore, Task
 from ._serialize import PICKLING_ERRORS, _fails, checked_dumps, describe_unpicklable, dumps
 from ._worker import APPLY, MAP, STARMAP, TASK
 from .errors import short_repr

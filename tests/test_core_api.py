@@ -321,8 +321,13 @@ def test_unsendable_argument_fails_at_start_naming_it(make_args, path, type_name
     ctx = mpnb.get_context("spawn")
     args = make_args()
     p = ctx.Process(target=print, args=args)
-    with pytest.raises(mpnb.SerializationError) as info:
-        p.start()
+    try:
+        with pytest.raises(mpnb.SerializationError) as info:
+            p.start()
+    finally:
+        for arg in args:
+            for obj in (arg.values() if isinstance(arg, dict) else [arg]):
+                getattr(obj, "close", lambda: None)()
     message = str(info.value)
     assert path in message and type_name in message and advice in message
     assert info.value.path == path

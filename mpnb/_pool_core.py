@@ -62,8 +62,10 @@ WRITE_COST = 1024
 DEFAULT_PIPE_BUFFER = 8 * 1024
 # Queue at most this many seconds of work in a worker (by the function's recent times).
 PREFETCH_SECONDS = 0.005
-# Functions remembered for "already pickled, same bytes": a new id per new pickle.
+# Functions remembered for "already pickled, same bytes": a new id per new pickle, and
+# none for a big one (a closure over an array), so as not to keep copies of it.
 FUNC_IDS = 256
+FUNC_ID_BYTES = 64 * 1024
 # A worker's task shows in the registry (what the monitor reads) once it ran this many
 # seconds, then at most every ``LABEL_INTERVAL``: tiny tasks cost no registry update.
 LABEL_DELAY = 0.05
@@ -120,7 +122,7 @@ class _Worker:
         self.outstanding: deque[Task] = deque()
         self.queued = 0            # buffer the tasks in ``outstanding`` took
         self.charges: deque[int] = deque()   # what each of them took
-        self.funcs: dict[int, None] = {}   # function ids the worker holds, oldest first
+        self.funcs: dict[int, int] = {}   # functions the worker holds: id -> message size
         self.ready = False         # its initializer ran
         self.sent = 0              # tasks sent (for maxtasksperchild)
         self.stop_sent = False     # asked to exit when idle
@@ -206,9 +208,12 @@ class PoolCore:
             if known is None:
                 func_id = next(self._func_counter)
                 known = (func_id, bytes(dumps((_worker.FUNC, func_id, func_bytes))))
-                self._func_ids[func_bytes] = known
-                if len(self._func_ids) > FUNC_IDS:
-                    del self._func_ids[next(iter(self._func_ids))]
+                if len(func_bytes) <= FUNC_ID_BYTES:
+                    self._func_ids[func_bytes] = known
+                    if len(self._func_ids) > FUNC_IDS:
+                        del self._func_ids[next(iter(self._func_ids))]
+                if len(self._task_seconds) > FUNC_IDS:
+                    del self._task_seconds[next(iter(self._task_seconds))]
             return known
 
     def submit(self, job: Any, tasks: list[Task], *, internal: bool = False) -> None:
@@ -382,9 +387,7 @@ class PoolCore:
         size = _charge(w, task)
         if task.func_id not in w.funcs:
             w.outbox.append(task.func_msg)
-            w.funcs[task.func_id] = None
-            if len(w.funcs) > _worker.FUNC_CACHE:
-                del w.funcs[next(iter(w.funcs))]
+            _worker.remember(w.funcs, task.func_id, len(task.func_msg))
         w.outbox.append(task.data)
         w.outstanding.append(task)   # a worker holding a task counts as busy
         w.charges.append(size)

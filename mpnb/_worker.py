@@ -3,7 +3,7 @@
 One duplex connection per worker. The parent sends, in order:
 
 - ``(FUNC, func_id, func_bytes)``: a function, pickled once per call in the parent;
-  the worker keeps the last ``FUNC_CACHE`` of them by id, so chunks carry only data;
+  the worker keeps the last few by id (``remember``), so chunks carry only data;
 - ``(TASK, task_id, func_id, mode, start, stop_on_error, route, payload)``: run the
   function over ``payload`` (``APPLY``: ``(args, kwds)``; ``MAP``/``STARMAP``: a chunk
   of items whose first has index ``start``);
@@ -36,8 +36,8 @@ from . import _routing
 from ._serialize import PICKLING_ERRORS, _fails, describe_unpicklable, dumps, loads
 from .errors import TaskSerializationError, capture
 
-__all__ = ["run", "TASK", "FUNC", "STOP", "READY", "RESULT", "INIT_FAILED",
-           "APPLY", "MAP", "STARMAP", "FUNC_CACHE"]
+__all__ = ["run", "remember", "TASK", "FUNC", "STOP", "READY", "RESULT", "INIT_FAILED",
+           "APPLY", "MAP", "STARMAP", "FUNC_CACHE", "FUNC_CACHE_BYTES"]
 
 # Parent -> worker.
 TASK, FUNC, STOP = 0, 1, 2
@@ -46,9 +46,11 @@ READY, RESULT, INIT_FAILED = 0, 1, 2
 # How a task calls its function.
 APPLY, MAP, STARMAP = 0, 1, 2
 
-# Functions a worker keeps, oldest dropped first; the parent mirrors this count to know
-# which functions a worker still has.
+# Functions a worker keeps: at most this many, of at most this many bytes pickled in all
+# (the newest always kept), oldest dropped first. The parent applies the same rule to
+# the same messages (``remember``), so it knows which functions a worker still has.
 FUNC_CACHE = 32
+FUNC_CACHE_BYTES = 16 * 2**20
 
 # Items quicker than this run through ``map`` without writing their index to shared
 # memory first (that write costs ~30 ns an item); the first chunk of each function
@@ -78,6 +80,7 @@ def run(conn: Any, state: Any, slot: int, init: bytes | None, maxtasks: int | No
             return
     conn.send_bytes(dumps((READY,)))
     funcs: dict[int, tuple[bool, Any]] = {}
+    sizes: dict[int, int] = {}
     item_seconds: dict[int, float] = {}
     done = 0
     while maxtasks is None or done < maxtasks:
@@ -95,13 +98,13 @@ def run(conn: Any, state: Any, slot: int, init: bytes | None, maxtasks: int | No
         kind = msg[0]
         if kind == FUNC:
             _, func_id, func_bytes = msg
+            for old in remember(sizes, func_id, len(data)):
+                funcs.pop(old, None)
+                item_seconds.pop(old, None)
             try:
                 funcs[func_id] = (True, loads(func_bytes))
             except Exception as exc:  # noqa: BLE001 - each task using it reports this
                 funcs[func_id] = (False, capture(exc, skip=_HERE))
-            while len(funcs) > FUNC_CACHE:
-                item_seconds.pop(next(iter(funcs)), None)
-                del funcs[next(iter(funcs))]
             continue
         if kind == STOP:
             return
@@ -109,7 +112,7 @@ def run(conn: Any, state: Any, slot: int, init: bytes | None, maxtasks: int | No
         words[task_word] = task_id
         words[item_word] = start
         t0 = time.perf_counter()
-        loaded, func = funcs[func_id]
+        loaded, func = funcs.get(func_id) or (False, _missing(func_id))
         _routing.enter(route)
         try:
             if not loaded:
@@ -134,6 +137,25 @@ def run(conn: Any, state: Any, slot: int, init: bytes | None, maxtasks: int | No
             data = dumps((RESULT, task_id, values, errors, seconds))
         conn.send_bytes(data)
         done += 1
+
+
+def remember(cache: dict[int, int], func_id: int, size: int) -> list[int]:
+    """Note a function message of ``size`` bytes; returns the ids to forget."""
+    cache[func_id] = size
+    total = sum(cache.values())
+    dropped = []
+    while len(cache) > 1 and (len(cache) > FUNC_CACHE or total > FUNC_CACHE_BYTES):
+        old = next(iter(cache))
+        total -= cache.pop(old)
+        dropped.append(old)
+    return dropped
+
+
+def _missing(func_id: int) -> Any:
+    try:
+        raise RuntimeError(f"mpnb: this worker lost function {func_id} (a bug in mpnb)")
+    except RuntimeError as exc:
+        return capture(exc, skip=_HERE)
 
 
 def _apply(func: Any, payload: Any) -> tuple[list[Any], list[Any]]:

@@ -349,3 +349,16 @@ def test_a_forked_child_cannot_use_its_parents_pool():
         assert "cannot use its parent's pool" in queue.get()
         child.join(WAIT)
         assert pool.map(square, [2]) == [4]
+
+
+def test_many_and_big_functions_are_resent_when_a_worker_dropped_them(ctx):
+    def make(k, payload=b""):
+        return lambda x: x * k + len(payload)
+
+    small = [make(k) for k in range(40)]   # more than a worker keeps
+    big = [make(k, bytes(5 * 2**20)) for k in range(5)]   # more bytes than it keeps
+    with ctx.Pool(1) as pool:
+        for funcs in (small, big):
+            for _ in range(2):
+                for k, func in enumerate(funcs):
+                    assert pool.apply(func, (1,)) == k + (5 * 2**20 if funcs is big else 0)

@@ -11,21 +11,22 @@ Importing mpnb changes nothing global; in a kernel, what mpnb's children write s
 in the cell that started them (``mpnb.output``).
 """
 import multiprocessing as _std_multiprocessing
+import sys as _sys
 from typing import Any as _Any
 
-from . import connection as _connection  # noqa: F401 - registers the 'mpnb' serializer
 from ._serialize import SerializationError
 from .context import _default_context
 from .errors import (InitializerError, RemoteTraceback, TaskCancelledError,
                      TaskSerializationError, WorkerCrashedError)
-from .output import _activate_if_kernel
 
 __version__ = "0.1.0"
 
 _context_names = [name for name in dir(_default_context) if not name.startswith("_")]
 globals().update((name, getattr(_default_context, name)) for name in _context_names)
 
-_activate_if_kernel()  # in a kernel: children's output goes to their cells (mpnb.output)
+if "ipykernel" in _sys.modules:  # in a kernel: children's output goes to their cells
+    from .output import activate as _activate_output
+    _activate_output()
 
 SUBDEBUG = _std_multiprocessing.SUBDEBUG
 SUBWARNING = _std_multiprocessing.SUBWARNING

@@ -74,6 +74,9 @@ class Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, _CTYPES_METACLASSES) and not _class_by_reference(obj):
             return _reduce_ctypes_class(obj)
+        managers = sys.modules.get("multiprocessing.managers")
+        if managers is not None and isinstance(obj, managers.BaseProxy):
+            return _reduce_proxy(obj)
         return super().reducer_override(obj)
 
     def _function_getnewargs(self, func: types.FunctionType) -> tuple[Any, ...]:
@@ -82,6 +85,21 @@ class Pickler(cloudpickle.Pickler):
         # initializer is seen by the tasks that worker runs later.
         code, base_globals, *rest = super()._function_getnewargs(func)
         return (code, _SharedGlobals(_globals_key(func.__globals__), base_globals), *rest)
+
+
+# -- manager proxies ------------------------------------------------------------------
+def _reduce_proxy(proxy: Any) -> Any:
+    rebuild, (func, token, serializer, kwds) = proxy.__reduce__()
+    if serializer != "mpnb":
+        return NotImplemented
+    return _rebuild_proxy, (rebuild, func, token, kwds)
+
+
+def _rebuild_proxy(rebuild: Any, func: Any, token: Any, kwds: dict[str, Any]) -> Any:
+    """A proxy with mpnb's serializer where ``mpnb.managers`` is loaded, else 'pickle'
+    (the same, in an mpnb child: its standard library sends with this pickler)."""
+    from multiprocessing.managers import listener_client
+    return rebuild(func, token, "mpnb" if "mpnb" in listener_client else "pickle", kwds)
 
 
 # -- ctypes structures defined in cells ------------------------------------------------

@@ -5,15 +5,11 @@ Re-exports the standard library's ``multiprocessing.connection`` (``wait``,
 connections that ``send`` with mpnb's pickler; ``recv`` is unchanged (plain
 ``pickle.loads`` reads what cloudpickle wrote). A connection sent to a child arrives
 there as an mpnb connection too.
-
-Importing this module registers the ``'mpnb'`` serializer for managers
-(``multiprocessing.managers.listener_client``): a new entry, nothing replaced.
 """
 from __future__ import annotations
 
 import multiprocessing.connection as _std
 import sys
-from multiprocessing import managers as _std_managers
 from multiprocessing import reduction
 from multiprocessing.connection import (  # noqa: F401 - re-exported
     AuthenticationError, BufferTooShort, answer_challenge, deliver_challenge, wait)
@@ -68,5 +64,3 @@ def _rebuild_connection(dup: Any, readable: bool, writable: bool) -> Connection:
 
 if sys.platform != "win32":
     reduction.register(Connection, _reduce_connection)
-
-_std_managers.listener_client.setdefault("mpnb", (Listener, Client))

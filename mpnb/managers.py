@@ -14,7 +14,8 @@ from multiprocessing.managers import (  # noqa: F401 - re-exported
     NamespaceProxy, PoolProxy, RebuildProxy, Server, Token, Value, ValueProxy)
 from typing import Any
 
-from . import connection  # noqa: F401 - registers the 'mpnb' serializer
+from . import connection
+
 
 __all__ = ["BaseManager", "SyncManager", "BaseProxy", "Token", "SharedMemoryManager",
            "Namespace", "Value", "MakeProxyType", "AutoProxy", "DictProxy", "ListProxy",
@@ -23,6 +24,10 @@ __all__ = ["BaseManager", "SyncManager", "BaseProxy", "Token", "SharedMemoryMana
            "RebuildProxy", "Server"]
 
 SERIALIZER = "mpnb"
+# A new entry beside 'pickle' and 'xmlrpclib', nothing replaced. Proxies sent to another
+# process arrive there with 'mpnb' where this module is loaded and 'pickle' elsewhere:
+# in mpnb's children the standard library's connections send with mpnb's pickler.
+_std.listener_client.setdefault(SERIALIZER, (connection.Listener, connection.Client))
 
 
 class _MpnbDefaults:

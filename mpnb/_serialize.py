@@ -192,11 +192,44 @@ class _SharedGlobals:
         return _shared_globals, (self.key, self.base)
 
 
-def dumps(obj: Any, protocol: int | None = None) -> memoryview:
-    """Serialize ``obj``; the result is a buffer, like ``ForkingPickler.dumps``."""
-    buf = io.BytesIO()
-    Pickler(buf, protocol).dump(obj)
-    return buf.getbuffer()
+# Making a pickler costs more than pickling a small object, so each thread keeps one
+# and reuses it for payloads up to this size (larger ones keep their buffer, uncopied).
+REUSE_LIMIT = 1 << 16
+
+
+class _ReusablePickler(threading.local):
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.pickler = Pickler(self.buf)
+        self.busy = False
+
+
+_reusable = _ReusablePickler()
+
+
+def dumps(obj: Any, protocol: int | None = None) -> bytes | memoryview:
+    """Serialize ``obj``; the result is a bytes-like object, like ``ForkingPickler.dumps``."""
+    state = _reusable
+    if state.busy or (protocol is not None and protocol != PROTOCOL):
+        buf = io.BytesIO()  # a nested call (from a reducer), or another protocol
+        Pickler(buf, protocol).dump(obj)
+        return buf.getbuffer()
+    state.busy = True
+    buf, pickler = state.buf, state.pickler
+    try:
+        pickler.dump(obj)
+        if buf.tell() <= REUSE_LIMIT:
+            return buf.getvalue()
+        state.buf = io.BytesIO()
+        state.pickler = Pickler(state.buf)
+        return buf.getbuffer()
+    finally:
+        if state.buf is buf:
+            buf.seek(0)
+            buf.truncate()
+            pickler.clear_memo()
+            pickler.globals_ref.clear()
+        state.busy = False
 
 
 def dump(obj: Any, file: Any, protocol: int | None = None) -> None:

@@ -134,9 +134,11 @@ class _Done:
 class ApplyResult:
     """The result of ``apply_async``; ``MapResult`` for the map family."""
 
-    def __init__(self, core: PoolCore, callback: Callback | None = None,
+    def __init__(self, pool: Pool, callback: Callback | None = None,
                  error_callback: Callback | None = None) -> None:
+        core = pool._check_running()
         self.id = core.new_job_id()
+        self._pool: Pool | None = pool   # kept alive until the result is in, as stdlib's
         self._core = core
         self._event = _Done()
         self._callback = callback
@@ -185,6 +187,7 @@ class ApplyResult:
         return True
 
     def _fire(self) -> None:
+        self._pool = None
         callback = self._callback if self._success else self._error_callback
         if callback is not None:
             try:
@@ -200,15 +203,16 @@ AsyncResult = ApplyResult
 class MapResult(ApplyResult):
     """The result of ``map_async``/``starmap_async``: a list, or the first error."""
 
-    def __init__(self, core: PoolCore, length: int, callback: Callback | None = None,
+    def __init__(self, pool: Pool, length: int, callback: Callback | None = None,
                  error_callback: Callback | None = None,
                  on_progress: Progress | None = None) -> None:
-        super().__init__(core, callback, error_callback)
+        super().__init__(pool, callback, error_callback)
         self._value = [None] * length
         self._left = length
         self._on_progress = on_progress
         if length == 0:
             self._success = self._done = True
+            self._pool = None
             self._event.set()
 
     def _deliver(self, task: Task, values: list[Any], errors: list[Any]) -> bool:
@@ -230,8 +234,10 @@ class IMapIterator:
     An item whose task failed raises its exception at its turn; iteration can go on.
     """
 
-    def __init__(self, core: PoolCore, on_progress: Progress | None = None) -> None:
+    def __init__(self, pool: Pool, on_progress: Progress | None = None) -> None:
+        core = pool._check_running()
         self.id = core.new_job_id()
+        self._pool: Pool | None = pool   # kept alive until every result is in
         self._core = core
         self._cond = threading.Condition(threading.Lock())
         self._items: dict[int, tuple[bool, Any]] = {}
@@ -307,6 +313,7 @@ class IMapIterator:
                 self._done = True
             self._cond.notify_all()
         if finished:
+            self._pool = None
             self._core.finish_job(self)
 
     # -- told by the pool core (manager thread) --
@@ -349,6 +356,7 @@ class IMapIterator:
         return True
 
     def _fire(self) -> None:
+        self._pool = None
         with self._cond:
             self._cond.notify_all()
 
@@ -356,8 +364,8 @@ class IMapIterator:
 class IMapUnorderedIterator(IMapIterator):
     """The iterator ``imap_unordered`` returns: results as they come."""
 
-    def __init__(self, core: PoolCore, on_progress: Progress | None = None) -> None:
-        super().__init__(core, on_progress)
+    def __init__(self, pool: Pool, on_progress: Progress | None = None) -> None:
+        super().__init__(pool, on_progress)
         self._queue: deque[tuple[bool, Any]] = deque()
 
     def _store(self, index: int, item: tuple[bool, Any]) -> None:
@@ -526,7 +534,7 @@ class Pool:
         try:
             args, kwds = tuple(args), dict(kwds)
             func_ref = self._function(func)
-            job = ApplyResult(core, callback, error_callback)
+            job = ApplyResult(self, callback, error_callback)
             task_id = core.new_task_id()
             route = _routing.capture()
             try:
@@ -686,7 +694,7 @@ class Pool:
             elif chunksize < 1:
                 raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
             func_ref = self._function(func)
-            job = MapResult(core, len(items), callback, error_callback, on_progress)
+            job = MapResult(self, len(items), callback, error_callback, on_progress)
             if not items:
                 return job
             route = _routing.capture()
@@ -708,7 +716,7 @@ class Pool:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         try:
             func_ref = self._function(func)
-            it = kind(core, on_progress)
+            it = kind(self, on_progress)
             feeder = _Feeder(self, it, func, func_ref, mode, iterable, chunksize)
             if hasattr(iterable, "__len__"):
                 feeder.submit_all(list(iterable))

@@ -362,3 +362,12 @@ def test_many_and_big_functions_are_resent_when_a_worker_dropped_them(ctx):
             for _ in range(2):
                 for k, func in enumerate(funcs):
                     assert pool.apply(func, (1,)) == k + (5 * 2**20 if funcs is big else 0)
+
+
+
+@pytest.mark.filterwarnings("ignore:unclosed running multiprocessing pool:ResourceWarning")
+def test_a_pending_result_keeps_its_pool_alive(ctx):
+    import gc
+    result = ctx.Pool(1).map_async(sleep_for, [0.2])   # nothing else refers to the pool
+    gc.collect()
+    assert isinstance(result.get(WAIT)[0], int)   # then the pool goes, as stdlib's does

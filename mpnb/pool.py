@@ -618,7 +618,7 @@ class Pool:
         self.terminate()
 
     def __reduce__(self) -> Any:
-        raise NotImplementedError(
+        raise _NotPicklable(
             "pool objects cannot be passed between processes or pickled")
 
     def __repr__(self) -> str:
@@ -728,6 +728,11 @@ class Pool:
             core.interrupt()
             raise
         return it
+
+
+class _NotPicklable(NotImplementedError, TypeError):
+    """The standard library's error, and a ``TypeError`` so that a function that refers
+    to a pool gets a ``SerializationError`` naming it."""
 
 
 def _by_reference(func: Any) -> bool:

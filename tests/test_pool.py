@@ -371,3 +371,12 @@ def test_a_pending_result_keeps_its_pool_alive(ctx):
     result = ctx.Pool(1).map_async(sleep_for, [0.2])   # nothing else refers to the pool
     gc.collect()
     assert isinstance(result.get(WAIT)[0], int)   # then the pool goes, as stdlib's does
+
+
+def test_a_function_that_refers_to_its_pool_cannot_be_sent(ctx):
+    with ctx.Pool(1) as pool:
+        def uses_pool(x):
+            return pool.map(square, [x])
+
+        with pytest.raises(mpnb.SerializationError, match="pool"):
+            pool.apply(uses_pool, (1,))

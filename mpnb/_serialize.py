@@ -74,6 +74,12 @@ class Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, _CTYPES_METACLASSES) and not _class_by_reference(obj):
             return _reduce_ctypes_class(obj)
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and type(obj) is numpy.ndarray and _SHARED_ARRAYS \
+                and obj.nbytes >= SHARED_ARRAY_MIN:
+            reduced = _reduce_large_array(obj)
+            if reduced is not None:
+                return reduced
         managers = sys.modules.get("multiprocessing.managers")
         if managers is not None and isinstance(obj, managers.BaseProxy):
             return _reduce_proxy(obj)
@@ -85,6 +91,55 @@ class Pickler(cloudpickle.Pickler):
         # initializer is seen by the tasks that worker runs later.
         code, base_globals, *rest = super()._function_getnewargs(func)
         return (code, _SharedGlobals(_globals_key(func.__globals__), base_globals), *rest)
+
+
+# -- large numpy arrays through shared memory --------------------------------------------
+# An array this large is copied once into a shared-memory segment instead of into the
+# pickle, and the receiver maps that segment: no copy through the pipe, none when
+# unpickling. The receiver unlinks the segment as it maps it (the mapping lives as long
+# as the array); a segment never received is removed by the resource tracker when the
+# program ends.
+SHARED_ARRAY_MIN = 1 << 20
+_SHARED_ARRAYS = os.name == "posix"
+
+
+def _reduce_large_array(array: Any) -> tuple[Any, tuple[Any, ...]] | None:
+    if array.dtype.hasobject:
+        return None
+    if array.flags.c_contiguous:
+        order = "C"
+    elif array.flags.f_contiguous:
+        order = "F"
+    else:
+        return None  # strided views go in-band, as numpy pickles them
+    from multiprocessing import shared_memory
+    segment = shared_memory.SharedMemory(create=True, size=array.nbytes)
+    try:
+        segment.buf[:array.nbytes] = array.reshape(-1, order=order).view("B")
+    finally:
+        segment.close()
+    return _array_from_shared, (segment._name, array.dtype, array.shape, order,  # type: ignore[attr-defined]
+                                bool(array.flags.writeable))
+
+
+def _array_from_shared(name: str, dtype: Any, shape: tuple[int, ...], order: str,
+                       writeable: bool) -> Any:
+    import mmap
+
+    import _posixshmem
+    import numpy
+    from multiprocessing import resource_tracker
+    nbytes = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
+    fd = _posixshmem.shm_open(name, os.O_RDWR, mode=0o600)
+    try:
+        mapping = mmap.mmap(fd, nbytes)
+    finally:
+        os.close(fd)
+    _posixshmem.shm_unlink(name)
+    resource_tracker.unregister(name, "shared_memory")
+    array = numpy.frombuffer(mapping, dtype=dtype).reshape(shape, order=order)
+    array.flags.writeable = writeable
+    return array
 
 
 # -- manager proxies ------------------------------------------------------------------

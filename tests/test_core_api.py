@@ -367,3 +367,42 @@ def test_unsendable_queue_item_fails_at_put(ctx):
 
 def test_ctypes_structure_is_plain_ctypes():
     assert issubclass(cell(CODE).Pair, ctypes.Structure)
+
+
+# -- large arrays ---------------------------------------------------------------------------
+
+
+def _psm_entries() -> set[str]:
+    import os
+    return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shared memory by name is POSIX here")
+def test_large_arrays_travel_through_shared_memory(ctx):
+    np = pytest.importorskip("numpy")
+    from mpnb import _serialize
+    before = _psm_entries()
+    big = np.arange(300_000, dtype=np.float64).reshape(600, 500)       # 2.4 MB
+    fortran = np.asfortranarray(big)
+    frozen = big.copy()
+    frozen.flags.writeable = False
+    payload = _serialize.dumps(big)
+    assert len(payload) < 1000  # the data is not in the pickle...
+    assert np.array_equal(pickle.loads(payload), big)  # ...but in a segment, mapped here
+    with ctx.Pool(1) as pool:
+        assert pool.apply(np.sum, (big,)) == big.sum()
+        back = pool.apply(np.copy, (fortran,))
+    assert np.array_equal(back, big) and back.flags.writeable
+    q = ctx.Queue()
+    for array in (big, fortran, frozen):
+        q.put(array)
+        got = q.get(timeout=30)
+        assert np.array_equal(got, array) and got.dtype == array.dtype
+        assert got.flags.f_contiguous == array.flags.f_contiguous
+        assert got.flags.writeable == array.flags.writeable
+    strided = big[:20, ::2]  # in-band (40 kB: fits the pipe with nobody reading yet)
+    a, b = ctx.Pipe()
+    a.send(strided)
+    assert np.array_equal(b.recv(), strided)
+    del got, back
+    assert _psm_entries() <= before

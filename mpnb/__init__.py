@@ -62,8 +62,16 @@ _STDLIB_SUBMODULES = frozenset({"reduction", "util", "spawn", "resource_tracker"
                                 "resource_sharer", "synchronize", "heap", "forkserver"})
 
 
+# mpnb's own modules that ``import mpnb`` does not load (``mp.output.configure(...)``).
+_LAZY_SUBMODULES = frozenset({"output", "managers", "pool", "queues", "connection",
+                              "shared_memory", "sharedctypes", "dummy", "warm",
+                              "progress", "widgets", "registry"})
+
+
 def __getattr__(name: str) -> _Any:
+    import importlib
     if name in _STDLIB_SUBMODULES:
-        import importlib
         return importlib.import_module(f"multiprocessing.{name}")
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"mpnb.{name}")
     raise AttributeError(f"module 'mpnb' has no attribute {name!r}")

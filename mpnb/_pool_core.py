@@ -520,8 +520,10 @@ class PoolCore:
 
     def _read(self, w: _Worker) -> None:
         """Handle what ``w`` sent (one read: a burst of messages)."""
-        _routing.drain(w.process)  # the worker's output before its results
         messages, eof = w.reader.read()
+        # After the read: a worker writes a task's output before its result, so what it
+        # wrote for every result just read is in the output sockets now.
+        _routing.drain(w.process)
         if eof:
             w.eof = True
         results: list[tuple[Task, list[Any], list[Any]]] = []

@@ -462,6 +462,43 @@ def _chunked(items: list[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
         yield start, items[start:start + size]
 
 
+def _length(iterable: Iterable[Any]) -> int | None:
+    return len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+
+
+class _BarHook:
+    """``on_progress`` that drives a progress bar (``progress=True``)."""
+
+    def __init__(self, total: int | None) -> None:
+        from .progress import ProgressBar
+        self.bar = ProgressBar(total, "mpnb.Pool")
+        self.closed = False
+
+    def __call__(self, count: int) -> None:
+        self.bar.update(count)
+        if self.bar.total is not None and self.bar.done >= self.bar.total:
+            self.close()
+
+    def close(self, failed: bool = False) -> None:
+        if not self.closed:
+            self.closed = True
+            self.bar.close(failed=failed)
+
+
+def _bar_hook(progress: bool, total: int | None) -> _BarHook | None:
+    return _BarHook(total) if progress else None
+
+
+def _with_bar(progress: bool, run: Callable[[Any], Any], total: int | None) -> Any:
+    hook = _bar_hook(progress, total)
+    try:
+        return run(hook)
+    except BaseException:
+        if hook is not None:
+            hook.close(failed=True)
+        raise
+
+
 def _progress(hook: Progress, count: int) -> None:
     try:
         hook(count)
@@ -552,34 +589,42 @@ class Pool:
         return job
 
     def map(self, func: Callable[[Any], Any], iterable: Iterable[Any],
-            chunksize: int | None = None) -> list[Any]:
-        """``[func(x) for x in iterable]``, in the workers."""
-        return self._map_async(func, iterable, MAP, chunksize).get()
+            chunksize: int | None = None, *, progress: bool = False) -> list[Any]:
+        """``[func(x) for x in iterable]``, in the workers; ``progress=True`` shows a bar."""
+        return _with_bar(progress, lambda hook: self._map_async(
+            func, iterable, MAP, chunksize, on_progress=hook).get(), _length(iterable))
 
     def map_async(self, func: Callable[[Any], Any], iterable: Iterable[Any],
                   chunksize: int | None = None, callback: Callback | None = None,
-                  error_callback: Callback | None = None) -> MapResult:
-        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback)
+                  error_callback: Callback | None = None, *,
+                  progress: bool = False) -> MapResult:
+        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback,
+                               _bar_hook(progress, _length(iterable)))
 
     def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
-                chunksize: int | None = None) -> list[Any]:
+                chunksize: int | None = None, *, progress: bool = False) -> list[Any]:
         """``[func(*args) for args in iterable]``, in the workers."""
-        return self._map_async(func, iterable, STARMAP, chunksize).get()
+        return _with_bar(progress, lambda hook: self._map_async(
+            func, iterable, STARMAP, chunksize, on_progress=hook).get(), _length(iterable))
 
     def starmap_async(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
                       chunksize: int | None = None, callback: Callback | None = None,
-                      error_callback: Callback | None = None) -> MapResult:
-        return self._map_async(func, iterable, STARMAP, chunksize, callback, error_callback)
+                      error_callback: Callback | None = None, *,
+                      progress: bool = False) -> MapResult:
+        return self._map_async(func, iterable, STARMAP, chunksize, callback, error_callback,
+                               _bar_hook(progress, _length(iterable)))
 
     def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any],
-             chunksize: int = 1) -> IMapIterator:
+             chunksize: int = 1, *, progress: bool = False) -> IMapIterator:
         """Results of ``func`` over ``iterable``, in order, as they come."""
-        return self._imap(func, iterable, chunksize, IMapIterator)
+        return self._imap(func, iterable, chunksize, IMapIterator,
+                          on_progress=_bar_hook(progress, _length(iterable)))
 
     def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any],
-                       chunksize: int = 1) -> IMapUnorderedIterator:
+                       chunksize: int = 1, *, progress: bool = False) -> IMapUnorderedIterator:
         """Results of ``func`` over ``iterable``, in the order they complete."""
-        return self._imap(func, iterable, chunksize, IMapUnorderedIterator)
+        return self._imap(func, iterable, chunksize, IMapUnorderedIterator,
+                          on_progress=_bar_hook(progress, _length(iterable)))
 
     def close(self) -> None:
         """Take no more tasks; the workers exit once the queued ones are done."""

@@ -1,6 +1,7 @@
 """A progress bar for parallel work: an ipywidgets bar in Jupyter, text elsewhere.
 
-``ProgressBar(total)`` shows done/total, rate, ETA and failures; ``update`` is cheap
+``ProgressBar(total)`` shows done/total, rate, ETA and failures (``total=None``: an
+iterable of unknown length, done and rate only); ``update`` is cheap
 (redraws at most ``MIN_REDRAW`` apart); ``close(failed=True)`` turns the bar red.
 ipywidgets is imported only when a widget bar is built.
 """
@@ -35,7 +36,7 @@ def _format_eta(seconds: float) -> str:
 class ProgressBar:
     """done/total, rate, ETA and failures of a run of ``total`` items."""
 
-    def __init__(self, total: int, description: str = "", *, widget: bool | None = None,
+    def __init__(self, total: int | None, description: str = "", *, widget: bool | None = None,
                  stream: Any = None) -> None:
         self.total = total
         self.description = description
@@ -56,7 +57,7 @@ class ProgressBar:
             from IPython.display import display
         except ImportError as exc:  # pragma: no cover - ipywidgets is a dependency
             raise ImportError("the progress bar needs ipywidgets: pip install ipywidgets") from exc
-        bar = ipywidgets.IntProgress(min=0, max=max(self.total, 1), value=0,
+        bar = ipywidgets.IntProgress(min=0, max=max(self.total or 1, 1), value=0,
                                      description=self.description,
                                      bar_style="info")
         label = ipywidgets.HTML(value=self.text())
@@ -74,8 +75,10 @@ class ProgressBar:
 
     def text(self) -> str:
         rate = self.rate
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         failures = f", {self.failed} failed" if self.failed else ""
+        if self.total is None:  # an iterable of unknown length
+            return f"{self.done} done [{rate:.1f} items/s{failures}]"
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         return (f"{self.done}/{self.total} [{rate:.1f} items/s, "
                 f"ETA {_format_eta(eta)}{failures}]")
 
@@ -84,12 +87,17 @@ class ProgressBar:
         self.done += done
         self.failed += failed
         now = time.monotonic()
-        if now - self._last_draw >= MIN_REDRAW or self.done >= self.total:
+        finished = self.total is not None and self.done >= self.total
+        if finished and self._widget is None:
+            return  # the text bar's last line is drawn by close()
+        if now - self._last_draw >= MIN_REDRAW or finished:
             self._last_draw = now
             self._draw()
 
     def _draw(self, final: bool = False) -> None:
         if self._widget is not None:
+            if self.total is None:
+                self._bar.max = max(self.done, 1)
             self._bar.value = self.done
             if self.failed:
                 self._bar.bar_style = "danger"

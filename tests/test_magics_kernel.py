@@ -141,3 +141,24 @@ def test_usage_errors(k, line, message):
     res = k.execute(line)
     assert res.error is not None and res.error.ename == "UsageError", res.error
     assert message in res.error.text
+
+
+def test_item_output_lands_in_the_cell(k):
+    res = k.ensure_ok("%%mp_pool --no-progress -o r for x in range(4)\n"
+                      "print(f'item {x} says hi')\nx")
+    lines = [line.split("] ")[-1] for line in res.stdout.splitlines()]
+    assert sorted(line for line in lines if "says hi" in line) == [
+        f"item {x} says hi" for x in range(4)]
+
+
+def test_interrupt_mid_run_then_the_pool_answers(k):
+    import time
+    msg_id = k.submit("%%mp_pool --no-progress for x in range(40)\nimport time\ntime.sleep(0.5)\nx")
+    time.sleep(1.5)
+    k.interrupt()
+    res = k.wait(msg_id, timeout=60)
+    assert res.error is not None and res.error.ename == "KeyboardInterrupt", res.error
+    k.ensure_ok("%%mp_pool --no-progress -o r for x in range(4)\nx * 10", timeout=30)
+    assert k.evaluate("r") == [0, 10, 20, 30]
+    workers = k.evaluate("[w['alive'] for w in __import__('mpnb.warm').warm.describe()['workers']]")
+    assert workers == [True, True]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 import threading
 import time
 from collections import deque
@@ -31,7 +30,7 @@ try:
 except ImportError as exc:  # pragma: no cover - psutil is a dependency
     raise ImportError("mpnb's monitor needs psutil: pip install psutil") from exc
 
-from .registry import REGISTRY, ProcessRecord, Registry
+from .registry import REGISTRY, ProcessRecord, Registry, signal_name
 
 __all__ = [
     "STATES",
@@ -71,12 +70,7 @@ def describe_exitcode(code: int | None) -> str:
     """``0``, ``1``, ``-9 SIGKILL``; empty while the process runs."""
     if code is None:
         return ""
-    if code < 0:
-        try:
-            return f"{code} {signal.Signals(-code).name}"
-        except ValueError:
-            return f"{code} signal {-code}"
-    return str(code)
+    return f"{code} {signal_name(code)}" if code < 0 else str(code)
 
 
 def _state_of_exitcode(code: int) -> str:

@@ -19,12 +19,12 @@ import concurrent.futures
 import linecache
 import pickle
 import reprlib
-import signal
 import sys
 import traceback
 from typing import Any, NamedTuple
 
 from ._serialize import SerializationError, dumps
+from .registry import signal_name
 
 __all__ = ["WorkerCrashedError", "InitializerError", "TaskSerializationError",
            "TaskCancelledError", "RemoteTraceback", "ErrorRecord", "capture", "rebuild",
@@ -60,15 +60,6 @@ def short_repr(obj: Any) -> str:
         return f"<{type(obj).__qualname__} object>"
 
 
-def _signal_name(exitcode: int | None) -> str:
-    if exitcode is None or exitcode >= 0:
-        return ""
-    try:
-        return signal.Signals(-exitcode).name
-    except ValueError:
-        return f"signal {-exitcode}"
-
-
 # -- the errors -------------------------------------------------------------------------
 
 class WorkerCrashedError(RuntimeError):
@@ -85,7 +76,7 @@ class WorkerCrashedError(RuntimeError):
         self.worker = worker
         self.pid = pid
         self.exitcode = exitcode
-        self.signal = _signal_name(exitcode)
+        self.signal = signal_name(exitcode)
         self.task = task
         self.index = index
 
@@ -256,7 +247,7 @@ def rebuild(record: ErrorRecord | tuple[Any, ...], worker: str, task: str = "",
 def crash_message(worker: str, pid: int | None, exitcode: int | None, task: str,
                   index: int | None, item: str = "") -> str:
     """What to tell a user whose task killed its worker."""
-    sig = _signal_name(exitcode)
+    sig = signal_name(exitcode)
     if sig:
         how = f"was killed by {sig}"
         hint = _SIGNAL_HINTS.get(sig, "")

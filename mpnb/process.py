@@ -13,13 +13,12 @@ standard library's with one mixin that:
 from __future__ import annotations
 
 import multiprocessing.context as _std_context
-import signal
 import sys
 import threading
 from typing import Any, Callable
 
 from . import _routing, _serialize
-from .registry import REGISTRY
+from .registry import REGISTRY, signal_name
 
 __all__ = ["Process", "SpawnProcess", "ForkServerProcess", "ForkProcess",
            "add_start_hook", "remove_start_hook", "signal_name"]
@@ -41,16 +40,6 @@ def remove_start_hook(hook: Callable[[Any], Callable[[], None] | None]) -> None:
     with _hooks_lock:
         if hook in _start_hooks:
             _start_hooks.remove(hook)
-
-
-def signal_name(exitcode: int | None) -> str:
-    """``-9`` -> ``'SIGKILL'``; ``''`` for a normal exit code."""
-    if exitcode is None or exitcode >= 0:
-        return ""
-    try:
-        return signal.Signals(-exitcode).name
-    except ValueError:
-        return f"signal {-exitcode}"
 
 
 class _MpnbProcess:

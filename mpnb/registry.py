@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import signal
 import threading
 import time
 from collections import deque
 from typing import Any
 
-__all__ = ["ProcessRecord", "PoolRecord", "Registry", "REGISTRY"]
+__all__ = ["ProcessRecord", "PoolRecord", "Registry", "REGISTRY", "signal_name"]
 
 # How many finished processes are kept by default, so a user still sees the exit
 # code of a process that died a while ago without the registry growing forever.
 DEFAULT_HISTORY = 200
+
+
+def signal_name(exitcode: int | None) -> str:
+    """``-9`` -> ``'SIGKILL'``; ``''`` for a normal exit code or a running process."""
+    if exitcode is None or exitcode >= 0:
+        return ""
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
 
 
 @dataclasses.dataclass

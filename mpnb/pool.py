@@ -306,6 +306,8 @@ class IMapIterator:
         return _NOTHING
 
     def _set_length(self, length: int) -> None:
+        if isinstance(self._on_progress, _BarHook):
+            self._on_progress.set_total(length)
         with self._cond:
             self._length = length
             finished = not self._done and self._received >= length
@@ -477,6 +479,12 @@ class _BarHook:
     def __call__(self, count: int) -> None:
         self.bar.update(count)
         if self.bar.total is not None and self.bar.done >= self.bar.total:
+            self.close()
+
+    def set_total(self, total: int) -> None:
+        """The input's length, learnt once a lazy iterable ran out."""
+        self.bar.total = total
+        if self.bar.done >= total:
             self.close()
 
     def close(self, failed: bool = False) -> None:

@@ -23,10 +23,12 @@ def test_text_bar_for_every_map_call(capsys):
         assert pool.map_async(double, range(7), progress=True).get(30) == [2 * x for x in range(7)]
         assert list(pool.imap(double, range(9), progress=True)) == [2 * x for x in range(9)]
         assert sorted(pool.imap_unordered(double, range(4), progress=True)) == [0, 2, 4, 6]
+        # an iterable without len: the total is known once it runs out
+        assert list(pool.imap(double, iter(range(6)), progress=True)) == [0, 2, 4, 6, 8, 10]
         with pytest.raises(ZeroDivisionError):
             pool.map(_inverse, [1, 0, 2], progress=True)
     err = capsys.readouterr().err
-    for done in ("20/20", "5/5", "7/7", "9/9", "4/4"):
+    for done in ("20/20", "5/5", "7/7", "9/9", "4/4", "6/6"):
         assert f"mpnb.Pool {done}" in err, err
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import types
 import traceback
 from multiprocessing import shared_memory
 from typing import Any
@@ -20,9 +21,9 @@ SPMD_START_TIMEOUT = 120.0
 
 @dataclasses.dataclass
 class CellSpec:
-    body: str                 # the cell without its last expression
-    last: str | None          # the last expression, whose value is the item's result
-    filename: str             # where the parent's linecache holds the cell's source
+    body: types.CodeType          # the cell without its last expression
+    last: types.CodeType | None   # the last expression, whose value is the item's result
+    filename: str                 # where the parent's linecache holds the cell's source
     loop_target: str | None   # "x" or "x, y" (map form), None for SPMD
     namespace: dict[str, Any]
     control: str              # name of the run's shared-memory control block
@@ -67,20 +68,7 @@ class RunControl:
         self.block.unlink()
 
 
-_compiled: dict[tuple[str, str | None, str], tuple[Any, Any]] = {}
 _controls: dict[str, shared_memory.SharedMemory] = {}
-
-
-def _code(spec: CellSpec) -> tuple[Any, Any]:
-    key = (spec.body, spec.last, spec.filename)
-    code = _compiled.get(key)
-    if code is None:
-        if len(_compiled) > 64:
-            _compiled.clear()
-        body = compile(spec.body, spec.filename, "exec")
-        last = compile(spec.last, spec.filename, "eval") if spec.last else None
-        code = _compiled[key] = (body, last)
-    return code
 
 
 def _control(name: str) -> shared_memory.SharedMemory:
@@ -114,7 +102,7 @@ def run_item(spec: CellSpec, indexed: tuple[int, Any]) -> Any:
         return SKIPPED
     namespace = dict(spec.namespace)
     namespace.setdefault("__name__", "__main__")
-    body, last = _code(spec)
+    body, last = spec.body, spec.last
     try:
         if spec.loop_target is None:
             namespace.update(mp_rank=item, mp_size=spec.size)

@@ -19,6 +19,7 @@ process start-up, locks of the ``threading`` module): the error says what to do 
 """
 from __future__ import annotations
 
+import contextlib
 import copyreg
 import ctypes
 import io
@@ -30,13 +31,14 @@ import types
 from collections import ChainMap
 from multiprocessing import reduction
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Iterator
 
 import cloudpickle
 
 __all__ = ["Pickler", "dumps", "loads", "dump", "install", "uninstall", "installed",
            "Pickled", "SerializationError", "describe_unpicklable", "checked_dumps",
-           "reduce_process"]
+           "reduce_process", "in_band", "dumps_tracked", "release_segments",
+           "segments_released_on_error"]
 
 loads = pickle.loads
 
@@ -85,6 +87,10 @@ class Pickler(cloudpickle.Pickler):
             return _reduce_proxy(obj)
         return super().reducer_override(obj)
 
+    def _dynamic_function_reduce(self, func: types.FunctionType) -> tuple[Any, ...]:
+        make, newargs, state, items, dict_items, _setstate = super()._dynamic_function_reduce(func)
+        return make, newargs, state, items, dict_items, _set_function_state
+
     def _function_getnewargs(self, func: types.FunctionType) -> tuple[Any, ...]:
         # Functions from one namespace (a notebook's) share one globals dict in every
         # receiving process, as they do in the sender: a ``global`` set by a pool
@@ -103,8 +109,64 @@ SHARED_ARRAY_MIN = 1 << 20
 _SHARED_ARRAYS = os.name == "posix"
 
 
+class _SegmentState(threading.local):
+    def __init__(self) -> None:
+        self.in_band = 0                          # > 0: no segments (see ``in_band``)
+        self.created: list[str] | None = None     # names made while tracking
+
+
+_segments = _SegmentState()
+
+
+class in_band:
+    """Within this block, large arrays go inside the pickle: for payloads loaded more
+    than once (a pool's function or initializer) or never (a probe)."""
+
+    def __enter__(self) -> None:
+        _segments.in_band += 1
+
+    def __exit__(self, *exc: object) -> None:
+        _segments.in_band -= 1
+
+
+@contextlib.contextmanager
+def segments_released_on_error() -> Iterator[list[str]]:
+    """Collect the segments pickled within; remove them if the block raises."""
+    outer = _segments.created
+    created: list[str] = []
+    _segments.created = created
+    try:
+        yield created
+    except BaseException:
+        release_segments(created)
+        raise
+    finally:
+        _segments.created = outer
+        if outer is not None:
+            outer.extend(created)
+
+
+def dumps_tracked(obj: Any, root: str) -> tuple[bytes | memoryview, list[str]]:
+    """``checked_dumps``, and the shared-memory segments the payload refers to (to be
+    released with ``release_segments`` if the payload is never delivered)."""
+    with segments_released_on_error() as created:
+        return checked_dumps(obj, root), created
+
+
+def release_segments(names: list[str]) -> None:
+    """Remove segments made for a payload that will not be delivered."""
+    import _posixshmem
+    from multiprocessing import resource_tracker
+    for name in names:
+        try:
+            _posixshmem.shm_unlink(name)
+        except OSError:
+            continue
+        resource_tracker.unregister(name, "shared_memory")
+
+
 def _reduce_large_array(array: Any) -> tuple[Any, tuple[Any, ...]] | None:
-    if array.dtype.hasobject:
+    if array.dtype.hasobject or _segments.in_band:
         return None
     if array.flags.c_contiguous:
         order = "C"
@@ -115,9 +177,19 @@ def _reduce_large_array(array: Any) -> tuple[Any, tuple[Any, ...]] | None:
     from multiprocessing import shared_memory
     segment = shared_memory.SharedMemory(create=True, size=array.nbytes)
     try:
+        # Reserve the pages now: a full /dev/shm (64 MiB in many containers) must mean
+        # an in-band pickle, not a SIGBUS while copying.
+        os.posix_fallocate(segment._fd, 0, array.nbytes)  # type: ignore[attr-defined]
+    except OSError:
+        segment.close()
+        segment.unlink()
+        return None
+    try:
         segment.buf[:array.nbytes] = array.reshape(-1, order=order).view("B")
     finally:
         segment.close()
+    if _segments.created is not None:
+        _segments.created.append(segment._name)  # type: ignore[attr-defined]
     return _array_from_shared, (segment._name, array.dtype, array.shape, order,  # type: ignore[attr-defined]
                                 bool(array.flags.writeable))
 
@@ -220,21 +292,53 @@ def _by_reference(func: types.FunctionType) -> bool:
     return cloudpickle.cloudpickle._should_pickle_by_reference(func)
 
 
-def _new_process_token() -> None:
+def _after_fork_in_child() -> None:
     global _PROCESS_TOKEN
     _PROCESS_TOKEN = os.urandom(8).hex()
+    # What a forked child inherited counts as received from its parent: values the
+    # parent sends later replace it, values the child sets itself are kept.
+    for namespace in _shared_namespaces.values():
+        _received[id(namespace)] = dict(namespace)
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_process_token)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _shared_globals(key: tuple[str, int], base: dict[str, Any]) -> dict[str, Any]:
+    if key[0] == _PROCESS_TOKEN:
+        # A function of this process's own namespace coming back: it gets a copy of
+        # what it needs, never this process's namespace itself (a worker's values must
+        # not overwrite the notebook's).
+        return base
     namespace = _shared_namespaces.get(key)
     if namespace is None:
         namespace = _shared_namespaces[key] = base
         _namespace_keys[id(base)] = key
     return namespace
+
+
+# id(shared namespace) -> {name: the value last received for it}. A received value
+# replaces the one in the namespace only if that one is still what was received before:
+# a value the receiver set itself (a pool initializer's ``global``) is kept, a value
+# the sender changed since (a notebook variable) arrives.
+_received: dict[int, dict[str, Any]] = {}
+
+
+def _set_function_state(func: types.FunctionType, state: tuple[Any, Any]) -> None:
+    attributes, slots = state
+    incoming = slots["__globals__"]
+    namespace = func.__globals__
+    if id(namespace) in _namespace_keys and incoming:
+        received = _received.setdefault(id(namespace), {})
+        missing = object()
+        for name, value in incoming.items():
+            current = namespace.get(name, missing)
+            if current is missing or current is received.get(name, missing):
+                namespace[name] = value
+                received[name] = value
+        slots = dict(slots, __globals__={})
+    cloudpickle.cloudpickle._function_setstate(func, (attributes, slots))
 
 
 class _SharedGlobals:
@@ -335,7 +439,8 @@ def reduce_process(process: BaseProcess) -> tuple[Any, tuple[Any, ...]]:
     """
     parts = object.__reduce_ex__(process, PROTOCOL)
     try:
-        payload = dumps(parts[:3])
+        with segments_released_on_error():
+            payload = dumps(parts[:3])
     except SerializationError:
         raise
     except PICKLING_ERRORS as exc:
@@ -497,7 +602,8 @@ def _code_names(code: types.CodeType) -> list[str]:
 
 def _fails(obj: Any) -> BaseException | None:
     try:
-        dumps(obj)
+        with in_band():
+            dumps(obj)
     except Exception as exc:  # noqa: BLE001 - any failure to pickle counts
         return exc
     return None

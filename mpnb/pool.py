@@ -47,7 +47,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import _routing
 from ._pool_core import RUN, TERMINATE, PoolCore, Task
-from ._serialize import PICKLING_ERRORS, _fails, checked_dumps, describe_unpicklable, dumps
+from ._serialize import (PICKLING_ERRORS, _fails, checked_dumps, describe_unpicklable, dumps,
+                         in_band, segments_released_on_error)
 from ._worker import APPLY, MAP, STARMAP, TASK
 from .errors import short_repr
 from .registry import REGISTRY
@@ -546,9 +547,10 @@ class Pool:
         init = None
         if initializer is not None:
             initargs = tuple(initargs)
-            checked_dumps(initializer, "initializer")
-            checked_dumps(initargs, "initargs")
-            init = bytes(dumps((initializer, initargs)))
+            with in_band():  # loaded by every worker, respawned ones too
+                checked_dumps(initializer, "initializer")
+                checked_dumps(initargs, "initargs")
+                init = bytes(dumps((initializer, initargs)))
         self._ctx = context
         self._processes = processes
         self._name = f"Pool-{next(_pool_names)}"
@@ -583,8 +585,9 @@ class Pool:
             task_id = core.new_task_id()
             route = _routing.capture()
             try:
-                data = dumps((TASK, task_id, func_ref[0], APPLY, 0, True, route,
-                              (args, kwds)))
+                with segments_released_on_error():
+                    data = dumps((TASK, task_id, func_ref[0], APPLY, 0, True, route,
+                                  (args, kwds)))
             except PICKLING_ERRORS as exc:
                 raise _explain_args(args, kwds, exc) from exc
             name = _func_name(func)
@@ -710,7 +713,8 @@ class Pool:
         cached = self._func_cache.get(id(func))
         if cached is not None and cached[0] is func:
             return cached[1]
-        ref = self._core.function(bytes(checked_dumps(func, "func")))  # type: ignore[union-attr]
+        with in_band():  # loaded by each worker that runs it, maybe more than once
+            ref = self._core.function(bytes(checked_dumps(func, "func")))  # type: ignore[union-attr]
         if _by_reference(func):
             if len(self._func_cache) >= 64:
                 self._func_cache.clear()
@@ -723,8 +727,9 @@ class Pool:
         core = self._core
         task_id = core.new_task_id()  # type: ignore[union-attr]
         try:
-            data = dumps((TASK, task_id, func_ref[0], mode, start, stop_on_error, route,
-                          chunk))
+            with segments_released_on_error():
+                data = dumps((TASK, task_id, func_ref[0], mode, start, stop_on_error,
+                              route, chunk))
         except PICKLING_ERRORS as exc:
             for offset, item in enumerate(chunk):
                 if _fails(item) is not None:
@@ -752,9 +757,10 @@ class Pool:
                 return job
             route = _routing.capture()
             name = _func_name(func)
-            tasks = [self._task(job, func_ref, mode, name, chunk, start, True, route,
-                                "iterable")
-                     for start, chunk in _chunked(items, chunksize)]
+            with segments_released_on_error():  # all or nothing
+                tasks = [self._task(job, func_ref, mode, name, chunk, start, True, route,
+                                    "iterable")
+                         for start, chunk in _chunked(items, chunksize)]
             core.submit(job, tasks)
         except KeyboardInterrupt:
             core.interrupt()

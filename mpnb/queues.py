@@ -67,8 +67,12 @@ class _PrepicklingPut:
         super().__setstate__(state)  # type: ignore[misc]
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        payload = _Prepickled(_serialize.checked_dumps(obj, "the item"))
-        super().put(payload, block, timeout)  # type: ignore[misc]
+        data, segments = _serialize.dumps_tracked(obj, "the item")
+        try:
+            super().put(_Prepickled(data), block, timeout)  # type: ignore[misc]
+        except BaseException:  # closed, Full: the item's shared arrays go too
+            _serialize.release_segments(segments)
+            raise
 
 
 class Queue(_PrepicklingPut, _std.Queue):
@@ -90,9 +94,13 @@ class SimpleQueue(_std.SimpleQueue):
         self._poll = self._reader.poll
 
     def put(self, obj: Any) -> None:
-        data = _serialize.checked_dumps(obj, "the item")
-        if self._wlock is None:
-            self._writer.send_bytes(data)
-        else:
-            with self._wlock:
+        data, segments = _serialize.dumps_tracked(obj, "the item")
+        try:
+            if self._wlock is None:
                 self._writer.send_bytes(data)
+            else:
+                with self._wlock:
+                    self._writer.send_bytes(data)
+        except BaseException:
+            _serialize.release_segments(segments)
+            raise

@@ -406,3 +406,77 @@ def test_large_arrays_travel_through_shared_memory(ctx):
     assert np.array_equal(b.recv(), strided)
     del got, back
     assert _psm_entries() <= before
+
+
+# -- notebook globals on both sides ------------------------------------------------------
+
+GLOBALS = """
+data = None            # the notebook's placeholder, as in the common idiom
+scale = 1
+def init(value):
+    global data
+    data = value
+def use(i):
+    return data[i] * scale
+def set_scale_and_return_use(v):
+    global scale
+    scale = v
+    return use
+"""
+
+
+def test_initializer_global_survives_a_notebook_placeholder(ctx):
+    ns = cell(GLOBALS)
+    with ctx.Pool(2, initializer=ns.init, initargs=([10, 20, 30],)) as pool:
+        assert pool.map(ns.use, range(3)) == [10, 20, 30]
+
+
+def test_values_sent_later_still_arrive_in_warm_workers(ctx):
+    ns = cell(GLOBALS)
+    with ctx.Pool(1, initializer=ns.init, initargs=([1, 2],)) as pool:
+        assert pool.apply(ns.use, (1,)) == 2
+        ns.use.__globals__["scale"] = 5          # the notebook changes a value
+        assert pool.apply(ns.use, (1,)) == 10
+
+
+def test_a_worker_never_overwrites_the_notebooks_globals(ctx):
+    ns = cell(GLOBALS)
+    placeholder = ns.use.__globals__["data"]
+    with ctx.Pool(1, initializer=ns.init, initargs=([7],)) as pool:
+        returned = pool.apply(ns.set_scale_and_return_use, (99,))
+    assert ns.use.__globals__["scale"] == 1
+    assert ns.use.__globals__["data"] is placeholder
+    assert returned.__globals__ is not ns.use.__globals__
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shared memory by name is POSIX here")
+def test_large_arrays_in_functions_and_initargs_reach_every_worker(ctx):
+    np = pytest.importorskip("numpy")
+    before = _psm_entries()
+    big = np.arange(200_000, dtype=np.float64)
+    ns = cell("def init(a):\n    global arr\n    arr = a\ndef get(i):\n    return arr[i]")
+    with ctx.Pool(2, initializer=ns.init, initargs=(big,)) as pool:
+        assert pool.map(ns.get, range(4), chunksize=1) == [0.0, 1.0, 2.0, 3.0]
+        assert pool.map(lambda i: big[i] * 2, range(4), chunksize=1) == [0.0, 2.0, 4.0, 6.0]
+    assert _psm_entries() <= before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shared memory by name is POSIX here")
+def test_shared_arrays_of_undelivered_payloads_are_removed(ctx):
+    np = pytest.importorskip("numpy")
+    before = _psm_entries()
+    big = np.zeros(300_000)
+    q = ctx.Queue(maxsize=1)
+    q.put(1)
+    with pytest.raises(Exception):          # queue.Full
+        q.put(big, timeout=0.1)
+    with ctx.Pool(1) as pool:
+        with pytest.raises(mpnb.SerializationError):
+            pool.apply_async(print, (big, threading.Lock()))
+        with pytest.raises(mpnb.SerializationError):
+            pool.map(print, [big, threading.Lock()], chunksize=1)
+    if ctx.get_start_method() != "fork":  # fork pickles nothing at start
+        with pytest.raises(mpnb.SerializationError):
+            ctx.Process(target=print, args=(big, threading.Lock())).start()
+    assert q.get(timeout=10) == 1
+    assert _psm_entries() <= before

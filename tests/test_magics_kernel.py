@@ -162,3 +162,15 @@ def test_interrupt_mid_run_then_the_pool_answers(k):
     assert k.evaluate("r") == [0, 10, 20, 30]
     workers = k.evaluate("[w['alive'] for w in __import__('mpnb.warm').warm.describe()['workers']]")
     assert workers == [True, True]
+
+
+def test_statements_sharing_the_last_line_and_line_numbers(k):
+    k.ensure_ok("%%mp_pool --no-progress -o r for x in range(3)\ny = x * 2; y + 1")
+    assert k.evaluate("r") == [1, 3, 5]
+    res = k.execute("%%mp_pool --no-progress for x in range(3)\na = 1\nb = 2\n1 / (x - 1)")
+    assert "Cell In[" in res.error.text and "line 3" in res.error.text
+
+
+def test_items_that_fail_to_evaluate_keep_their_exception(k):
+    res = k.execute("%%mp_pool --no-progress for x in b'\\xff'.decode()\nx")
+    assert res.error is not None and res.error.ename == "UnicodeDecodeError"

@@ -25,21 +25,23 @@ def _items(shell: Any, expr: str) -> list[Any]:
     try:
         return list(shell.ev(expr))
     except Exception as exc:
-        raise type(exc)(f"%%mp_pool: evaluating the items {expr!r} failed: {exc}") from exc
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"(while %%mp_pool evaluated its items: {expr})")
+        raise
 
 
 def run_parallel_cell(shell: Any, cell: str, target: str | None, expr: str | None,
                       args: Any) -> list[Any]:
     from .pool import _split_cell
-    body, last = _split_cell(cell)
+    filename = _cell_filename(shell, cell)
+    body, last = _split_cell(cell, filename)
     if target is None:
         items: list[Any] = list(range(args.processes))
         loop_names: set[str] = {"mp_rank", "mp_size"}
     else:
         items = _items(shell, expr or "")
         loop_names = set(_target_names(target))
-    filename = _cell_filename(shell, cell)
-    namespace = notebook_names(shell, [body, last or ""], loop_names)
+    namespace = notebook_names(shell, [cell], loop_names)
     control = RunControl(len(items))
     spec = CellSpec(body=body, last=last, filename=filename, loop_target=target,
                     namespace=namespace, control=control.name,

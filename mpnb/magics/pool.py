@@ -92,24 +92,18 @@ def _split_line(line: str) -> tuple[str, str | None, str | None]:
     return line[:match.start()], target, expr
 
 
-def _split_cell(cell: str) -> tuple[str, str | None]:
-    """The cell's statements, and its last expression (or ``None``)."""
+def _split_cell(cell: str, filename: str) -> tuple[types.CodeType, types.CodeType | None]:
+    """The cell compiled as its statements and its last expression (or ``None``), with
+    the cell's own line numbers, under ``filename``."""
     source = textwrap.dedent(cell)
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
         raise UsageError(f"%%mp_pool: the cell does not parse: {exc}") from None
+    last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = tree.body.pop()
-        lines = source.splitlines()
-        # Keep line numbers: blank out the last expression instead of cutting it.
-        expr_lines = lines[last.lineno - 1:last.end_lineno]
-        expr_lines[0] = expr_lines[0][last.col_offset:]
-        expr_lines[-1] = expr_lines[-1][:last.end_col_offset] if len(expr_lines) > 1 \
-            else expr_lines[0][:last.end_col_offset - last.col_offset]
-        body = "\n".join(lines[:last.lineno - 1])
-        return body, "(" + "\n".join(expr_lines) + ")"
-    return source, None
+        last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
+    return compile(tree, filename, "exec"), last
 
 
 def _names_read(source: str) -> set[str]:

@@ -7,6 +7,8 @@ built from them: nothing from an earlier run, or an earlier item, leaks into the
 from __future__ import annotations
 
 import dataclasses
+import mmap
+import os
 import time
 import types
 import traceback
@@ -68,25 +70,35 @@ class RunControl:
         self.block.unlink()
 
 
-_controls: dict[str, shared_memory.SharedMemory] = {}
+# The run's control block as mapped in this worker, by name (the last one only).
+_controls: dict[str, tuple[mmap.mmap, memoryview]] = {}
 
 
-def _control(name: str) -> shared_memory.SharedMemory:
-    block = _controls.get(name)
-    if block is None:
-        # The parent owns the block and unlinks it; workers share its resource tracker.
-        block = shared_memory.SharedMemory(name=name)
+def _control(name: str) -> memoryview:
+    """The control block's bytes. Mapped directly, not through ``SharedMemory``: the
+    parent owns the block, and a worker must not register it with the resource tracker
+    (a late registration would outlive the parent's unlink and read as a leak)."""
+    found = _controls.get(name)
+    if found is None:
+        import _posixshmem
+        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        try:
+            mapping = mmap.mmap(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
         for old in list(_controls):
-            _controls.pop(old).close()
-        _controls[name] = block
-    return block
+            old_mapping, old_view = _controls.pop(old)
+            old_view.release()
+            old_mapping.close()
+        found = _controls[name] = (mapping, memoryview(mapping))
+    return found[1]
 
 
-def _wait_for_ranks(block: shared_memory.SharedMemory, rank: int, size: int) -> None:
-    block.buf[1 + rank] = 1
+def _wait_for_ranks(block: memoryview, rank: int, size: int) -> None:
+    block[1 + rank] = 1
     deadline = time.monotonic() + SPMD_START_TIMEOUT
-    while any(block.buf[1 + r] == 0 for r in range(size)):
-        if block.buf[0]:
+    while any(block[1 + r] == 0 for r in range(size)):
+        if block[0]:
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"rank {rank}: the other ranks did not start within "
@@ -98,7 +110,7 @@ def run_item(spec: CellSpec, indexed: tuple[int, Any]) -> Any:
     """Run the cell for one item; the value of its last expression, or ``ItemFailed``."""
     index, item = indexed
     block = _control(spec.control)
-    if block.buf[0]:
+    if block[0]:
         return SKIPPED
     namespace = dict(spec.namespace)
     namespace.setdefault("__name__", "__main__")
@@ -113,7 +125,7 @@ def run_item(spec: CellSpec, indexed: tuple[int, Any]) -> Any:
         return eval(last, namespace) if last is not None else None
     except Exception as exc:  # noqa: BLE001 - reported per item
         if not spec.keep_going:
-            block.buf[0] = 1
+            block[0] = 1
         frames = [(f.filename, f.lineno or 0, f.name)
                   for f in traceback.extract_tb(exc.__traceback__)[1:]]
         exc.__traceback__ = None

@@ -480,3 +480,22 @@ def test_shared_arrays_of_undelivered_payloads_are_removed(ctx):
             ctx.Process(target=print, args=(big, threading.Lock())).start()
     assert q.get(timeout=10) == 1
     assert _psm_entries() <= before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shared memory by name is POSIX here")
+def test_a_full_dev_shm_means_in_band_not_a_crash(monkeypatch):
+    import errno
+    import os
+    np = pytest.importorskip("numpy")
+    from mpnb import _serialize
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = _psm_entries()
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    big = np.ones(300_000)
+    payload = _serialize.dumps(big)
+    assert len(payload) > big.nbytes           # the data went inside the pickle
+    assert np.array_equal(pickle.loads(payload), big)
+    assert _psm_entries() <= before

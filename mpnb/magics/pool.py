@@ -212,8 +212,12 @@ class PoolMagics(Magics):
         if args.shutdown:
             warm.shutdown()
         elif args.restart:
-            warm.get_pool(args.processes, args.start_method)
-            warm.restart()
+            running = warm.describe()
+            if (args.processes or running["processes"]) == running["processes"] and \
+                    (args.start_method or running["start_method"]) == running["start_method"]:
+                warm.restart()
+            else:  # another size or method: a new pool anyway
+                warm.get_pool(args.processes, args.start_method)
         elif args.processes or args.start_method:
             warm.get_pool(args.processes, args.start_method)
         return WarmPoolView(warm.describe())

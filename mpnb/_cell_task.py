@@ -15,6 +15,8 @@ import traceback
 from multiprocessing import shared_memory
 from typing import Any
 
+from .errors import short_repr
+
 __all__ = ["CellSpec", "ItemFailed", "RunControl", "run_item", "run_chunk"]
 
 # Seconds an SPMD rank waits for the others to start before giving up.
@@ -41,7 +43,7 @@ class ItemFailed:
     index: int
     item_repr: str
     error: BaseException
-    frames: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
+    frames: list[tuple[str, int, str, str]] = dataclasses.field(default_factory=list)
 
 
 class _Skipped:
@@ -126,17 +128,12 @@ def run_item(spec: CellSpec, indexed: tuple[int, Any]) -> Any:
     except Exception as exc:  # noqa: BLE001 - reported per item
         if not spec.keep_going:
             block[0] = 1
-        frames = [(f.filename, f.lineno or 0, f.name)
+        frames = [(f.filename, f.lineno or 0, f.name, f.line or "")
                   for f in traceback.extract_tb(exc.__traceback__)[1:]]
         exc.__traceback__ = None
-        return ItemFailed(index, _short_repr(item), exc, frames)
+        return ItemFailed(index, short_repr(item), exc, frames)
 
 
 def run_chunk(spec: CellSpec, chunk: list[tuple[int, Any]]) -> list[Any]:
     """``run_item`` for each ``(index, item)`` of ``chunk``."""
     return [run_item(spec, indexed) for indexed in chunk]
-
-
-def _short_repr(item: Any, limit: int = 60) -> str:
-    text = repr(item)
-    return text if len(text) <= limit else text[:limit - 3] + "..."

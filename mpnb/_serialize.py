@@ -38,7 +38,7 @@ import cloudpickle
 __all__ = ["Pickler", "dumps", "loads", "dump", "install", "uninstall", "installed",
            "Pickled", "SerializationError", "describe_unpicklable", "checked_dumps",
            "reduce_process", "in_band", "dumps_tracked", "release_segments",
-           "segments_released_on_error"]
+           "segments_released_on_error", "by_reference"]
 
 loads = pickle.loads
 
@@ -74,7 +74,7 @@ class Pickler(cloudpickle.Pickler):
         super().__init__(file, PROTOCOL if protocol is None else protocol)
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, _CTYPES_METACLASSES) and not _class_by_reference(obj):
+        if isinstance(obj, _CTYPES_METACLASSES) and not by_reference(obj):
             return _reduce_ctypes_class(obj)
         numpy = sys.modules.get("numpy")
         if numpy is not None and type(obj) is numpy.ndarray and _SHARED_ARRAYS \
@@ -236,10 +236,6 @@ def _rebuild_proxy(rebuild: Any, func: Any, token: Any, kwds: dict[str, Any]) ->
 _CTYPES_METACLASSES = (type(ctypes.Structure), type(ctypes.Union))
 
 
-def _class_by_reference(cls: type) -> bool:
-    return cloudpickle.cloudpickle._should_pickle_by_reference(cls)
-
-
 def _reduce_ctypes_class(cls: type) -> tuple[Any, tuple[Any, ...]]:
     attrs = {name: value for name, value in vars(cls).items()
              if name not in ("__dict__", "__weakref__")
@@ -284,12 +280,17 @@ def remember_namespaces(*objects: Any) -> None:
         items = obj.values() if isinstance(obj, dict) else (
             obj if isinstance(obj, (tuple, list)) else (obj,))
         for item in items:
-            if isinstance(item, types.FunctionType) and not _by_reference(item):
+            if isinstance(item, types.FunctionType) and not by_reference(item):
                 _globals_key(item.__globals__)
 
 
-def _by_reference(func: types.FunctionType) -> bool:
-    return cloudpickle.cloudpickle._should_pickle_by_reference(func)
+def by_reference(obj: Any) -> bool:
+    """Whether pickling ``obj`` (a function or class) names it, rather than copying it:
+    it is importable where it is loaded."""
+    try:
+        return bool(cloudpickle.cloudpickle._should_pickle_by_reference(obj))
+    except Exception:  # noqa: BLE001 - not a function or class: unsure, so copy
+        return False
 
 
 def _after_fork_in_child() -> None:

@@ -109,12 +109,6 @@ def configure(*, tags: bool | None = None) -> dict[str, Any]:
     return dict(_settings)
 
 
-def _activate_if_kernel() -> None:
-    """At ``import mpnb``: turn routing on when this process is an IPython kernel."""
-    if "ipykernel" in sys.modules:
-        activate()
-
-
 # -- the kernel side -----------------------------------------------------------------------
 
 

@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Iterator
 from . import _routing
 from ._pool_core import RUN, TERMINATE, PoolCore, Task
 from ._serialize import (PICKLING_ERRORS, _fails, checked_dumps, describe_unpicklable, dumps,
-                         in_band, segments_released_on_error)
+                         by_reference, in_band, segments_released_on_error)
 from ._worker import APPLY, MAP, STARMAP, TASK
 from .errors import short_repr
 from .registry import REGISTRY
@@ -715,7 +715,7 @@ class Pool:
             return cached[1]
         with in_band():  # loaded by each worker that runs it, maybe more than once
             ref = self._core.function(bytes(checked_dumps(func, "func")))  # type: ignore[union-attr]
-        if _by_reference(func):
+        if by_reference(func):
             if len(self._func_cache) >= 64:
                 self._func_cache.clear()
             self._func_cache[id(func)] = (func, ref)
@@ -792,18 +792,6 @@ class Pool:
 class _NotPicklable(NotImplementedError, TypeError):
     """The standard library's error, and a ``TypeError`` so that a function that refers
     to a pool gets a ``SerializationError`` naming it."""
-
-
-def _by_reference(func: Any) -> bool:
-    """Whether pickling ``func`` names it (importable) rather than copying it."""
-    module = getattr(func, "__module__", None)
-    if module in (None, "__main__") or module not in sys.modules:
-        return False
-    try:
-        import cloudpickle
-        return bool(cloudpickle.cloudpickle._should_pickle_by_reference(func))
-    except Exception:  # noqa: BLE001 - unsure: pickle it every time
-        return False
 
 
 def _explain_args(args: tuple[Any, ...], kwds: dict[str, Any],

@@ -9,7 +9,7 @@ import os
 import threading
 from typing import Any
 
-__all__ = ["get_pool", "current_pool", "shutdown", "describe"]
+__all__ = ["get_pool", "shutdown", "restart", "describe"]
 
 _lock = threading.RLock()
 _state: dict[str, Any] = {"pool": None, "processes": None, "method": None}
@@ -37,11 +37,6 @@ def get_pool(processes: int | None = None, start_method: str | None = None) -> A
             pool = ctx.Pool(want_n)
             _state.update(pool=pool, processes=want_n, method=want_method)
         return pool
-
-
-def current_pool() -> Any:
-    """The warm pool if one is running, else ``None``."""
-    return _state["pool"]
 
 
 def _close(pool: Any) -> None:

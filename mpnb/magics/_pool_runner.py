@@ -6,6 +6,7 @@ import multiprocessing
 from typing import Any
 
 from .. import warm
+from ..errors import RemoteTraceback
 from .._cell_task import SKIPPED, CellSpec, ItemFailed, RunControl, run_chunk
 from .pool import ParallelCellError, notebook_names
 
@@ -125,9 +126,12 @@ def _chunksize(n: int, pool: Any) -> int:
 def _item_error(failed: ItemFailed, spec: CellSpec) -> ParallelCellError:
     what = (f"rank {failed.index}" if spec.loop_target is None
             else f"item {failed.index} ({spec.loop_target} = {failed.item_repr})")
+    cause = failed.error
     error = ParallelCellError(
-        f"{what} raised {type(failed.error).__name__}: {failed.error}; the other items "
+        f"{what} raised {type(cause).__name__}: {cause}; the other items "
         f"were cancelled (use --keep-going to run them all)",
-        failed.index, failed.item_repr, failed.frames)
-    error.__cause__ = failed.error
+        failed.index, failed.item_repr)
+    cause.__cause__ = RemoteTraceback(failed.frames, f" (in the worker, {what})",
+                                      f"{type(cause).__name__}: {cause}")
+    error.__cause__ = cause
     return error

@@ -35,40 +35,19 @@ USAGE = ("write  %%mp_pool [options] for x in items  (one run per item) or "
 
 
 class ParallelCellError(RuntimeError):
-    """An item of a parallel cell failed; ``__cause__`` is its exception."""
+    """An item of a parallel cell failed; ``__cause__`` is its exception, whose own
+    ``__cause__`` is the worker's traceback (``mpnb.RemoteTraceback``)."""
 
-    def __init__(self, message: str, index: int, item_repr: str,
-                 frames: list[tuple[str, int, str]]) -> None:
+    def __init__(self, message: str, index: int, item_repr: str) -> None:
         super().__init__(message)
-        self.index, self.item_repr, self.frames = index, item_repr, frames
+        self.index, self.item_repr = index, item_repr
 
     def _render_traceback_(self) -> list[str]:
-        import linecache
-        lines = ["Traceback in the worker (most recent call last):"]
-        for filename, lineno, name in self.frames:
-            lines.append("  " + _frame_header(filename, lineno, name))
-            source = linecache.getline(filename, lineno).strip()
-            if source:
-                lines.append(f"    {source}")
-        cause = self.__cause__
-        if cause is not None:
-            lines.append(f"{type(cause).__name__}: {cause}")
-        lines.append(f"{type(self).__name__}: {self}")
-        return lines
-
-
-def _frame_header(filename: str, lineno: int, name: str) -> str:
-    """``Cell In[n], line k`` for a notebook cell's file, as IPython writes it."""
-    try:
-        from IPython import get_ipython
-        shell = get_ipython()
-        cell_number = shell.compile._filename_map.get(filename) if shell else None
-    except AttributeError:
-        cell_number = None
-    if cell_number is not None:
-        where = f"Cell In[{cell_number}], line {lineno}"
-        return where if name == "<module>" else f"{where}, in {name}"
-    return f'File "{filename}", line {lineno}, in {name}'
+        """One block: the worker's traceback (cell lines included), then this message."""
+        from ..errors import RemoteTraceback
+        remote = getattr(self.__cause__, "__cause__", None)
+        lines = remote._render_traceback_() if isinstance(remote, RemoteTraceback) else []
+        return lines + [f"{type(self).__name__}: {self}"]
 
 
 def _split_line(line: str) -> tuple[str, str | None, str | None]:

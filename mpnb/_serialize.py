@@ -23,6 +23,7 @@ import contextlib
 import copyreg
 import ctypes
 import io
+import marshal
 import os
 import pickle
 import sys
@@ -33,7 +34,7 @@ from multiprocessing import reduction
 from multiprocessing.process import BaseProcess
 from typing import Any, Iterator
 
-import cloudpickle
+from . import _compat
 
 __all__ = ["Pickler", "dumps", "loads", "dump", "install", "uninstall", "installed",
            "Pickled", "SerializationError", "describe_unpicklable", "checked_dumps",
@@ -59,14 +60,44 @@ def _reduce_text_file(file: io.TextIOWrapper) -> tuple[Any, tuple[Any, ...]]:
     raise TypeError(f"cannot pickle an open file ({file.name!r})")
 
 
-class Pickler(cloudpickle.Pickler):
+def _reduce_code(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
+    """A code object as ``marshal`` writes it: all of it, its file and line numbers
+    included, so a child's traceback points at the cell (``Cell In[3], line 2``).
+
+    (cloudpickle 3.1.3 and later write ``<dynamic-code>`` for the file.) Sender and
+    receiver run the same interpreter, which is all marshal asks; a code object that
+    marshal refuses (made by hand, with odd constants) goes cloudpickle's way.
+    """
+    try:
+        return marshal.loads, (marshal.dumps(code),)
+    except ValueError:
+        return _compat.PICKLER_DISPATCH[types.CodeType](code)  # type: ignore[no-any-return]
+
+
+def _reduce_method(method: types.MethodType) -> Any:
+    """A bound method (a classmethod too) by reference, ``getattr(owner, name)``, as the
+    standard library sends it, where that finds the same method: its function then
+    runs in its own module, on that module's globals. Otherwise cloudpickle's copy."""
+    owner, name = method.__self__, method.__func__.__name__
+    try:
+        same = getattr(owner, name) == method
+    except Exception:  # noqa: BLE001 - a descriptor that raises: copy the method
+        same = False
+    if same:
+        return getattr, (owner, name)
+    return _compat.PICKLER_DISPATCH[types.MethodType](method)
+
+
+class Pickler(_compat.PicklerBase):
     """A ``ForkingPickler`` that sends dynamic functions and classes by value."""
 
     # A class attribute: the C pickler reads it once, in __init__. A live ChainMap, so
     # reducers registered later with ``ForkingPickler.register`` (shared ctypes types,
     # connections) are honoured.
-    dispatch_table = ChainMap({io.TextIOWrapper: _reduce_text_file},
-                              cloudpickle.Pickler._dispatch_table,
+    dispatch_table = ChainMap({io.TextIOWrapper: _reduce_text_file,
+                               types.CodeType: _reduce_code,
+                               types.MethodType: _reduce_method},
+                              _compat.PICKLER_DISPATCH,
                               reduction.ForkingPickler._extra_reducers,
                               copyreg.dispatch_table)
 
@@ -240,7 +271,7 @@ def _reduce_ctypes_class(cls: type) -> tuple[Any, tuple[Any, ...]]:
     attrs = {name: value for name, value in vars(cls).items()
              if name not in ("__dict__", "__weakref__")
              and type(value).__name__ != "CField"}
-    tracker_id = cloudpickle.cloudpickle._get_or_create_tracker_id(cls)
+    tracker_id = _compat.class_tracker_id(cls)
     # The metaclass by the name of its ctypes base: ``_ctypes`` does not expose it.
     kind = "Structure" if issubclass(cls, ctypes.Structure) else "Union"
     return _rebuild_ctypes_class, (kind, cls.__name__, cls.__bases__, attrs, tracker_id)
@@ -249,8 +280,7 @@ def _reduce_ctypes_class(cls: type) -> tuple[Any, tuple[Any, ...]]:
 def _rebuild_ctypes_class(kind: str, name: str, bases: tuple[type, ...],
                           attrs: dict[str, Any], tracker_id: str) -> type:
     metaclass = type(getattr(ctypes, kind))
-    return cloudpickle.cloudpickle._lookup_class_or_track(tracker_id,
-                                                          metaclass(name, bases, attrs))
+    return _compat.lookup_class_or_track(tracker_id, metaclass(name, bases, attrs))
 
 
 # Identifies this process's namespaces in the keys below; new in each forked child.
@@ -288,7 +318,7 @@ def by_reference(obj: Any) -> bool:
     """Whether pickling ``obj`` (a function or class) names it, rather than copying it:
     it is importable where it is loaded."""
     try:
-        return bool(cloudpickle.cloudpickle._should_pickle_by_reference(obj))
+        return _compat.should_pickle_by_reference(obj)
     except Exception:  # noqa: BLE001 - not a function or class: unsure, so copy
         return False
 
@@ -339,7 +369,7 @@ def _set_function_state(func: types.FunctionType, state: tuple[Any, Any]) -> Non
                 namespace[name] = value
                 received[name] = value
         slots = dict(slots, __globals__={})
-    cloudpickle.cloudpickle._function_setstate(func, (attributes, slots))
+    _compat.function_setstate(func, (attributes, slots))
 
 
 class _SharedGlobals:

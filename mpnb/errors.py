@@ -23,6 +23,7 @@ import sys
 import traceback
 from typing import Any, NamedTuple
 
+from . import _compat
 from ._serialize import SerializationError, dumps
 from .registry import signal_name
 
@@ -160,11 +161,11 @@ def _location(filename: str, lineno: int) -> str:
     if ipython is not None:
         try:
             shell = ipython.get_ipython()
-            named = shell.compile.format_code_name(filename) if shell is not None else None
         except Exception:  # noqa: BLE001 - any IPython surprise: use the plain form
-            named = None
+            shell = None
+        named = _compat.cell_label(shell, filename) if shell is not None else None
         if named:
-            return f"{named[0]} {named[1]}, line {lineno}"
+            return f"{named}, line {lineno}"
     return f'File "{filename}", line {lineno}'
 
 

@@ -34,7 +34,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from . import _routing
+from . import _compat, _routing
 from . import process as _process
 from ._relay import Relay, hello, marker
 
@@ -191,11 +191,7 @@ class _KernelSide:
 
     def label(self, filename: str) -> str | None:
         """``'Cell In[3]'`` for the file name of a notebook cell, else ``None``."""
-        try:
-            found = self.shell.compile.format_code_name(filename)
-        except Exception:
-            return None
-        return f"{found[0]} {found[1]}" if found else None
+        return _compat.cell_label(self.shell, filename)
 
     def close(self) -> None:
         if self.relay is not None:

@@ -147,15 +147,8 @@ def _interactive() -> bool:
 
 def _hook_kernel() -> None:
     """Wrap the running ipykernel's ``do_shutdown`` (see the module docstring)."""
-    kernelapp = sys.modules.get("ipykernel.kernelapp")
-    if kernelapp is None:
-        return
-    try:
-        app = kernelapp.IPKernelApp.instance() if kernelapp.IPKernelApp.initialized() \
-            else None
-        kernel = getattr(app, "kernel", None)
-    except Exception:  # noqa: BLE001 - not a kernel we know: atexit alone
-        return
+    from ._compat import kernel_of_app
+    kernel = kernel_of_app()
     if kernel is None or getattr(kernel, "_mpnb_do_shutdown", None) is not None:
         return
     original = kernel.do_shutdown

@@ -14,6 +14,7 @@ import multiprocessing as _std_multiprocessing
 import sys as _sys
 from typing import Any as _Any
 
+from . import _aliases
 from ._serialize import SerializationError
 from .context import _default_context
 from .errors import (InitializerError, RemoteTraceback, TaskCancelledError,
@@ -57,9 +58,10 @@ def unload_ipython_extension(ipython: _Any) -> None:
     unload(ipython)
 
 
-# Submodules of ``multiprocessing`` that mpnb does not wrap: the standard library's.
-_STDLIB_SUBMODULES = frozenset({"reduction", "util", "spawn", "resource_tracker",
-                                "resource_sharer", "synchronize", "heap", "forkserver"})
+# Submodules of ``multiprocessing`` that mpnb does not wrap: the standard library's,
+# as attributes (``mpnb.util``) and as modules (``import mpnb.util``).
+_STDLIB_SUBMODULES = _aliases.STDLIB_SUBMODULES
+_aliases.install()
 
 
 # mpnb's own modules that ``import mpnb`` does not load (``mp.output.configure(...)``).

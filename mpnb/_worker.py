@@ -34,7 +34,7 @@ from typing import Any
 
 from . import _routing
 from ._serialize import PICKLING_ERRORS, _fails, describe_unpicklable, dumps, loads
-from .errors import TaskSerializationError, capture
+from .errors import TaskSerializationError, capture, short_repr
 
 __all__ = ["run", "remember", "TASK", "FUNC", "STOP", "READY", "RESULT", "INIT_FAILED",
            "APPLY", "MAP", "STARMAP", "FUNC_CACHE", "FUNC_CACHE_BYTES"]
@@ -212,7 +212,8 @@ def _sendable(values: list[Any], errors: list[Any], start: int | None,
         root = "the result" if start is None else f"the result of item {start + offset}"
         problem = describe_unpicklable(value, root)
         exc = TaskSerializationError(str(problem), path=problem.path,
-                                     obj_type=problem.obj_type, what="result")
+                                     obj_type=problem.obj_type, what="result",
+                                     value=short_repr(value))
         failed[offset] = capture(exc, skip=_HERE)
         out.append(None)
         if stop_on_error:

@@ -64,3 +64,8 @@ def _rebuild_connection(dup: Any, readable: bool, writable: bool) -> Connection:
 
 if sys.platform != "win32":
     reduction.register(Connection, _reduce_connection)
+
+
+def __getattr__(name: str) -> Any:
+    """Every other name of the standard library's module (a drop-in has them all)."""
+    return getattr(_std, name)

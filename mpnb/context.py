@@ -146,6 +146,11 @@ class DefaultContext(BaseContext):
             self._actual_context = self._default_context
         return self._actual_context._name
 
+    @property
+    def _name(self) -> str:  # type: ignore[override]
+        """The method in use, or that will be (reading it fixes nothing)."""
+        return (self._actual_context or self._default_context)._name
+
     def get_all_start_methods(self) -> list[str]:
         """The available methods, the default first (as in the standard library)."""
         methods = [m for m in ("forkserver", "spawn", "fork") if m in _concrete_contexts]
@@ -154,6 +159,11 @@ class DefaultContext(BaseContext):
 
 
 _default_context = DefaultContext(_concrete_contexts[_DEFAULT_METHOD])
+
+
+def _force_start_method(method: str) -> None:
+    """Make ``method`` mpnb's default start method here (a child: its parent's choice)."""
+    _default_context._actual_context = _concrete_contexts[method]
 
 # Modules the fork server imports once, so each child it forks starts with them.
 FORKSERVER_PRELOAD = ("mpnb", "cloudpickle")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import linecache
+import multiprocessing.pool as _std_pool
 import pickle
 import reprlib
 import sys
@@ -89,16 +90,24 @@ class InitializerError(RuntimeError):
     """
 
 
-class TaskSerializationError(SerializationError):
+class TaskSerializationError(SerializationError, _std_pool.MaybeEncodingError):
     """A task's result or exception could not be sent back to the parent.
 
-    ``what`` is ``'result'`` or ``'exception'``; ``obj_type`` the type that failed.
+    ``what`` is ``'result'`` or ``'exception'``; ``obj_type`` the type that failed. A
+    ``multiprocessing.pool.MaybeEncodingError`` too, with its ``exc`` (why) and
+    ``value`` (a short repr of what failed), so ``except`` clauses written for the
+    standard library catch it.
     """
 
     def __init__(self, message: str, path: str = "", obj_type: str = "",
-                 what: str = "") -> None:
+                 what: str = "", value: str = "") -> None:
         super().__init__(message, path=path, obj_type=obj_type)
         self.what = what
+        self.exc = message
+        self.value = value or obj_type
+
+    __str__ = BaseException.__str__
+    __repr__ = BaseException.__repr__
 
 
 class TaskCancelledError(concurrent.futures.CancelledError):
@@ -146,6 +155,11 @@ class RemoteTraceback(Exception):
         if self.exc_line:
             lines.append(self.exc_line + "\n")
         return lines
+
+    @property
+    def tb(self) -> str:
+        """The traceback as text, as ``multiprocessing.pool.RemoteTraceback.tb``."""
+        return "".join(self.render())
 
     def _render_traceback_(self) -> list[str]:
         """IPython's hook: the lines to show for this exception."""

@@ -41,6 +41,7 @@ import types
 import warnings
 import weakref
 from collections import deque
+import multiprocessing.pool as _std_pool
 from multiprocessing import TimeoutError
 from multiprocessing.pool import ThreadPool  # noqa: F401 - re-exported
 from typing import Any, Callable, Iterable, Iterator
@@ -50,7 +51,7 @@ from ._pool_core import RUN, TERMINATE, PoolCore, Task
 from ._serialize import (PICKLING_ERRORS, _fails, checked_dumps, describe_unpicklable, dumps,
                          by_reference, in_band, segments_released_on_error)
 from ._worker import APPLY, MAP, STARMAP, TASK
-from .errors import short_repr
+from .errors import RemoteTraceback, short_repr  # noqa: F401 - RemoteTraceback re-exported
 from .registry import REGISTRY
 
 __all__ = ["Pool", "ThreadPool", "AsyncResult", "ApplyResult", "MapResult",
@@ -387,7 +388,7 @@ class _Feeder:
     A sized input is read whole at the call (an item that cannot be sent raises there);
     any other iterator lazily, by the consuming thread, keeping a window of chunks in
     flight; an item it cannot send, or an error of the iterator itself, becomes the
-    result at that position, as in the standard library.
+    result at the place of the chunk it spoiled, as in the standard library.
     """
 
     def __init__(self, pool: Pool, it: IMapIterator, func: Any, func_ref: tuple[int, bytes],
@@ -436,7 +437,9 @@ class _Feeder:
         except StopIteration:
             pass
         except Exception as exc:  # noqa: BLE001 - the input's own error, at its place
-            error = exc
+            # As in the standard library: the chunk it interrupted is dropped, and the
+            # error takes that chunk's place.
+            error, chunk = exc, []
         start = self.submitted
         if chunk:
             try:
@@ -801,3 +804,8 @@ def _explain_args(args: tuple[Any, ...], kwds: dict[str, Any],
     if _fails(kwds) is not None:
         return describe_unpicklable(kwds, "kwds", exc)
     return describe_unpicklable((args, kwds), "the task", exc)
+
+
+def __getattr__(name: str) -> Any:
+    """Every other name of the standard library's module (a drop-in has them all)."""
+    return getattr(_std_pool, name)

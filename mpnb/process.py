@@ -13,6 +13,8 @@ standard library's with one mixin that:
 from __future__ import annotations
 
 import multiprocessing.context as _std_context
+import os
+import signal
 import sys
 import threading
 from typing import Any, Callable
@@ -56,9 +58,10 @@ class _MpnbProcess:
             if setup is not None:
                 setups.append(setup)
         self._mpnb_child_setups = setups
-        if self._effective_start_method() == "fork":
+        self._mpnb_method = self._effective_start_method()
+        if self._mpnb_method == "fork":
             _serialize.remember_namespaces(self._target, self._args, self._kwargs)
-        key = REGISTRY.add_process(self.name, self._effective_start_method(),
+        key = REGISTRY.add_process(self.name, self._mpnb_method,
                                    pool=self._mpnb_pool, handle=self)
         try:
             super().start()  # type: ignore[misc]
@@ -79,9 +82,27 @@ class _MpnbProcess:
 
     def _bootstrap(self, *args: Any, **kwargs: Any) -> int:
         _serialize.install()
+        # As the standard library does for its own default: in the child, mpnb's
+        # default start method is the one that started it.
+        method = getattr(self, "_mpnb_method", None)
+        if method is not None:
+            from .context import _force_start_method
+            _force_start_method(method)
         for setup in getattr(self, "_mpnb_child_setups", ()):
             setup()
         return super()._bootstrap(*args, **kwargs)  # type: ignore[misc]
+
+    def interrupt(self) -> None:
+        """Send the process SIGINT: a ``KeyboardInterrupt`` in its Python code
+        (Python 3.14's ``Process.interrupt``, on every supported Python)."""
+        self._check_closed()  # type: ignore[attr-defined]
+        popen = self._popen  # type: ignore[attr-defined]
+        if popen is None:
+            raise ValueError("cannot interrupt a process that was not started")
+        if hasattr(popen, "interrupt"):
+            popen.interrupt()
+        elif popen.returncode is None:
+            os.kill(popen.pid, signal.SIGINT)
 
     def join(self, timeout: float | None = None) -> None:
         super().join(timeout)  # type: ignore[misc]

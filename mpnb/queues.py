@@ -104,3 +104,8 @@ class SimpleQueue(_std.SimpleQueue):
         except BaseException:
             _serialize.release_segments(segments)
             raise
+
+
+def __getattr__(name: str) -> Any:
+    """Every other name of the standard library's module (a drop-in has them all)."""
+    return getattr(_std, name)

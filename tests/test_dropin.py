@@ -171,8 +171,8 @@ def test_imap_drops_the_chunk_the_iterable_spoiled(ctx, when, chunksize, results
 
 def _sleep_until_interrupted(conn):
     import time
-    conn.send("ready")
     try:
+        conn.send("ready")
         time.sleep(60)
     except KeyboardInterrupt:
         raise SystemExit(7) from None

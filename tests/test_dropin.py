@@ -65,30 +65,28 @@ def test_the_default_context_has_a_repr_and_reading_it_fixes_nothing():
     assert mpnb.get_start_method(allow_none=True) == before
 
 
-def test_a_child_reports_the_start_method_that_started_it(start_method):
-    c = cell(CODE)
-    ctx = mpnb.get_context(start_method)
+def _method_a_child_reports(ctx) -> str:
+    """What ``mpnb.get_start_method()`` says in a child started by ``ctx``."""
     reader, writer = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=c.report_method, args=(writer,))
+    p = ctx.Process(target=cell(CODE).report_method, args=(writer,))
     p.start()
     writer.close()
-    assert reader.recv() == start_method
-    p.join()
-    reader.close()
+    try:
+        return str(reader.recv())
+    finally:
+        p.join()
+        reader.close()
+
+
+def test_a_child_reports_the_start_method_that_started_it(start_method):
+    assert _method_a_child_reports(mpnb.get_context(start_method)) == start_method
 
 
 def test_the_default_process_reports_mpnbs_default_method(start_method):
     before = mpnb.get_start_method(allow_none=True)
-    c = cell(CODE)
     try:
         mpnb.set_start_method(start_method, force=True)
-        reader, writer = mpnb.Pipe(duplex=False)
-        p = mpnb.Process(target=c.report_method, args=(writer,))
-        p.start()
-        writer.close()
-        assert reader.recv() == start_method
-        p.join()
-        reader.close()
+        assert _method_a_child_reports(mpnb) == start_method
     finally:
         mpnb.set_start_method(before, force=True)
 

@@ -131,8 +131,7 @@ def _map_async(self: Any, func: Any, iterable: Any, mapper: Any, *args: Any,
                **kwargs: Any) -> Any:
     if not _is_threads(self):
         mapper = _routed(mapper)  # once per chunk
-    return _ORIGINALS["_map_async"](self, func, iterable, mapper, *args,
-                                                   **kwargs)
+    return _ORIGINALS["_map_async"](self, func, iterable, mapper, *args, **kwargs)
 
 
 def _imap(self: Any, func: Any, iterable: Any, chunksize: int = 1) -> Any:

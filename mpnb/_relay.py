@@ -139,11 +139,21 @@ class Relay:
     # -- public ---------------------------------------------------------------------------
 
     def drain(self, pid: int | None = None) -> None:
-        """Publish everything written so far (by ``pid`` only, when given)."""
+        """Publish everything written so far (by ``pid`` only, when given).
+
+        One poll of the sockets first: a drain with nothing to read (the common case,
+        once per result) costs one system call.
+        """
         with self._lock:
-            self._accept()
-            for conn in list(self._connections):
-                if pid is None or conn.pid == pid or not conn.ready:
+            try:
+                events = self._selector.select(0)
+            except (OSError, ValueError, RuntimeError):  # closed under us
+                return
+            ready = [key.data for key, _ in events if isinstance(key.data, _Connection)]
+            if any(key.data == "accept" for key, _ in events):
+                ready.extend(self._accept())  # they may have written already
+            for conn in ready:
+                if not conn.closed and (pid is None or conn.pid == pid or not conn.ready):
                     self._read(conn, MAX_DRAIN_READS)
 
     def close(self) -> None:
@@ -232,20 +242,21 @@ class Relay:
             except OSError:
                 pass
 
-    def _accept(self) -> None:
+    def _accept(self) -> list[_Connection]:
+        """Accept the children waiting to connect; returns their connections."""
+        accepted: list[_Connection] = []
         if self._listener.fileno() < 0:
-            return
+            return accepted
         while True:
             try:
                 sock, _ = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
+            except OSError:  # BlockingIOError: none waiting
+                return accepted
             sock.setblocking(False)
             conn = _Connection(sock)
             self._connections.add(conn)
             self._selector.register(sock, selectors.EVENT_READ, conn)
+            accepted.append(conn)
 
     def _read(self, conn: _Connection, reads: int) -> None:
         for _ in range(reads):

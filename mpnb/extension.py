@@ -4,7 +4,8 @@
   written against ``multiprocessing`` and ``concurrent.futures.ProcessPoolExecutor``
   sends cell-defined objects by value);
 - output routing: children's output in the cell that started them (``mpnb.output``;
-  already on when mpnb was imported in a kernel);
+  already on when mpnb was imported in a kernel), for the standard library's children
+  too (``mpnb._stdlib``: its processes, ``Pool`` and ``ProcessPoolExecutor``);
 - the magics.
 """
 from __future__ import annotations
@@ -41,7 +42,9 @@ def load(ipython: Any) -> None:
         return
     _serialize.install()
     from . import output
-    output.activate()
+    if output.activate():
+        from . import _stdlib
+        _stdlib.patch()
     for magics in _magics_classes():
         ipython.register_magics(magics)
     _state["loaded"] = True
@@ -54,6 +57,9 @@ def unload(ipython: Any) -> None:
     _serialize.uninstall()
     from . import warm
     warm.shutdown()
+    stdlib_module = sys.modules.get("mpnb._stdlib")  # loaded only if routing was on
+    if stdlib_module is not None:
+        stdlib_module.unpatch()
     from . import output
     output.deactivate()
     sampler_module = sys.modules.get("mpnb._monitor")  # loaded only if a dashboard ran

@@ -23,7 +23,7 @@ from . import _routing, _serialize
 from .registry import REGISTRY, signal_name
 
 __all__ = ["Process", "SpawnProcess", "ForkServerProcess", "ForkProcess",
-           "add_start_hook", "remove_start_hook", "signal_name"]
+           "add_start_hook", "remove_start_hook", "child_setups", "signal_name"]
 
 # Start hooks run in the parent just before a process starts; each may return a
 # picklable callable that the child runs before the target (``None`` for nothing).
@@ -44,20 +44,21 @@ def remove_start_hook(hook: Callable[[Any], Callable[[], None] | None]) -> None:
             _start_hooks.remove(hook)
 
 
+def child_setups(process: Any) -> list[Callable[[], None]]:
+    """Run the start hooks for ``process``: what its child should run before its target."""
+    with _hooks_lock:
+        hooks = list(_start_hooks)
+    setups = (hook(process) for hook in hooks)
+    return [setup for setup in setups if setup is not None]
+
+
 class _MpnbProcess:
     """Mixin over a standard library process class (see the module docstring)."""
 
     _mpnb_pool: str | None = None
 
     def start(self) -> None:
-        setups = []
-        with _hooks_lock:
-            hooks = list(_start_hooks)
-        for hook in hooks:
-            setup = hook(self)
-            if setup is not None:
-                setups.append(setup)
-        self._mpnb_child_setups = setups
+        self._mpnb_child_setups = child_setups(self)
         self._mpnb_method = self._effective_start_method()
         if self._mpnb_method == "fork":
             _serialize.remember_namespaces(self._target, self._args, self._kwargs)

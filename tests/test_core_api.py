@@ -149,9 +149,15 @@ def test_set_start_method_is_mpnb_only():
 def test_importing_mpnb_changes_nothing_global():
     code = (
         "import multiprocessing.reduction as r, multiprocessing as m\n"
-        "before = (r.ForkingPickler.__dict__['dumps'], r.dump, m.get_start_method(True))\n"
+        "import multiprocessing.process as mpp, multiprocessing.pool as mpl\n"
+        "import concurrent.futures.process as cfp\n"
+        "def state():\n"
+        "    return (r.ForkingPickler.__dict__['dumps'], r.dump, m.get_start_method(True),\n"
+        "            dict(vars(mpp.BaseProcess)), dict(vars(mpl.Pool)),\n"
+        "            dict(vars(cfp.ProcessPoolExecutor)))\n"
+        "before = state()\n"
         "import mpnb\n"
-        "after = (r.ForkingPickler.__dict__['dumps'], r.dump, m.get_start_method(True))\n"
+        "after = state()\n"
         "assert before == after, (before, after)\n"
         "print('unchanged')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -154,3 +154,9 @@ class Process(_MpnbProcess, _std_context.process.BaseProcess):
     def _after_fork() -> None:
         from .context import _default_context
         return _default_context.get_context().Process._after_fork()
+
+
+def __getattr__(name: str) -> Any:
+    """Every other name of ``multiprocessing.process`` (``parent_process``,
+    ``current_process``...): a drop-in has them all."""
+    return getattr(_std_context.process, name)

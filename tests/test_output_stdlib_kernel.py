@@ -222,3 +222,17 @@ def test_unload_ext_leaves_nothing_patched(kernel):
         "with multiprocessing.get_context('fork').Pool(1) as pool:\n"
         "    assert pool.apply(caller) == 'worker'\n"
         "    assert pool._quick_get.__name__ == 'recv', pool._quick_get", timeout=120)
+
+
+def test_items_of_chunks_is_an_imap_iterator():
+    """A routed, chunked stdlib ``imap`` hands out items with ``next(timeout)`` as
+    ``IMapIterator`` does, and ends where its chunks end."""
+    from multiprocessing.pool import ThreadPool
+
+    from mpnb._stdlib import _ItemsOfChunks
+    with ThreadPool(1) as pool:
+        items = _ItemsOfChunks(pool.imap(list, [[1, 2], [], [3]]))
+        assert items.next(timeout=10) == 1
+        assert list(items) == [2, 3]
+        with pytest.raises(StopIteration):
+            items.next(timeout=10)

@@ -394,8 +394,9 @@ def main() -> int:
             except FileNotFoundError:
                 pass
         if shm_left and results:
+            # Not attributable to one run when runs overlap: counted under the first.
             results[0].leftovers.extend(
-                f"/dev/shm/{n}: appeared during the runs, no live process holds it; removed "
+                f"/dev/shm/{n} (any run): appeared during the runs, no live process holds it; removed "
                 "(on a machine shared with other programs it may be theirs)"
                 for n in shm_left)
         status = summarize(results, entries, report)

@@ -4,6 +4,9 @@
 #                 `python3` kernelspec pointing at the venv
 #   make test     the whole suite on .venv, then the core tests (-m core) on the oldest and
 #                 newest other supported CPythons (from pyenv), in .venv-3.10 and .venv-3.13
+#   make conformance  CPython's own multiprocessing tests against mpnb, on .venv (drop-in
+#                 and extension modes, forkserver/spawn/fork; CONFORMANCE_ARGS=... to pass
+#                 options); `make conformance-3.13` runs them on .venv-3.13
 #   make demo     run notebooks/quickstart.ipynb on a real kernel, cell by cell
 #   make notebooks  the same for every notebook in notebooks/
 #   make bench    the benchmarks (ONLY=W3,W5 to pick workloads)
@@ -33,10 +36,10 @@ VENV_STAMP := $(VENV)/$(STAMP)
 OTHER_STAMPS := $(foreach v,$(OTHER_PYTHONS),$(VENV)-$(v)/$(STAMP))
 BENCH_STAMP := $(VENV)/.mpnb-bench-installed
 
-.PHONY: help venv venvs test test-main test-core demo notebooks bench clean distclean
+.PHONY: help venv venvs test test-main test-core conformance demo notebooks bench clean distclean
 
 help:
-	@sed -n '3,12s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,15s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 venv: $(VENV_STAMP)
 
@@ -110,6 +113,16 @@ test-core: $(OTHER_STAMPS)
 	  $(run_core); \
 	done; \
 	exit $$status
+
+# CPython's test/_test_multiprocessing.py of the venv's interpreter, run against mpnb
+# (tests/conformance/run.py); expected failures are the README's deliberate differences.
+CONFORMANCE_ARGS ?=
+
+conformance: $(VENV_STAMP)
+	$(PY) tests/conformance/run.py $(CONFORMANCE_ARGS)
+
+conformance-%: $(VENV)-%/$(STAMP)
+	$(VENV)-$*/bin/python tests/conformance/run.py $(CONFORMANCE_ARGS)
 
 demo: $(VENV_STAMP)
 	$(PY) notebooks/run_notebooks.py $(NOTEBOOK)

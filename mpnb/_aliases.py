@@ -22,8 +22,8 @@ __all__ = ["STDLIB_SUBMODULES", "install"]
 
 STDLIB_SUBMODULES = frozenset({
     "reduction", "util", "spawn", "resource_tracker", "resource_sharer", "synchronize",
-    "heap", "forkserver", "popen_fork", "popen_forkserver", "popen_spawn_posix",
-    "popen_spawn_win32"})
+    "heap"} | ({"popen_spawn_win32"} if sys.platform == "win32" else
+               {"forkserver", "popen_fork", "popen_forkserver", "popen_spawn_posix"}))
 _PREFIX = "mpnb."
 
 
@@ -46,8 +46,6 @@ class _Finder(importlib.abc.MetaPathFinder):
                   target: Any = None) -> importlib.machinery.ModuleSpec | None:
         if not fullname.startswith(_PREFIX) or fullname[len(_PREFIX):] not in STDLIB_SUBMODULES:
             return None
-        if importlib.util.find_spec("multiprocessing." + fullname[len(_PREFIX):]) is None:
-            return None  # popen_spawn_win32 on Linux, say
         return importlib.machinery.ModuleSpec(fullname, _LOADER)
 
 

@@ -206,3 +206,38 @@ def test_manager_set_list_and_dict_additions():
         assert {"z": 0} | d == {"z": 0, "a": 1}
         d |= {"c": 3}
         assert list(reversed(d)) == ["c", "a"]
+
+
+_started: list = []
+
+
+def _failing_third(method):
+    """A process class of ``method`` whose third instance fails to start."""
+
+    class FailingThird(mpnb.get_context(method).Process):
+        def start(self):
+            if len(_started) == 2:
+                raise OSError("Manually induced OSError")
+            super().start()
+            _started.append(self)
+
+    FailingThird.__qualname__ = FailingThird.__name__ = f"FailingThird_{method}"
+    return FailingThird
+
+
+# At module level, so that a child finds the class by name.
+globals().update((f"FailingThird_{m}", _failing_third(m)) for m in mpnb.get_all_start_methods())
+
+
+def test_a_pool_whose_worker_cannot_start_leaves_no_worker_behind(ctx, start_method):
+    """CPython's ``test_release_unused_processes``, with real processes."""
+    context = type("FailingContext", (type(ctx),),
+                   {"Process": globals()[f"FailingThird_{start_method}"]})()
+    _started.clear()
+    with pytest.raises(OSError, match="Manually induced"):
+        mpnb.pool.Pool(5, context=context)
+    assert len(_started) == 2
+    for process in _started:
+        process.join(10)
+        assert not process.is_alive()
+    _started.clear()

@@ -66,7 +66,7 @@ _aliases.install()
 
 # mpnb's own modules that ``import mpnb`` does not load (``mp.output.configure(...)``).
 _LAZY_SUBMODULES = frozenset({"output", "managers", "pool", "queues", "connection",
-                              "shared_memory", "sharedctypes", "dummy", "warm",
+                              "sharedctypes", "warm",
                               "progress", "widgets", "registry"})
 
 

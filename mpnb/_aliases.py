@@ -1,5 +1,7 @@
 """The standard library's ``multiprocessing`` submodules that mpnb does not wrap,
-importable under mpnb's name: ``import mpnb.util`` is ``multiprocessing.util``.
+importable under mpnb's name: ``import mpnb.util`` is ``multiprocessing.util``,
+``mpnb.shared_memory`` is ``multiprocessing.shared_memory``, ``mpnb.dummy`` (threads,
+nothing pickled) is ``multiprocessing.dummy``.
 
 A drop-in must answer ``from multiprocessing import util`` and
 ``import multiprocessing.resource_tracker`` after ``multiprocessing`` became ``mpnb``.
@@ -22,7 +24,7 @@ __all__ = ["STDLIB_SUBMODULES", "install"]
 
 STDLIB_SUBMODULES = frozenset({
     "reduction", "util", "spawn", "resource_tracker", "resource_sharer", "synchronize",
-    "heap"} | ({"popen_spawn_win32"} if sys.platform == "win32" else
+    "heap", "shared_memory", "dummy", "dummy.connection"} | ({"popen_spawn_win32"} if sys.platform == "win32" else
                {"forkserver", "popen_fork", "popen_forkserver", "popen_spawn_posix"}))
 _PREFIX = "mpnb."
 
@@ -56,4 +58,6 @@ _FINDER = _Finder()
 def install() -> None:
     """Serve the aliases (idempotent)."""
     if _FINDER not in sys.meta_path:
-        sys.meta_path.append(_FINDER)
+        # First: ``mpnb.dummy.connection`` must not be found again, as a copy, through
+        # the package path of ``mpnb.dummy``.
+        sys.meta_path.insert(0, _FINDER)

@@ -241,3 +241,29 @@ def test_a_pool_whose_worker_cannot_start_leaves_no_worker_behind(ctx, start_met
         process.join(10)
         assert not process.is_alive()
     _started.clear()
+
+
+def test_an_unclosed_running_pool_warns_and_stops_when_collected(ctx):
+    """CPython's ``test_resource_warning``, without reaching into ``_state``."""
+    import gc
+    pool = ctx.Pool(1)
+    assert pool.apply(abs, (-1,)) == 1
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
+        del pool
+        gc.collect()
+    # (the fixtures check that its worker is gone)
+
+
+def test_workers_are_replaced_after_maxtasksperchild(ctx):
+    """CPython's ``test_pool_worker_lifetime``, without calling ``_repopulate_pool``."""
+    with ctx.Pool(3, maxtasksperchild=10) as pool:
+        first = {w.pid for w in pool._pool}
+        assert pool.map(abs, range(-100, 0), chunksize=1) == list(range(100, 0, -1))
+        pids = set(pool.map(_pid, range(30), chunksize=1))
+        assert len(pool._pool) == 3 and None not in {w.pid for w in pool._pool}
+        assert not pids & first and all(isinstance(p, int) for p in pids)
+
+
+def _pid(_):
+    import os
+    return os.getpid()

@@ -141,7 +141,7 @@ class _Worker:
 class PoolCore:
     """Workers, queue and manager thread of one pool (see the module docstring)."""
 
-    def __init__(self, ctx: Any, processes: int, init: bytes | None,
+    def __init__(self, ctx: Any, processes: int, init: _worker.Initializer | None,
                  initializer_name: str, maxtasks: int | None, name: str) -> None:
         self.name = name
         self.processes = processes

@@ -42,6 +42,7 @@ import warnings
 import weakref
 from collections import deque
 from multiprocessing import TimeoutError
+from multiprocessing.context import get_spawning_popen, set_spawning_popen
 from multiprocessing.pool import ThreadPool  # noqa: F401 - re-exported
 from typing import Any, Callable, Iterable, Iterator
 
@@ -49,7 +50,7 @@ from . import _routing
 from ._pool_core import RUN, TERMINATE, PoolCore, Task
 from ._serialize import (PICKLING_ERRORS, _fails, checked_dumps, describe_unpicklable, dumps,
                          by_reference, in_band, segments_released_on_error)
-from ._worker import APPLY, MAP, STARMAP, TASK
+from ._worker import APPLY, MAP, STARMAP, TASK, Initializer
 from .errors import short_repr
 from .registry import REGISTRY
 
@@ -547,10 +548,9 @@ class Pool:
         init = None
         if initializer is not None:
             initargs = tuple(initargs)
-            with in_band():  # loaded by every worker, respawned ones too
-                checked_dumps(initializer, "initializer")
-                checked_dumps(initargs, "initargs")
-                init = bytes(dumps((initializer, initargs)))
+            _check_sendable_at_start(initializer, initargs,
+                                     context.get_start_method() == "fork")
+            init = Initializer(initializer, initargs)
         self._ctx = context
         self._processes = processes
         self._name = f"Pool-{next(_pool_names)}"
@@ -787,6 +787,45 @@ class Pool:
             core.interrupt()
             raise
         return it
+
+
+class _ProbePopen:
+    """Stands in for the ``Popen`` of a process being started while ``initargs`` are
+    probed: what may only travel at process start (queues, locks, shared ctypes,
+    connections) pickles as it would then; no descriptor is duplicated."""
+
+    @staticmethod
+    def duplicate_for_child(fd: int) -> int:
+        return fd
+
+    @staticmethod
+    def DupFd(fd: int) -> int:  # noqa: N802 - the standard library's name
+        return fd
+
+
+def _check_sendable_at_start(initializer: Callable[..., object], initargs: tuple[Any, ...],
+                             fork: bool) -> None:
+    """Raise ``SerializationError`` (naming ``initializer`` or ``initargs[i]``) now if
+    they could not be sent to a worker when it starts.
+
+    Each worker gets them as process arguments (``_worker.Initializer``), pickled while
+    it starts, so the probe pickles them inside a spawning context as the start would.
+    Under fork they are inherited, not pickled: an argument that only refuses to go to
+    a spawned process (a lock made in a fork context: ``RuntimeError``) is accepted there.
+    """
+    outer = get_spawning_popen()
+    set_spawning_popen(_ProbePopen())
+    try:
+        with in_band():  # a probe, never loaded: no shared-memory segments
+            checked_dumps(initializer, "initializer")
+            for index, arg in enumerate(initargs):
+                try:
+                    checked_dumps(arg, f"initargs[{index}]")
+                except RuntimeError:
+                    if not fork:
+                        raise
+    finally:
+        set_spawning_popen(outer)
 
 
 class _NotPicklable(NotImplementedError, TypeError):

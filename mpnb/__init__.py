@@ -34,7 +34,7 @@ SUBWARNING = _std_multiprocessing.SUBWARNING
 __all__ = sorted(set(_context_names) | {
     "SUBDEBUG", "SUBWARNING", "SerializationError", "monitor",
     "WorkerCrashedError", "InitializerError", "TaskSerializationError", "TaskCancelledError",
-    "RemoteTraceback",
+    "RemoteTraceback", "ProcessPoolExecutor",
     "load_ipython_extension", "unload_ipython_extension",
 })
 
@@ -64,7 +64,7 @@ _STDLIB_SUBMODULES = frozenset({"reduction", "util", "spawn", "resource_tracker"
 
 # mpnb's own modules that ``import mpnb`` does not load (``mp.output.configure(...)``).
 _LAZY_SUBMODULES = frozenset({"output", "managers", "pool", "queues", "connection",
-                              "shared_memory", "sharedctypes", "dummy", "warm",
+                              "shared_memory", "sharedctypes", "dummy", "warm", "futures",
                               "progress", "widgets", "registry"})
 
 
@@ -74,4 +74,6 @@ def __getattr__(name: str) -> _Any:
         return importlib.import_module(f"multiprocessing.{name}")
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"mpnb.{name}")
+    if name == "ProcessPoolExecutor":  # loaded on first use, as ``mpnb.pool``
+        return importlib.import_module("mpnb.futures").ProcessPoolExecutor
     raise AttributeError(f"module 'mpnb' has no attribute {name!r}")

@@ -582,18 +582,7 @@ class Pool:
             args, kwds = tuple(args), dict(kwds)
             func_ref = self._function(func)
             job = ApplyResult(self, callback, error_callback)
-            task_id = core.new_task_id()
-            route = _routing.capture()
-            try:
-                with segments_released_on_error():
-                    data = dumps((TASK, task_id, func_ref[0], APPLY, 0, True, route,
-                                  (args, kwds)))
-            except PICKLING_ERRORS as exc:
-                raise _explain_args(args, kwds, exc) from exc
-            name = _func_name(func)
-            task = Task(job, task_id, func_ref[0], func_ref[1], data, APPLY, 0, 1,
-                         _Label(name, APPLY, args=args, kwds=kwds), name)
-            core.submit(job, [task])
+            core.submit(job, [self._apply_task(job, func, func_ref, args, kwds)])
         except KeyboardInterrupt:
             core.interrupt()
             raise
@@ -721,9 +710,25 @@ class Pool:
             self._func_cache[id(func)] = (func, ref)
         return ref
 
+    def _apply_task(self, job: Any, func: Any, func_ref: tuple[int, bytes],
+                    args: tuple[Any, ...], kwds: dict[str, Any],
+                    claim: Callable[[], bool] | None = None) -> Task:
+        """The task ``func(*args, **kwds)`` of ``job``, pickled now."""
+        task_id = self._core.new_task_id()  # type: ignore[union-attr]
+        route = _routing.capture()
+        try:
+            with segments_released_on_error():
+                data = dumps((TASK, task_id, func_ref[0], APPLY, 0, True, route,
+                              (args, kwds)))
+        except PICKLING_ERRORS as exc:
+            raise _explain_args(args, kwds, exc) from exc
+        name = _func_name(func)
+        return Task(job, task_id, func_ref[0], func_ref[1], data, APPLY, 0, 1,
+                    _Label(name, APPLY, args=args, kwds=kwds), name, claim)
+
     def _task(self, job: Any, func_ref: tuple[int, bytes], mode: int, name: str,
               chunk: list[Any], start: int, stop_on_error: bool, route: Any,
-              root: str) -> Task:
+              root: str, claim: Callable[[], bool] | None = None) -> Task:
         core = self._core
         task_id = core.new_task_id()  # type: ignore[union-attr]
         try:
@@ -736,7 +741,7 @@ class Pool:
                     raise describe_unpicklable(item, f"{root}[{start + offset}]") from exc
             raise describe_unpicklable(route, "the output route") from exc
         return Task(job, task_id, func_ref[0], func_ref[1], data, mode, start, len(chunk),
-                     _Label(name, mode, chunk[0], len(chunk)), name)
+                    _Label(name, mode, chunk[0], len(chunk)), name, claim)
 
     def _map_async(self, func: Any, iterable: Iterable[Any], mode: int,
                    chunksize: int | None, callback: Callback | None = None,

@@ -11,6 +11,7 @@ worker that dies fails its task only (see ``ProcessPoolExecutor``).
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import multiprocessing.context
 import sys
@@ -81,7 +82,7 @@ class _FutureJob:
     chunk of a ``map`` (its list of results)."""
 
     __slots__ = ("id", "future", "_done", "_whole", "_claimed", "_lock", "_value",
-                 "_error")
+                 "_error", "on_success")
 
     def __init__(self, core: PoolCore, future: Future, whole: bool) -> None:
         self.id = core.new_job_id()
@@ -92,6 +93,7 @@ class _FutureJob:
         self._lock = threading.Lock()
         self._value: Any = None
         self._error: BaseException | None = None
+        self.on_success: Callable[[], object] | None = None   # before the result is set
         future._job = self
 
     def claim(self) -> bool:
@@ -124,6 +126,8 @@ class _FutureJob:
             return   # was pending: cancelled (``ProcessPoolExecutor._settled`` follows)
         try:
             if error is None:
+                if self.on_success is not None:
+                    self.on_success()
                 future.set_result(self._value)
             else:
                 future.set_exception(error)
@@ -245,8 +249,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
 
         The items are read and sent now, in chunks of ``chunksize`` (at most
         ``buffersize`` chunks ahead of the results read, if given); ``timeout`` counts
-        from this call. An item's exception is raised at its place in the iteration,
-        and the remaining calls are cancelled. ``progress=True`` shows a progress bar.
+        from this call. A call's exception is raised where its chunk's results would
+        come (as in the standard library, a failed chunk gives no results), and the
+        calls not started yet are cancelled. ``progress=True`` shows a progress bar.
         """
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
@@ -404,8 +409,8 @@ class _ChunkSubmitter:
                     self.over = True
                 for job, task in made:
                     executor._track(job.future)
-                    if self.hook is not None:
-                        job.future.add_done_callback(_counter(self.hook, task.count))
+                    if self.hook is not None:   # counted before the result shows
+                        job.on_success = functools.partial(_progress, self.hook, task.count)
                     core.submit(job, [task])
             except KeyboardInterrupt:
                 core.interrupt()
@@ -413,13 +418,6 @@ class _ChunkSubmitter:
         if self.over and isinstance(self.hook, _BarHook) and self.hook.bar.total is None:
             self.hook.set_total(self.count)
         return [job.future for job, _ in made]
-
-
-def _counter(hook: _BarHook, count: int) -> Callable[[Future], None]:
-    def done(future: Future) -> None:
-        if not future.cancelled() and future.exception() is None:
-            _progress(hook, count)
-    return done
 
 
 def _results(futures: deque[Future], deadline: float | None, hook: _BarHook | None,

@@ -119,6 +119,15 @@ def test_a_respawned_worker_gets_a_working_queue(ctx):
     assert len({pid for pid, _ in got}) == 3   # three workers, each with the queue
 
 
+def test_a_worker_replaced_after_a_crash_gets_a_working_queue(ctx):
+    q = ctx.Queue()
+    with ctx.Pool(1, initializer=keep, initargs=(q,)) as pool:
+        with pytest.raises(mpnb.WorkerCrashedError):
+            pool.apply_async(os._exit, (3,)).get(WAIT)
+        assert pool.apply(put, (5,)) == 5
+        assert q.get(timeout=WAIT)[1] == 5
+
+
 def test_a_large_array_in_initargs_reaches_every_worker(ctx):
     numpy = pytest.importorskip("numpy")
     array = numpy.arange(1 << 18, dtype=numpy.int64)   # 2 MiB: shared memory if it can

@@ -172,6 +172,7 @@ class PoolCore:
         self._task_seconds: dict[int, float] = {}
         self._start_failures = 0
         self._start_after = 0.0
+        self._kill_now = False
         self._budget = 0    # bytes a worker may have unread in its pipe
         self._counts = [0, 0, 0]     # submitted, done, failed: not yet in the registry
         self._counts_due = 0.0
@@ -280,8 +281,11 @@ class PoolCore:
         self.state = TERMINATE
         self._wake()
 
-    def terminate(self, timeout: float | None = None) -> None:
-        """Cancel everything, stop every worker (SIGTERM, then SIGKILL), wait for it."""
+    def terminate(self, timeout: float | None = None, *, kill: bool = False) -> None:
+        """Cancel everything, stop every worker (SIGTERM, then SIGKILL; ``kill``:
+        SIGKILL at once), wait for it."""
+        if kill:
+            self._kill_now = True
         self.state = TERMINATE
         thread = self._thread
         if thread is None or threading.current_thread() is thread:
@@ -331,12 +335,16 @@ class PoolCore:
         self._watch.add(w.sentinel, (_EXIT, w))
 
     def _stop_worker(self, w: _Worker) -> None:
-        """SIGTERM now, SIGKILL after ``KILL_GRACE``."""
+        """SIGTERM now, SIGKILL after ``KILL_GRACE`` (SIGKILL now once
+        ``terminate(kill=True)`` was called)."""
         if not w.stopping:
             w.stopping = True
             w.kill_at = time.monotonic() + KILL_GRACE
             try:
-                w.process.terminate()
+                if self._kill_now:
+                    w.process.kill()
+                else:
+                    w.process.terminate()
             except (OSError, AttributeError, ValueError):
                 pass
 

@@ -351,14 +351,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
     def _stop_workers(self, kill: bool) -> None:
         with self._shutdown_lock:
             self._shutdown = True
-        if kill:
-            self._core.request_terminate()
-            for process in self._core.workers():
-                try:
-                    process.kill()
-                except (OSError, AttributeError, ValueError):
-                    pass
-        self._pool.terminate()
+        self._core.terminate(kill=kill)
+        self._pool.terminate()   # done by now; marks the pool closed
         self._pool.join()
 
 

@@ -35,7 +35,7 @@ SUBWARNING = _std_multiprocessing.SUBWARNING
 __all__ = sorted(set(_context_names) | {
     "SUBDEBUG", "SUBWARNING", "SerializationError", "monitor",
     "WorkerCrashedError", "InitializerError", "TaskSerializationError", "TaskCancelledError",
-    "RemoteTraceback",
+    "RemoteTraceback", "ProcessPoolExecutor",
     "load_ipython_extension", "unload_ipython_extension",
 })
 
@@ -66,7 +66,7 @@ _aliases.install()
 
 # mpnb's own modules that ``import mpnb`` does not load (``mp.output.configure(...)``).
 _LAZY_SUBMODULES = frozenset({"output", "managers", "pool", "queues", "connection",
-                              "sharedctypes", "warm",
+                              "sharedctypes", "warm", "futures",
                               "progress", "widgets", "registry"})
 
 
@@ -76,4 +76,6 @@ def __getattr__(name: str) -> _Any:
         return importlib.import_module(f"multiprocessing.{name}")
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"mpnb.{name}")
+    if name == "ProcessPoolExecutor":  # loaded on first use, as ``mpnb.pool``
+        return importlib.import_module("mpnb.futures").ProcessPoolExecutor
     raise AttributeError(f"module 'mpnb' has no attribute {name!r}")

@@ -21,7 +21,8 @@ side can wait on the other); slow tasks go one at a time, so work stays balanced
 
 Jobs (``pool.AsyncResult`` and friends) are told of results by the manager thread only,
 outside the lock: ``job._deliver(task, values, errors)``, ``job._fail(exc, task)``, then
-``job._fire()`` once a job is done.
+``job._fire()`` once a job is done. A task may carry ``claim``, called (lock held) before
+each send: ``False`` drops the task (a future cancelled meanwhile).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from collections import deque
 from multiprocessing import connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import RawArray
-from typing import Any
+from typing import Any, Callable
 
 from . import _routing, _worker, shutdown
 from ._frames import FAST, FrameReader, send_frames
@@ -82,11 +83,11 @@ class Task:
     """
 
     __slots__ = ("job", "id", "func_id", "func_msg", "data", "mode", "start", "count",
-                 "_label", "size", "func_name")
+                 "_label", "size", "func_name", "claim")
 
     def __init__(self, job: Any, task_id: int, func_id: int, func_msg: bytes,
                  data: Any, mode: int, start: int, count: int, label: Any,
-                 func_name: str = "") -> None:
+                 func_name: str = "", claim: Callable[[], bool] | None = None) -> None:
         self.job = job
         self.id = task_id
         self.func_id = func_id
@@ -98,6 +99,7 @@ class Task:
         self._label = label
         self.size = len(data)
         self.func_name = func_name
+        self.claim = claim
 
     @property
     def label(self) -> str:
@@ -141,7 +143,7 @@ class _Worker:
 class PoolCore:
     """Workers, queue and manager thread of one pool (see the module docstring)."""
 
-    def __init__(self, ctx: Any, processes: int, init: bytes | None,
+    def __init__(self, ctx: Any, processes: int, init: _worker.Initializer | None,
                  initializer_name: str, maxtasks: int | None, name: str) -> None:
         self.name = name
         self.processes = processes
@@ -170,6 +172,7 @@ class PoolCore:
         self._task_seconds: dict[int, float] = {}
         self._start_failures = 0
         self._start_after = 0.0
+        self._kill_now = False
         self._budget = 0    # bytes a worker may have unread in its pipe
         self._counts = [0, 0, 0]     # submitted, done, failed: not yet in the registry
         self._counts_due = 0.0
@@ -241,6 +244,14 @@ class PoolCore:
         if self.state == TERMINATE or (self.state == CLOSE and not internal):
             raise ValueError("Pool not running")
 
+    def drop_done(self) -> None:
+        """Drop the queued tasks of jobs that ended outside the core (cancelled futures)."""
+        with self._lock:
+            kept = deque(t for t in self._pending if not t.job._done)
+            self._counts[2] += sum(t.count for t in self._pending) - sum(t.count for t in kept)
+            self._pending = kept
+        self._wake()
+
     def finish_job(self, job: Any) -> None:
         """Forget a job that ended outside a delivery (an iterator's input ran out)."""
         with self._lock:
@@ -270,8 +281,11 @@ class PoolCore:
         self.state = TERMINATE
         self._wake()
 
-    def terminate(self, timeout: float | None = None) -> None:
-        """Cancel everything, stop every worker (SIGTERM, then SIGKILL), wait for it."""
+    def terminate(self, timeout: float | None = None, *, kill: bool = False) -> None:
+        """Cancel everything, stop every worker (SIGTERM, then SIGKILL; ``kill``:
+        SIGKILL at once), wait for it."""
+        if kill:
+            self._kill_now = True
         self.state = TERMINATE
         thread = self._thread
         if thread is None or threading.current_thread() is thread:
@@ -321,12 +335,16 @@ class PoolCore:
         self._watch.add(w.sentinel, (_EXIT, w))
 
     def _stop_worker(self, w: _Worker) -> None:
-        """SIGTERM now, SIGKILL after ``KILL_GRACE``."""
+        """SIGTERM now, SIGKILL after ``KILL_GRACE`` (SIGKILL now once
+        ``terminate(kill=True)`` was called)."""
         if not w.stopping:
             w.stopping = True
             w.kill_at = time.monotonic() + KILL_GRACE
             try:
-                w.process.terminate()
+                if self._kill_now:
+                    w.process.kill()
+                else:
+                    w.process.terminate()
             except (OSError, AttributeError, ValueError):
                 pass
 
@@ -376,7 +394,11 @@ class PoolCore:
                 if not pending:
                     break
                 if self._can_take(w, pending[0]):
-                    self._send(w, pending.popleft())
+                    task = pending.popleft()
+                    if task.claim is None or task.claim():
+                        self._send(w, task)
+                    else:
+                        self._counts[2] += task.count
                     progress = True
         for w in self._workers:
             if w.outbox:

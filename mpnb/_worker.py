@@ -33,10 +33,11 @@ import time
 from typing import Any
 
 from . import _routing
-from ._serialize import PICKLING_ERRORS, _fails, describe_unpicklable, dumps, loads
+from ._serialize import (PICKLING_ERRORS, _fails, describe_unpicklable, dumps, in_band,
+                         loads)
 from .errors import TaskSerializationError, capture, short_repr
 
-__all__ = ["run", "remember", "TASK", "FUNC", "STOP", "READY", "RESULT", "INIT_FAILED",
+__all__ = ["run", "remember", "Initializer", "TASK", "FUNC", "STOP", "READY", "RESULT", "INIT_FAILED",
            "APPLY", "MAP", "STARMAP", "FUNC_CACHE", "FUNC_CACHE_BYTES"]
 
 # Parent -> worker.
@@ -64,7 +65,44 @@ _OWNER_POLL = 1.0
 _HERE = __file__
 
 
-def run(conn: Any, state: Any, slot: int, init: bytes | None, maxtasks: int | None,
+class Initializer:
+    """A pool's initializer and its arguments, passed to each worker as a process argument.
+
+    Pickled when that worker starts, within its ``Popen``'s spawning context, so queues,
+    locks, events and shared ctypes in ``initargs`` travel as in the standard library
+    (under fork it is inherited as it is). The pickle is nested: the worker loads it in
+    ``run``, where an initializer that cannot be loaded is reported like one that raises.
+    """
+
+    __slots__ = ("_objects", "_data")
+
+    def __init__(self, initializer: Any, initargs: tuple[Any, ...]) -> None:
+        self._objects: tuple[Any, tuple[Any, ...]] | None = (initializer, initargs)
+        self._data: bytes | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        data = self._data
+        if self._objects is not None:
+            # In-band: a worker stopped while it starts never loads what it was sent,
+            # and a shared-memory segment would be left behind.
+            with in_band():
+                data = bytes(dumps(self._objects))
+        return _unloaded_initializer, (data,)
+
+    def load(self) -> tuple[Any, tuple[Any, ...]]:
+        """``(initializer, initargs)``; unpickled here on first use."""
+        if self._objects is None:
+            self._objects, self._data = loads(self._data), None  # type: ignore[arg-type]
+        return self._objects  # type: ignore[return-value]
+
+
+def _unloaded_initializer(data: bytes) -> Initializer:
+    init = Initializer.__new__(Initializer)
+    init._objects, init._data = None, data
+    return init
+
+
+def run(conn: Any, state: Any, slot: int, init: Initializer | None, maxtasks: int | None,
         owner: int) -> None:
     """The target of a pool worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -73,7 +111,7 @@ def run(conn: Any, state: Any, slot: int, init: bytes | None, maxtasks: int | No
     task_word, item_word = 2 * slot, 2 * slot + 1
     if init is not None:
         try:
-            initializer, initargs = loads(init)
+            initializer, initargs = init.load()
             initializer(*initargs)
         except Exception as exc:  # noqa: BLE001 - reported to the parent
             conn.send_bytes(dumps((INIT_FAILED, capture(exc, skip=_HERE))))

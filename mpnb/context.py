@@ -50,6 +50,12 @@ class BaseContext(_std.BaseContext):
         from .queues import JoinableQueue
         return JoinableQueue(maxsize, ctx=self.get_context())
 
+    def BoundedSemaphore(self, value: int = 1) -> Any:
+        """A bounded semaphore; a standard library queue made with this context (which
+        makes one) sends cell-defined objects too (``mpnb.queues``)."""
+        from .queues import BoundedSemaphore
+        return BoundedSemaphore(value, ctx=self.get_context())
+
     def SimpleQueue(self) -> Any:
         from .queues import SimpleQueue
         return SimpleQueue(ctx=self.get_context())

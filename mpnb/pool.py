@@ -43,6 +43,7 @@ import weakref
 from collections import deque
 import multiprocessing.pool as _std_pool
 from multiprocessing import TimeoutError
+from multiprocessing.context import get_spawning_popen, set_spawning_popen
 from multiprocessing.pool import ThreadPool  # noqa: F401 - re-exported
 from typing import Any, Callable, Iterable, Iterator
 
@@ -50,7 +51,7 @@ from . import _routing
 from ._pool_core import RUN, TERMINATE, PoolCore, Task
 from ._serialize import (PICKLING_ERRORS, _fails, checked_dumps, describe_unpicklable, dumps,
                          by_reference, in_band, segments_released_on_error)
-from ._worker import APPLY, MAP, STARMAP, TASK
+from ._worker import APPLY, MAP, STARMAP, TASK, Initializer
 from .errors import RemoteTraceback, short_repr  # noqa: F401 - RemoteTraceback re-exported
 from .registry import REGISTRY
 
@@ -550,10 +551,9 @@ class Pool:
         init = None
         if initializer is not None:
             initargs = tuple(initargs)
-            with in_band():  # loaded by every worker, respawned ones too
-                checked_dumps(initializer, "initializer")
-                checked_dumps(initargs, "initargs")
-                init = bytes(dumps((initializer, initargs)))
+            _check_sendable_at_start(initializer, initargs,
+                                     context.get_start_method() == "fork")
+            init = Initializer(initializer, initargs)
         self._ctx = context
         self._processes = processes
         self._name = f"Pool-{next(_pool_names)}"
@@ -585,18 +585,7 @@ class Pool:
             args, kwds = tuple(args), dict(kwds)
             func_ref = self._function(func)
             job = ApplyResult(self, callback, error_callback)
-            task_id = core.new_task_id()
-            route = _routing.capture()
-            try:
-                with segments_released_on_error():
-                    data = dumps((TASK, task_id, func_ref[0], APPLY, 0, True, route,
-                                  (args, kwds)))
-            except PICKLING_ERRORS as exc:
-                raise _explain_args(args, kwds, exc) from exc
-            name = _func_name(func)
-            task = Task(job, task_id, func_ref[0], func_ref[1], data, APPLY, 0, 1,
-                         _Label(name, APPLY, args=args, kwds=kwds), name)
-            core.submit(job, [task])
+            core.submit(job, [self._apply_task(job, func, func_ref, args, kwds)])
         except KeyboardInterrupt:
             core.interrupt()
             raise
@@ -724,9 +713,25 @@ class Pool:
             self._func_cache[id(func)] = (func, ref)
         return ref
 
+    def _apply_task(self, job: Any, func: Any, func_ref: tuple[int, bytes],
+                    args: tuple[Any, ...], kwds: dict[str, Any],
+                    claim: Callable[[], bool] | None = None) -> Task:
+        """The task ``func(*args, **kwds)`` of ``job``, pickled now."""
+        task_id = self._core.new_task_id()  # type: ignore[union-attr]
+        route = _routing.capture()
+        try:
+            with segments_released_on_error():
+                data = dumps((TASK, task_id, func_ref[0], APPLY, 0, True, route,
+                              (args, kwds)))
+        except PICKLING_ERRORS as exc:
+            raise _explain_args(args, kwds, exc) from exc
+        name = _func_name(func)
+        return Task(job, task_id, func_ref[0], func_ref[1], data, APPLY, 0, 1,
+                    _Label(name, APPLY, args=args, kwds=kwds), name, claim)
+
     def _task(self, job: Any, func_ref: tuple[int, bytes], mode: int, name: str,
               chunk: list[Any], start: int, stop_on_error: bool, route: Any,
-              root: str) -> Task:
+              root: str, claim: Callable[[], bool] | None = None) -> Task:
         core = self._core
         task_id = core.new_task_id()  # type: ignore[union-attr]
         try:
@@ -739,7 +744,7 @@ class Pool:
                     raise describe_unpicklable(item, f"{root}[{start + offset}]") from exc
             raise describe_unpicklable(route, "the output route") from exc
         return Task(job, task_id, func_ref[0], func_ref[1], data, mode, start, len(chunk),
-                     _Label(name, mode, chunk[0], len(chunk)), name)
+                    _Label(name, mode, chunk[0], len(chunk)), name, claim)
 
     def _map_async(self, func: Any, iterable: Iterable[Any], mode: int,
                    chunksize: int | None, callback: Callback | None = None,
@@ -790,6 +795,45 @@ class Pool:
             core.interrupt()
             raise
         return it
+
+
+class _ProbePopen:
+    """Stands in for the ``Popen`` of a process being started while ``initargs`` are
+    probed: what may only travel at process start (queues, locks, shared ctypes,
+    connections) pickles as it would then; no descriptor is duplicated."""
+
+    @staticmethod
+    def duplicate_for_child(fd: int) -> int:
+        return fd
+
+    @staticmethod
+    def DupFd(fd: int) -> int:  # noqa: N802 - the standard library's name
+        return fd
+
+
+def _check_sendable_at_start(initializer: Callable[..., object], initargs: tuple[Any, ...],
+                             fork: bool) -> None:
+    """Raise ``SerializationError`` (naming ``initializer`` or ``initargs[i]``) now if
+    they could not be sent to a worker when it starts.
+
+    Each worker gets them as process arguments (``_worker.Initializer``), pickled while
+    it starts, so the probe pickles them inside a spawning context as the start would.
+    Under fork they are inherited, not pickled: an argument that only refuses to go to
+    a spawned process (a lock made in a fork context: ``RuntimeError``) is accepted there.
+    """
+    outer = get_spawning_popen()
+    set_spawning_popen(_ProbePopen())
+    try:
+        with in_band():  # a probe, never loaded: no shared-memory segments
+            checked_dumps(initializer, "initializer")
+            for index, arg in enumerate(initargs):
+                try:
+                    checked_dumps(arg, f"initargs[{index}]")
+                except RuntimeError:
+                    if not fork:
+                        raise
+    finally:
+        set_spawning_popen(outer)
 
 
 class _NotPicklable(NotImplementedError, TypeError):

@@ -122,6 +122,28 @@ class _MpnbProcess:
 class SpawnProcess(_MpnbProcess, _std_context.SpawnProcess):
     _start_method = "spawn"
 
+    if sys.platform != "win32":
+        @staticmethod
+        def _Popen(process_obj: Any) -> Any:
+            return _SpawnPopen(process_obj)
+
+
+if sys.platform != "win32":
+    from multiprocessing import popen_spawn_posix
+
+    class _SpawnPopen(popen_spawn_posix.Popen):
+        """The standard library's spawn ``Popen``, passing each descriptor once.
+
+        A pool worker's ``initargs`` are pickled apart from its process object
+        (``_worker.Initializer``): shared ctypes in both (one heap arena) would list
+        the arena's descriptor twice, which spawning refuses.
+        """
+
+        def duplicate_for_child(self, fd: int) -> int:
+            if fd not in self._fds:
+                self._fds.append(fd)
+            return fd
+
 
 class ForkProcess(_MpnbProcess, _std_context.ForkProcess):
     _start_method = "fork"

@@ -11,7 +11,13 @@ differences from the standard library follow, both on purpose:
 The feeder thread then sends those bytes as they are: ``multiprocessing.queues`` gets a
 stand-in for its ``ForkingPickler`` that passes mpnb's pre-pickled items through and
 hands everything else to ``ForkingPickler`` unchanged (installed when the first mpnb
-queue is made, in this process or a child; other queues see no difference).
+queue or ``BoundedSemaphore`` is made, in this process or a child).
+
+Standard library queues made with an mpnb context (the call queue of
+``concurrent.futures.ProcessPoolExecutor(mp_context=mpnb.get_context(...))``) send with
+mpnb's pickler too: each such queue holds a ``BoundedSemaphore`` of the context and
+hands it to its feeder thread, by which the stand-in recognises that thread. Queues of
+standard library contexts see no difference.
 
 ``get`` is the standard library's.
 """
@@ -19,13 +25,13 @@ from __future__ import annotations
 
 import multiprocessing.queues as _std
 import threading
-from multiprocessing import reduction
+from multiprocessing import reduction, synchronize
 from typing import Any
 
 from . import _serialize
 from .connection import _adopt
 
-__all__ = ["Queue", "JoinableQueue", "SimpleQueue"]
+__all__ = ["Queue", "JoinableQueue", "SimpleQueue", "BoundedSemaphore"]
 
 
 class _Prepickled(_serialize.Pickled):
@@ -41,10 +47,48 @@ class _FeederPickler:
     def dumps(obj: Any, protocol: int | None = None) -> Any:
         if type(obj) is _Prepickled:
             return obj.data
+        if _feeds_mpnb_queue():
+            # In-band: an item of the standard library's queue may never be received.
+            with _serialize.in_band():
+                return _serialize.checked_dumps(obj, "the item")
         return reduction.ForkingPickler.dumps(obj, protocol)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(reduction.ForkingPickler, name)
+
+
+class BoundedSemaphore(synchronize.BoundedSemaphore):
+    """``multiprocessing.BoundedSemaphore``; it also marks the queues of mpnb contexts.
+
+    ``multiprocessing.queues.Queue`` makes one per queue with ``ctx.BoundedSemaphore``
+    and passes it to its feeder thread (CPython 3.10 to 3.14), so the feeder pickler
+    knows a queue made with an mpnb context by it (see the module docstring).
+    """
+
+    def __init__(self, value: int = 1, *, ctx: Any) -> None:
+        _install_feeder_pickler()
+        super().__init__(value, ctx=ctx)
+
+    def __setstate__(self, state: Any) -> None:
+        _install_feeder_pickler()
+        super().__setstate__(state)
+
+
+class _FeederState(threading.local):
+    mpnb: bool | None = None   # whether this thread feeds a queue of an mpnb context
+
+
+_feeder_state = _FeederState()
+
+
+def _feeds_mpnb_queue() -> bool:
+    """Whether the current thread is the feeder thread of a queue of an mpnb context."""
+    state = _feeder_state
+    if state.mpnb is None:
+        thread = threading.current_thread()
+        state.mpnb = getattr(thread, "_target", None) is _std.Queue._feed and any(
+            isinstance(arg, BoundedSemaphore) for arg in getattr(thread, "_args", ()))
+    return state.mpnb
 
 
 _feeder_pickler = _FeederPickler()

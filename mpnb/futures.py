@@ -1,0 +1,439 @@
+"""``concurrent.futures.ProcessPoolExecutor`` on mpnb's pool.
+
+``ProcessPoolExecutor`` has the standard library's interface (``submit``, ``map`` with
+``timeout``, ``chunksize`` and ``buffersize``, ``shutdown(wait, cancel_futures)``, the
+context manager, ``terminate_workers``/``kill_workers`` of Python 3.14) and returns
+``concurrent.futures.Future`` objects, so ``wait`` and ``as_completed`` work as usual.
+It runs on mpnb's pool core (``pool.Pool``): cell-defined code, errors with their own
+type and the worker's traceback, output in the cell that submitted the work, and a
+worker that dies fails its task only (see ``ProcessPoolExecutor``).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import itertools
+import multiprocessing.context
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from . import _routing
+from ._pool_core import PoolCore
+from ._serialize import segments_released_on_error
+from ._worker import MAP, STARMAP
+from .errors import InitializerError, TaskCancelledError, WorkerCrashedError
+from .pool import Pool, _BarHook, _bar_hook, _cpu_count, _func_name, _progress
+
+__all__ = ["ProcessPoolExecutor", "Future", "BrokenWorkerError", "BrokenInitializerError"]
+
+T = TypeVar("T")
+
+# The standard library's limit on Windows (WaitForMultipleObjects).
+_MAX_WINDOWS_WORKERS = 61
+
+
+class BrokenWorkerError(WorkerCrashedError, BrokenProcessPool):
+    """A worker of a ``ProcessPoolExecutor`` died while it ran this future's call.
+
+    Both mpnb's ``WorkerCrashedError`` (``worker``, ``pid``, ``exitcode``, ``signal``,
+    ``task``, ``index``) and the standard library's ``BrokenProcessPool``; the executor
+    replaced the worker and goes on.
+    """
+
+
+class BrokenInitializerError(InitializerError, BrokenProcessPool):
+    """The executor's initializer failed: the executor runs nothing more."""
+
+
+class Future(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A ``concurrent.futures.Future`` of ``ProcessPoolExecutor``.
+
+    A ``KeyboardInterrupt`` (the kernel's interrupt) while ``result()`` or
+    ``exception()`` waits cancels the executor's pending futures and stops the calls
+    running, as ``mpnb.Pool`` does, so the executor is free for the next cell.
+    """
+
+    def __init__(self, core: PoolCore) -> None:
+        super().__init__()
+        self._core = core
+        self._job: _FutureJob | None = None
+
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return super().result(timeout)
+        except KeyboardInterrupt:
+            self._core.interrupt()
+            raise
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            return super().exception(timeout)
+        except KeyboardInterrupt:
+            self._core.interrupt()
+            raise
+
+
+class _FutureJob:
+    """A pool core job whose outcome goes to one ``Future``: a submitted call, or a
+    chunk of a ``map`` (its list of results)."""
+
+    __slots__ = ("id", "future", "_done", "_whole", "_claimed", "_lock", "_value",
+                 "_error", "on_success")
+
+    def __init__(self, core: PoolCore, future: Future, whole: bool) -> None:
+        self.id = core.new_job_id()
+        self.future = future
+        self._done = False
+        self._whole = whole        # the future gets every value (a chunk), not the first
+        self._claimed: bool | None = None
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.on_success: Callable[[], object] | None = None   # before the result is set
+        future._job = self
+
+    def claim(self) -> bool:
+        """Before the task is sent: the future runs, unless it was cancelled."""
+        with self._lock:
+            if self._claimed is None:
+                self._claimed = self.future.set_running_or_notify_cancel()
+            return self._claimed
+
+    # -- told by the pool core (manager thread) --
+
+    def _deliver(self, task: Any, values: list[Any], errors: list[Any]) -> bool:
+        if errors:
+            return self._fail(errors[0][1], task)
+        if self._done:
+            return False
+        self._value = values if self._whole else values[0]
+        self._done = True
+        return True
+
+    def _fail(self, exc: BaseException, task: Any) -> bool:
+        if self._done:
+            return False
+        self._error, self._done = _for_executor(exc), True
+        return True
+
+    def _fire(self) -> None:
+        future, error = self.future, self._error
+        if isinstance(error, TaskCancelledError) and future.cancel():
+            return   # was pending: cancelled (``ProcessPoolExecutor._settled`` follows)
+        try:
+            if error is None:
+                if self.on_success is not None:
+                    self.on_success()
+                future.set_result(self._value)
+            else:
+                future.set_exception(error)
+        except concurrent.futures.InvalidStateError:
+            pass   # cancelled by its owner meanwhile
+
+
+def _for_executor(exc: BaseException) -> BaseException:
+    """``exc``, as the executor raises it: a crash or a failed initializer is also a
+    ``BrokenProcessPool``."""
+    if isinstance(exc, BrokenProcessPool):
+        return exc
+    if isinstance(exc, WorkerCrashedError):
+        new: BaseException = BrokenWorkerError(
+            str(exc), worker=exc.worker, pid=exc.pid, exitcode=exc.exitcode,
+            task=exc.task, index=exc.index)
+    elif isinstance(exc, InitializerError):
+        new = BrokenInitializerError(*exc.args)
+    else:
+        return exc
+    new.__cause__ = exc.__cause__
+    return new
+
+
+def _mpnb_context(mp_context: Any) -> Any:
+    from .context import BaseContext, _default_context
+    if mp_context is None:
+        return _default_context.get_context()
+    if isinstance(mp_context, BaseContext):
+        return mp_context.get_context()
+    if isinstance(mp_context, multiprocessing.context.BaseContext):
+        return _default_context.get_context(mp_context.get_start_method())
+    raise TypeError(f"mp_context must be a multiprocessing context, such as "
+                    f"mpnb.get_context('spawn'), or None; not {type(mp_context).__name__}")
+
+
+class ProcessPoolExecutor(concurrent.futures.Executor):
+    """``concurrent.futures.ProcessPoolExecutor`` on mpnb's pool.
+
+    Same arguments and methods as the standard library's (``mp_context`` may be an
+    mpnb context or a standard library one, taken by its start method; the default is
+    mpnb's default context). What differs:
+
+    - A worker that dies (``os._exit``, a segfault, the out-of-memory killer) fails
+      only the future it was running, with ``BrokenWorkerError``, which is both a
+      ``concurrent.futures.process.BrokenProcessPool`` and an ``mpnb.WorkerCrashedError``
+      (which worker, exit code or signal, which call). Unlike the standard library's,
+      the executor is *not* broken: the worker is replaced, other futures complete and
+      new submits work. Only a failing initializer breaks it
+      (``BrokenInitializerError``, also an ``mpnb.InitializerError``).
+    - An argument that cannot be sent raises ``SerializationError`` at ``submit`` or
+      ``map``, naming it, instead of failing the future later.
+    - A ``KeyboardInterrupt`` while waiting (``Future.result``, iterating ``map``,
+      ``shutdown``, leaving the ``with`` block) cancels the pending futures and stops
+      the running calls (their futures raise ``mpnb.TaskCancelledError``, a
+      ``CancelledError``), as ``mpnb.Pool`` does.
+    - ``map`` takes ``progress=True`` for a progress bar; ``max_tasks_per_child``
+      works with the fork start method too.
+    - ``terminate_workers()`` and ``kill_workers()`` (Python 3.14's) wait until the
+      workers are gone; the futures they ran raise ``TaskCancelledError``.
+    """
+
+    def __init__(self, max_workers: int | None = None, mp_context: Any = None,
+                 initializer: Callable[..., object] | None = None,
+                 initargs: Iterable[Any] = (), *,
+                 max_tasks_per_child: int | None = None) -> None:
+        if max_workers is None:
+            max_workers = _cpu_count()
+            if sys.platform == "win32":
+                max_workers = min(max_workers, _MAX_WINDOWS_WORKERS)
+        elif not isinstance(max_workers, int) or isinstance(max_workers, bool):
+            raise TypeError(f"max_workers must be an int or None, not "
+                            f"{type(max_workers).__name__}")
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        elif sys.platform == "win32" and max_workers > _MAX_WINDOWS_WORKERS:
+            raise ValueError(f"max_workers must be <= {_MAX_WINDOWS_WORKERS}")
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int) or isinstance(max_tasks_per_child,
+                                                                      bool):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        context = _mpnb_context(mp_context)
+        self._max_workers = max_workers
+        self._mp_context = context
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._max_tasks_per_child = max_tasks_per_child
+        self._shutdown_lock = threading.Lock()
+        self._shutdown = False
+        self._futures: dict[int, Future] = {}   # by job id, until done
+        self._pool = Pool(max_workers, initializer, self._initargs, max_tasks_per_child,
+                          context=context)
+        self._core: PoolCore = self._pool._core  # type: ignore[assignment]
+
+    # -- the standard library's API --
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` in a worker; returns its ``Future`` at once."""
+        with self._shutdown_lock:
+            core = self._check()
+            try:
+                func_ref = self._pool._function(fn)
+                future = Future(core)
+                job = _FutureJob(core, future, whole=False)
+                task = self._pool._apply_task(job, fn, func_ref, args, kwargs, job.claim)
+                self._track(future)
+                core.submit(job, [task])
+            except KeyboardInterrupt:
+                core.interrupt()
+                raise
+        return future
+
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
+            timeout: float | None = None, chunksize: int = 1,
+            buffersize: int | None = None, progress: bool = False) -> Iterator[T]:
+        """``fn`` over the items of ``iterables`` (zipped), results in order.
+
+        The items are read and sent now, in chunks of ``chunksize`` (at most
+        ``buffersize`` chunks ahead of the results read, if given); ``timeout`` counts
+        from this call. A call's exception is raised where its chunk's results would
+        come (as in the standard library, a failed chunk gives no results), and the
+        calls not started yet are cancelled. ``progress=True`` shows a progress bar.
+        """
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None:
+            if not isinstance(buffersize, int) or isinstance(buffersize, bool):
+                raise TypeError("buffersize must be an integer or None")
+            if buffersize < 1:
+                raise ValueError("buffersize must be None or > 0")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if len(iterables) == 1:
+            items: Iterator[Any] = iter(iterables[0])
+            mode, root = MAP, "iterables[0]"
+        else:
+            items, mode, root = zip(*iterables), STARMAP, "zip(*iterables)"
+        total = None
+        if buffersize is None:
+            listed = list(items)
+            items, total = iter(listed), len(listed)
+        elif len(iterables) == 1 and hasattr(iterables[0], "__len__"):
+            total = len(iterables[0])  # type: ignore[arg-type]
+        batches = _batches(items, chunksize)
+        hook = _bar_hook(progress, total)
+        submit = _ChunkSubmitter(self, fn, mode, root, hook)
+        try:
+            futures = deque(submit(batches, buffersize))
+        except BaseException:
+            if hook is not None:
+                hook.close(failed=True)
+            raise
+        more = None if buffersize is None else (lambda: submit(batches, 1))
+        return _results(futures, deadline, hook, more)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more calls; ``cancel_futures`` cancels the ones not started yet;
+        ``wait`` waits until the others are done and the workers exited."""
+        with self._shutdown_lock:
+            self._shutdown = True
+        if cancel_futures:
+            for future in list(self._futures.values()):
+                future.cancel()
+            self._core.drop_done()
+        self._pool.close()
+        if wait:
+            self._pool.join()
+
+    def terminate_workers(self) -> None:
+        """Stop every worker now (SIGTERM, then SIGKILL after a grace period) and shut
+        the executor down: pending futures are cancelled, running ones raise
+        ``TaskCancelledError``. Returns once the workers are gone."""
+        self._stop_workers(kill=False)
+
+    def kill_workers(self) -> None:
+        """``terminate_workers``, with SIGKILL at once."""
+        self._stop_workers(kill=True)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self._core.interrupt()
+        self.shutdown(wait=True)
+        return False
+
+    def __del__(self) -> None:
+        # Like the standard library's: work submitted goes on, then the workers exit.
+        pool = getattr(self, "_pool", None)
+        if pool is not None and not self._shutdown:
+            pool.close()
+
+    def __repr__(self) -> str:
+        state = "shutdown" if self._shutdown else self._pool._state
+        return (f"<{type(self).__module__}.{type(self).__qualname__} "
+                f"max_workers={self._max_workers} "
+                f"start_method={self._mp_context.get_start_method()!r} state={state}>")
+
+    # -- internals --
+
+    def _check(self) -> PoolCore:
+        """The core, if it takes new calls (shutdown lock held)."""
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        try:
+            return self._pool._check_running()
+        except (WorkerCrashedError, InitializerError) as exc:
+            raise _for_executor(exc) from None
+
+    def _track(self, future: Future) -> None:
+        self._futures[future._job.id] = future  # type: ignore[union-attr]
+        future.add_done_callback(self._settled)
+
+    def _settled(self, future: Future) -> None:   # type: ignore[type-arg]
+        job = future._job
+        self._futures.pop(job.id, None)  # type: ignore[union-attr]
+        if future.cancelled():   # never sent: the core drops its task
+            job._done = True  # type: ignore[union-attr]
+            job.claim()  # type: ignore[union-attr] - tells wait() and as_completed()
+            self._core.finish_job(job)
+
+    def _stop_workers(self, kill: bool) -> None:
+        with self._shutdown_lock:
+            self._shutdown = True
+        self._core.terminate(kill=kill)
+        self._pool.terminate()   # done by now; marks the pool closed
+        self._pool.join()
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
+    """``(start, chunk)`` pairs over ``items``."""
+    start = 0
+    while True:
+        chunk = list(itertools.islice(items, size))
+        if not chunk:
+            return
+        yield start, chunk
+        start += len(chunk)
+
+
+class _ChunkSubmitter:
+    """Sends chunks of one ``map`` call: the function pickled once, each chunk a future."""
+
+    def __init__(self, executor: ProcessPoolExecutor, fn: Any, mode: int, root: str,
+                 hook: _BarHook | None) -> None:
+        self.executor, self.mode, self.root, self.hook = executor, mode, root, hook
+        self.name = _func_name(fn)
+        self.route = _routing.capture()
+        self.count = 0     # items read so far
+        self.over = False  # the input ran out
+        with executor._shutdown_lock:
+            executor._check()
+            self.func_ref = executor._pool._function(fn)
+
+    def __call__(self, batches: Iterator[tuple[int, list[Any]]],
+                 limit: int | None) -> list[Future]:
+        """Send the next ``limit`` chunks (all if ``None``), all or none."""
+        if self.over:
+            return []
+        executor = self.executor
+        pool = executor._pool
+        with executor._shutdown_lock:
+            core = executor._check()
+            made: list[tuple[_FutureJob, Any]] = []
+            try:
+                with segments_released_on_error():
+                    for start, chunk in itertools.islice(batches, limit):
+                        job = _FutureJob(core, Future(core), whole=True)
+                        made.append((job, pool._task(
+                            job, self.func_ref, self.mode, self.name, chunk, start, True,
+                            self.route, self.root, job.claim)))
+                        self.count += len(chunk)
+                if limit is None or len(made) < limit:
+                    self.over = True
+                for job, task in made:
+                    executor._track(job.future)
+                    if self.hook is not None:   # counted before the result shows
+                        job.on_success = functools.partial(_progress, self.hook, task.count)
+                    core.submit(job, [task])
+            except KeyboardInterrupt:
+                core.interrupt()
+                raise
+        if self.over and isinstance(self.hook, _BarHook) and self.hook.bar.total is None:
+            self.hook.set_total(self.count)
+        return [job.future for job, _ in made]
+
+
+def _results(futures: deque[Future], deadline: float | None, hook: _BarHook | None,
+             more: Callable[[], list[Future]] | None) -> Iterator[Any]:
+    """The values of ``map``'s chunk futures, in order (a generator)."""
+    try:
+        while futures:
+            if more is not None:
+                futures.extend(more())
+            future = futures.popleft()
+            try:
+                values = future.result(None if deadline is None
+                                       else max(deadline - time.monotonic(), 0))
+            finally:
+                future.cancel()   # a timeout: it will not be read
+            yield from values
+        if hook is not None:
+            hook.close()   # an empty input never counted
+    except BaseException:
+        if hook is not None:
+            hook.close(failed=True)
+        raise
+    finally:
+        for future in futures:
+            future.cancel()

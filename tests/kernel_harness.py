@@ -304,7 +304,11 @@ class KernelHarness:
 
     def submit(self, code: str) -> str:
         """Send an execute_request and return its msg_id without waiting."""
-        msg_id = self.kc.execute(code, store_history=True, allow_stdin=False)
+        # stop_on_error=False: every cell here is sent after the previous one finished, so
+        # there is never a queued cell to abort; ipykernel < 7 also aborts a request that
+        # comes right after a failed cell (a race), and these tests send them that fast.
+        msg_id = self.kc.execute(code, store_history=True, allow_stdin=False,
+                                 stop_on_error=False)
         self._start_index[msg_id] = len(self._iopub)
         self._codes[msg_id] = code
         return msg_id

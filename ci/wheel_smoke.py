@@ -1,0 +1,36 @@
+"""Smoke test of an installed (not editable) mpnb wheel: `make test-wheel` runs it with
+the venv's python from a directory outside the checkout.
+
+A Pool.map over functions defined in this script's `__main__` (a plain function and a
+lambda, which the standard library cannot send under spawn and forkserver) on both start
+methods, then the IPython extension's modules.
+"""
+import os
+import sys
+import sysconfig
+
+import mpnb as mp
+
+OFFSET = 100
+
+
+def f(x):
+    return x * x + OFFSET
+
+
+def main() -> None:
+    where = os.path.dirname(mp.__file__)
+    site = sysconfig.get_paths()["purelib"]
+    assert where.startswith(site), f"mpnb imported from {where}, not from {site}"
+    for method in ("forkserver", "spawn"):
+        with mp.get_context(method).Pool(2) as pool:
+            assert pool.map(f, range(5)) == [100, 101, 104, 109, 116], method
+            assert pool.map(lambda x: -x, range(3)) == [0, -1, -2], method
+        print(f"wheel smoke: Pool.map under {method}: ok")
+    import mpnb.magics.pool  # noqa: F401  (IPython's magics, as %load_ext mpnb imports them)
+    import mpnb.extension  # noqa: F401
+    print(f"wheel smoke: mpnb {mp.__version__} from {where} on {sys.version.split()[0]}: ok")
+
+
+if __name__ == "__main__":
+    main()

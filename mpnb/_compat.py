@@ -62,25 +62,13 @@ def function_setstate(func: types.FunctionType, state: tuple[Any, Any]) -> None:
 # -- IPython and ipykernel ------------------------------------------------------------------
 
 def cell_label(shell: Any, filename: str) -> str | None:
-    """``'Cell In[3]'`` when ``filename`` is the code of a cell of ``shell``, else ``None``.
-
-    IPython >= 8 names cells through ``shell.compile.format_code_name``; ipykernel
-    gives each cell a file (``/tmp/ipykernel_<pid>/<hash>.py``) that the compiler maps
-    to its execution count (``_filename_map``), which older releases only had.
-    """
-    compiler = getattr(shell, "compile", None)
-    if compiler is None:
+    """``'Cell In[3]'`` when ``filename`` is the code of a cell of ``shell``, else ``None``
+    (IPython's ``compile.format_code_name``, from IPython 8.7 on)."""
+    try:
+        found = shell.compile.format_code_name(filename)
+    except Exception:  # noqa: BLE001 - an IPython surprise: use the plain form
         return None
-    formatter = getattr(compiler, "format_code_name", None)
-    if formatter is not None:
-        try:
-            found = formatter(filename)
-        except Exception:  # noqa: BLE001 - an IPython surprise: use the plain form
-            found = None
-        if found:
-            return f"{found[0]} {found[1]}"
-    number = getattr(compiler, "_filename_map", {}).get(filename)
-    return f"Cell In[{number}]" if isinstance(number, int) else None
+    return f"{found[0]} {found[1]}" if found else None
 
 
 def kernel_of_app() -> Any:

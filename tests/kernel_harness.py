@@ -471,3 +471,28 @@ class KernelHarness:
             messages=msgs,
             reply=reply,
         )
+
+
+# -- reading IOPub stream messages ---------------------------------------------------------
+
+TAG = re.compile(r"^\[(stdout|stderr):([^\]]+)\] ")
+
+
+def streams(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``stream`` messages among ``messages``."""
+    return [m for m in messages if m.get("msg_type") == "stream"]
+
+
+def parent_of(msg: dict[str, Any]) -> str | None:
+    """The msg_id of the request (the cell) a message answers."""
+    return (msg.get("parent_header") or {}).get("msg_id")
+
+
+def untagged(text: str) -> list[str]:
+    """The lines of ``text`` without their ``[stdout:name]`` tags."""
+    return [TAG.sub("", line) for line in text.splitlines()]
+
+
+def messages_with(messages: list[dict[str, Any]], needle: str) -> list[dict[str, Any]]:
+    """The stream messages whose text holds ``needle``."""
+    return [m for m in streams(messages) if needle in m["content"]["text"]]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pathlib
 import re
-from typing import Any
 
 import pytest
+from kernel_harness import TAG, messages_with, parent_of, streams, untagged
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 
@@ -61,7 +61,6 @@ def _pool_routes_tasks() -> bool:
                for call in ("capture", "enter"))
 
 
-_TAG = re.compile(r"^\[(stdout|stderr):([^\]]+)\] ")
 
 
 @pytest.fixture(scope="module")
@@ -69,23 +68,6 @@ def nb(module_kernel):
     module_kernel.ensure_ok(SETUP)
     assert module_kernel.evaluate("mp.output.active()") is True
     return module_kernel
-
-
-def streams(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m for m in messages if m.get("msg_type") == "stream"]
-
-
-def parent_of(msg: dict[str, Any]) -> str | None:
-    return (msg.get("parent_header") or {}).get("msg_id")
-
-
-def untagged(text: str) -> list[str]:
-    """The lines of ``text`` without their ``[stdout:name]`` tags."""
-    return [_TAG.sub("", line) for line in text.splitlines()]
-
-
-def messages_with(messages: list[dict[str, Any]], needle: str) -> list[dict[str, Any]]:
-    return [m for m in streams(messages) if needle in m["content"]["text"]]
 
 
 # -- processes --------------------------------------------------------------------------
@@ -175,7 +157,7 @@ def test_concurrent_processes_write_whole_tagged_lines(nb):
     source = None
     tagged = set()
     for line in res.stdout.splitlines():
-        tag = _TAG.match(line)
+        tag = TAG.match(line)
         if tag:
             assert tag.group(1) == "stdout"
             source = names.index(tag.group(2))

@@ -9,10 +9,8 @@ No assertion is about time: tasks wait for a file that a later cell creates.
 """
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import pytest
+from kernel_harness import messages_with, parent_of, streams, untagged
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 
@@ -59,29 +57,12 @@ def stdlib_attributes():
     return found
 """
 
-_TAG = re.compile(r"^\[(stdout|stderr):([^\]]+)\] ")
 
 
 @pytest.fixture(scope="module")
 def nb(module_kernel):
     module_kernel.ensure_ok(SETUP)
     return module_kernel
-
-
-def streams(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m for m in messages if m.get("msg_type") == "stream"]
-
-
-def parent_of(msg: dict[str, Any]) -> str | None:
-    return (msg.get("parent_header") or {}).get("msg_id")
-
-
-def untagged(text: str) -> list[str]:
-    return [_TAG.sub("", line) for line in text.splitlines()]
-
-
-def messages_with(messages: list[dict[str, Any]], needle: str) -> list[dict[str, Any]]:
-    return [m for m in streams(messages) if needle in m["content"]["text"]]
 
 
 def noisy_lines(items: range) -> tuple[list[str], list[str]]:

@@ -15,7 +15,7 @@ import sys as _sys
 from typing import Any as _Any
 
 from . import _aliases
-from ._serialize import SerializationError
+from ._pickle import SerializationError
 from .context import _default_context
 from .errors import (InitializerError, RemoteTraceback, TaskCancelledError,
                      TaskSerializationError, WorkerCrashedError)

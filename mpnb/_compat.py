@@ -8,7 +8,7 @@ through a function here and nowhere else, and ``check()`` exercises every one of
 ``tests/test_compat.py`` calls it, so a release that renames or changes one fails that
 test loudly instead of changing what users see (cloudpickle 3.1.3 renamed every code
 object's file to ``<dynamic-code>`` and nothing said so; mpnb now carries the code
-location itself, see ``_serialize._reduce_code``).
+location itself, see ``_pickle.reducers.reduce_code``).
 """
 from __future__ import annotations
 

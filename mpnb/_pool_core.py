@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from . import _routing, _worker, shutdown
 from ._frames import FAST, FrameReader, send_frames
-from ._serialize import dumps, loads
+from ._pickle import dumps, loads
 from .errors import (InitializerError, TaskCancelledError, TaskSerializationError,
                      WorkerCrashedError, crash_message, rebuild)
 from .registry import REGISTRY

@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 from . import _routing
-from ._serialize import (PICKLING_ERRORS, _fails, describe_unpicklable, dumps, in_band,
+from ._pickle import (PICKLING_ERRORS, fails, describe_unpicklable, dumps, in_band,
                          loads)
 from .errors import TaskSerializationError, capture, short_repr
 
@@ -244,7 +244,7 @@ def _sendable(values: list[Any], errors: list[Any], start: int | None,
     failed = dict(errors)
     out: list[Any] = []
     for offset, value in enumerate(values):
-        if offset in failed or _fails(value) is None:
+        if offset in failed or fails(value) is None:
             out.append(value)
             continue
         root = "the result" if start is None else f"the result of item {start + offset}"

@@ -15,7 +15,7 @@ from multiprocessing.connection import (  # noqa: F401 - re-exported
     AuthenticationError, BufferTooShort, answer_challenge, deliver_challenge, wait)
 from typing import Any
 
-from . import _serialize
+from . import _pickle
 
 __all__ = ["Connection", "Pipe", "Listener", "Client", "wait", "BufferTooShort",
            "AuthenticationError", "answer_challenge", "deliver_challenge"]
@@ -27,7 +27,7 @@ class Connection(_std.Connection):
     def send(self, obj: Any) -> None:
         self._check_closed()
         self._check_writable()
-        self._send_bytes(_serialize.checked_dumps(obj, "the object"))
+        self._send_bytes(_pickle.checked_dumps(obj, "the object"))
 
 
 def _adopt(conn: Any) -> Any:

@@ -25,7 +25,7 @@ import traceback
 from typing import Any, NamedTuple
 
 from . import _compat
-from ._serialize import SerializationError, dumps
+from ._pickle import SerializationError, dumps
 from .registry import signal_name
 
 __all__ = ["WorkerCrashedError", "InitializerError", "TaskSerializationError",

@@ -14,7 +14,7 @@ import importlib
 import sys
 from typing import Any
 
-from . import _serialize
+from . import _pickle
 
 __all__ = ["load", "unload", "loaded"]
 
@@ -40,7 +40,7 @@ def _magics_classes() -> list[type]:
 def load(ipython: Any) -> None:
     if _state["loaded"]:
         return
-    _serialize.install()
+    _pickle.install()
     from . import output
     if output.activate():
         from . import _stdlib
@@ -54,7 +54,7 @@ def unload(ipython: Any) -> None:
     if not _state["loaded"]:
         return
     _state["loaded"] = False
-    _serialize.uninstall()
+    _pickle.uninstall()
     from . import warm
     warm.shutdown()
     stdlib_module = sys.modules.get("mpnb._stdlib")  # loaded only if routing was on

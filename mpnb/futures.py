@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from . import _routing
 from ._pool_core import PoolCore
-from ._serialize import segments_released_on_error
+from ._pickle import segments_released_on_error
 from ._worker import MAP, STARMAP
 from .errors import InitializerError, TaskCancelledError, WorkerCrashedError
 from .pool import Pool, _BarHook, _bar_hook, _cpu_count, _func_name, _progress

@@ -49,7 +49,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import _routing
 from ._pool_core import RUN, TERMINATE, PoolCore, Task
-from ._serialize import (PICKLING_ERRORS, _fails, checked_dumps, describe_unpicklable, dumps,
+from ._pickle import (PICKLING_ERRORS, fails, checked_dumps, describe_unpicklable, dumps,
                          by_reference, in_band, segments_released_on_error)
 from ._worker import APPLY, MAP, STARMAP, TASK, Initializer
 from .errors import RemoteTraceback, short_repr  # noqa: F401 - RemoteTraceback re-exported
@@ -740,7 +740,7 @@ class Pool:
                               route, chunk))
         except PICKLING_ERRORS as exc:
             for offset, item in enumerate(chunk):
-                if _fails(item) is not None:
+                if fails(item) is not None:
                     raise describe_unpicklable(item, f"{root}[{start + offset}]") from exc
             raise describe_unpicklable(route, "the output route") from exc
         return Task(job, task_id, func_ref[0], func_ref[1], data, mode, start, len(chunk),
@@ -843,9 +843,9 @@ class _NotPicklable(NotImplementedError, TypeError):
 
 def _explain_args(args: tuple[Any, ...], kwds: dict[str, Any],
                   exc: BaseException) -> BaseException:
-    if _fails(args) is not None:
+    if fails(args) is not None:
         return describe_unpicklable(args, "args", exc)
-    if _fails(kwds) is not None:
+    if fails(kwds) is not None:
         return describe_unpicklable(kwds, "kwds", exc)
     return describe_unpicklable((args, kwds), "the task", exc)
 

@@ -19,7 +19,7 @@ import sys
 import threading
 from typing import Any, Callable
 
-from . import _routing, _serialize
+from . import _pickle, _routing
 from .registry import REGISTRY, signal_name
 
 __all__ = ["Process", "SpawnProcess", "ForkServerProcess", "ForkProcess",
@@ -61,7 +61,7 @@ class _MpnbProcess:
         self._mpnb_child_setups = child_setups(self)
         self._mpnb_method = self._effective_start_method()
         if self._mpnb_method == "fork":
-            _serialize.remember_namespaces(self._target, self._args, self._kwargs)
+            _pickle.remember_namespaces(self._target, self._args, self._kwargs)
         key = REGISTRY.add_process(self.name, self._mpnb_method,
                                    pool=self._mpnb_pool, handle=self)
         try:
@@ -79,10 +79,10 @@ class _MpnbProcess:
         return _default_context.get_start_method()
 
     def __reduce_ex__(self, protocol: int) -> tuple[Any, tuple[Any, ...]]:
-        return _serialize.reduce_process(self)
+        return _pickle.reduce_process(self)
 
     def _bootstrap(self, *args: Any, **kwargs: Any) -> int:
-        _serialize.install()
+        _pickle.install()
         # As the standard library does for its own default: in the child, mpnb's
         # default start method is the one that started it.
         method = getattr(self, "_mpnb_method", None)

@@ -28,13 +28,13 @@ import threading
 from multiprocessing import reduction, synchronize
 from typing import Any
 
-from . import _serialize
+from . import _pickle
 from .connection import _adopt
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "BoundedSemaphore"]
 
 
-class _Prepickled(_serialize.Pickled):
+class _Prepickled(_pickle.Pickled):
     """An item pickled by ``put``; the feeder sends its bytes as they are."""
 
     __slots__ = ()
@@ -49,8 +49,8 @@ class _FeederPickler:
             return obj.data
         if _feeds_mpnb_queue():
             # In-band: an item of the standard library's queue may never be received.
-            with _serialize.in_band():
-                return _serialize.checked_dumps(obj, "the item")
+            with _pickle.in_band():
+                return _pickle.checked_dumps(obj, "the item")
         return reduction.ForkingPickler.dumps(obj, protocol)
 
     def __getattr__(self, name: str) -> Any:
@@ -111,11 +111,11 @@ class _PrepicklingPut:
         super().__setstate__(state)  # type: ignore[misc]
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        data, segments = _serialize.dumps_tracked(obj, "the item")
+        data, segments = _pickle.dumps_tracked(obj, "the item")
         try:
             super().put(_Prepickled(data), block, timeout)  # type: ignore[misc]
         except BaseException:  # closed, Full: the item's shared arrays go too
-            _serialize.release_segments(segments)
+            _pickle.release_segments(segments)
             raise
 
 
@@ -138,7 +138,7 @@ class SimpleQueue(_std.SimpleQueue):
         self._poll = self._reader.poll
 
     def put(self, obj: Any) -> None:
-        data, segments = _serialize.dumps_tracked(obj, "the item")
+        data, segments = _pickle.dumps_tracked(obj, "the item")
         try:
             if self._wlock is None:
                 self._writer.send_bytes(data)
@@ -146,7 +146,7 @@ class SimpleQueue(_std.SimpleQueue):
                 with self._wlock:
                     self._writer.send_bytes(data)
         except BaseException:
-            _serialize.release_segments(segments)
+            _pickle.release_segments(segments)
             raise
 
 

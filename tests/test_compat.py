@@ -10,7 +10,7 @@ import traceback
 
 import pytest
 
-from mpnb import _compat, _serialize
+from mpnb import _compat, _pickle
 
 pytestmark = pytest.mark.core
 
@@ -29,8 +29,8 @@ def _make_function():
 def test_code_location_survives_the_pickler():
     """A function sent by value keeps its file and lines, whatever cloudpickle does."""
     func = _make_function()
-    assert not _serialize.by_reference(func)
-    copy = pickle.loads(_serialize.dumps(func))
+    assert not _pickle.by_reference(func)
+    copy = pickle.loads(_pickle.dumps(func))
     assert copy is not func
     assert copy.__code__.co_filename == "/tmp/ipykernel_1/cell-42.py"
     assert copy.__code__.co_firstlineno == 1
@@ -45,7 +45,7 @@ def test_nested_code_keeps_its_location_too():
     source = "def outer():\n    def inner():\n        return 1 / 0\n    return inner\n"
     namespace: dict = {"__name__": "__main__"}
     exec(compile(source, "/tmp/ipykernel_1/cell-7.py", "exec"), namespace)
-    inner = pickle.loads(_serialize.dumps(namespace["outer"]()))
+    inner = pickle.loads(_pickle.dumps(namespace["outer"]()))
     with pytest.raises(ZeroDivisionError) as info:
         inner()
     frame = traceback.extract_tb(info.value.__traceback__)[-1]
@@ -64,8 +64,8 @@ class _Owner:
 def test_methods_of_importable_classes_go_by_reference():
     """As the standard library sends them: run in their module, on its globals."""
     for method in (_Owner.make, _Owner().method):
-        data = _serialize.dumps(method)
-        assert bytes(data) == pickle.dumps(method, _serialize.PROTOCOL)
+        data = _pickle.dumps(method)
+        assert bytes(data) == pickle.dumps(method, _pickle.PROTOCOL)
         assert pickle.loads(data)() == "_Owner"
 
 

@@ -302,10 +302,10 @@ def test_custom_manager_registering_a_cell_class(ctx, c):
 
 def test_importable_objects_still_go_by_reference():
     import math
-    from mpnb import _serialize
+    from mpnb import _pickle
     stdlib = mpnb.reduction.ForkingPickler
-    for obj in (math.sqrt, {"a": [1, 2.0, "x"]}, _serialize.Pickler, mpnb.Process):
-        assert bytes(_serialize.dumps(obj)) == bytes(stdlib.dumps(obj, _serialize.PROTOCOL))
+    for obj in (math.sqrt, {"a": [1, 2.0, "x"]}, _pickle.Pickler, mpnb.Process):
+        assert bytes(_pickle.dumps(obj)) == bytes(stdlib.dumps(obj, _pickle.PROTOCOL))
 
 
 # -- what cannot be sent -------------------------------------------------------------------
@@ -386,13 +386,13 @@ def _psm_entries() -> set[str]:
 @pytest.mark.skipif(sys.platform == "win32", reason="shared memory by name is POSIX here")
 def test_large_arrays_travel_through_shared_memory(ctx):
     np = pytest.importorskip("numpy")
-    from mpnb import _serialize
+    from mpnb import _pickle
     before = _psm_entries()
     big = np.arange(300_000, dtype=np.float64).reshape(600, 500)       # 2.4 MB
     fortran = np.asfortranarray(big)
     frozen = big.copy()
     frozen.flags.writeable = False
-    payload = _serialize.dumps(big)
+    payload = _pickle.dumps(big)
     assert len(payload) < 1000  # the data is not in the pickle...
     assert np.array_equal(pickle.loads(payload), big)  # ...but in a segment, mapped here
     with ctx.Pool(1) as pool:
@@ -493,7 +493,7 @@ def test_a_full_dev_shm_means_in_band_not_a_crash(monkeypatch):
     import errno
     import os
     np = pytest.importorskip("numpy")
-    from mpnb import _serialize
+    from mpnb import _pickle
 
     def no_space(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -501,7 +501,7 @@ def test_a_full_dev_shm_means_in_band_not_a_crash(monkeypatch):
     before = _psm_entries()
     monkeypatch.setattr(os, "posix_fallocate", no_space)
     big = np.ones(300_000)
-    payload = _serialize.dumps(big)
+    payload = _pickle.dumps(big)
     assert len(payload) > big.nbytes           # the data went inside the pickle
     assert np.array_equal(pickle.loads(payload), big)
     assert _psm_entries() <= before

@@ -42,7 +42,7 @@ def test_the_standard_library_executor_runs_cell_code_with_an_mpnb_context(modul
     assert module_kernel.evaluate(STDLIB.strip(), timeout=150) == {
         "spawn": ([0, 2, 16], 3), "forkserver": ([0, 2, 16], 3)}
     # The standard library's own pickler was left alone (no %load_ext).
-    assert module_kernel.evaluate("mp._serialize.installed()") is False
+    assert module_kernel.evaluate("mp._pickle.installed()") is False
 
 
 def test_mpnb_executor_with_cell_code(module_kernel):

@@ -221,7 +221,7 @@ DROPIN_PRELUDE = f"from {COPY_MODULE} import install_tests_in_module_dict\n"
 
 EXT_PRELUDE = '''\
 from test._test_multiprocessing import install_tests_in_module_dict
-import mpnb._serialize
+import mpnb._pickle
 '''
 
 # What ``%load_ext mpnb`` turns on for the standard library, applied in the test
@@ -232,7 +232,7 @@ _suite_tearDownModule = tearDownModule
 
 
 def setUpModule():
-    mpnb._serialize.install()
+    mpnb._pickle.install()
     _suite_setUpModule()
 
 
@@ -240,7 +240,7 @@ def tearDownModule():
     try:
         _suite_tearDownModule()
     finally:
-        mpnb._serialize.uninstall()
+        mpnb._pickle.uninstall()
 '''
 
 

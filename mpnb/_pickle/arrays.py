@@ -1,0 +1,127 @@
+"""Large numpy arrays through shared memory, and the segments that carry them.
+
+An array of ``SHARED_ARRAY_MIN`` bytes or more is copied once into a shared-memory
+segment instead of into the pickle, and the receiver maps that segment: no copy through
+the pipe, none when unpickling. Every segment has one owner that removes it: the
+receiver, as it maps it, or the sender, when the payload is never delivered
+(``segments_released_on_error``, ``release_segments``). Within ``in_band()`` arrays go
+inside the pickle (a payload loaded more than once, or never).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Any, Iterator
+
+__all__ = ["SHARED_ARRAY_MIN", "SHARED_ARRAYS", "in_band", "segments_released_on_error",
+           "release_segments", "reduce_large_array"]
+
+
+# An array this large is copied once into a shared-memory segment instead of into the
+# pickle, and the receiver maps that segment: no copy through the pipe, none when
+# unpickling. The receiver unlinks the segment as it maps it (the mapping lives as long
+# as the array); a segment never received is removed by the resource tracker when the
+# program ends.
+SHARED_ARRAY_MIN = 1 << 20
+SHARED_ARRAYS = os.name == "posix"
+
+
+class _SegmentState(threading.local):
+    def __init__(self) -> None:
+        self.in_band = 0                          # > 0: no segments (see ``in_band``)
+        self.created: list[str] | None = None     # names made while tracking
+
+
+_segments = _SegmentState()
+
+
+class in_band:
+    """Within this block, large arrays go inside the pickle: for payloads loaded more
+    than once (a pool's function or initializer) or never (a probe)."""
+
+    def __enter__(self) -> None:
+        _segments.in_band += 1
+
+    def __exit__(self, *exc: object) -> None:
+        _segments.in_band -= 1
+
+
+@contextlib.contextmanager
+def segments_released_on_error() -> Iterator[list[str]]:
+    """Collect the segments pickled within; remove them if the block raises."""
+    outer = _segments.created
+    created: list[str] = []
+    _segments.created = created
+    try:
+        yield created
+    except BaseException:
+        release_segments(created)
+        raise
+    finally:
+        _segments.created = outer
+        if outer is not None:
+            outer.extend(created)
+
+
+
+
+def release_segments(names: list[str]) -> None:
+    """Remove segments made for a payload that will not be delivered."""
+    import _posixshmem
+    from multiprocessing import resource_tracker
+    for name in names:
+        try:
+            _posixshmem.shm_unlink(name)
+        except OSError:
+            continue
+        resource_tracker.unregister(name, "shared_memory")
+
+
+def reduce_large_array(array: Any) -> tuple[Any, tuple[Any, ...]] | None:
+    if array.dtype.hasobject or _segments.in_band:
+        return None
+    if array.flags.c_contiguous:
+        order = "C"
+    elif array.flags.f_contiguous:
+        order = "F"
+    else:
+        return None  # strided views go in-band, as numpy pickles them
+    from multiprocessing import shared_memory
+    segment = shared_memory.SharedMemory(create=True, size=array.nbytes)
+    try:
+        # Reserve the pages now: a full /dev/shm (64 MiB in many containers) must mean
+        # an in-band pickle, not a SIGBUS while copying.
+        os.posix_fallocate(segment._fd, 0, array.nbytes)  # type: ignore[attr-defined]
+    except OSError:
+        segment.close()
+        segment.unlink()
+        return None
+    try:
+        segment.buf[:array.nbytes] = array.reshape(-1, order=order).view("B")
+    finally:
+        segment.close()
+    if _segments.created is not None:
+        _segments.created.append(segment._name)  # type: ignore[attr-defined]
+    return _array_from_shared, (segment._name, array.dtype, array.shape, order,  # type: ignore[attr-defined]
+                                bool(array.flags.writeable))
+
+
+def _array_from_shared(name: str, dtype: Any, shape: tuple[int, ...], order: str,
+                       writeable: bool) -> Any:
+    import mmap
+
+    import _posixshmem
+    import numpy
+    from multiprocessing import resource_tracker
+    nbytes = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
+    fd = _posixshmem.shm_open(name, os.O_RDWR, mode=0o600)
+    try:
+        mapping = mmap.mmap(fd, nbytes)
+    finally:
+        os.close(fd)
+    _posixshmem.shm_unlink(name)
+    resource_tracker.unregister(name, "shared_memory")
+    array = numpy.frombuffer(mapping, dtype=dtype).reshape(shape, order=order)
+    array.flags.writeable = writeable
+    return array

@@ -4,6 +4,7 @@
 #                 `python3` kernelspec pointing at the venv
 #   make test     the whole suite on .venv, then the core tests (-m core) on the other
 #                 supported CPythons (3.10, 3.12, 3.13 from pyenv) in .venv-3.10 and friends
+#   make lint     ruff (lint and format), mypy and the import contracts
 #   make test-floors  core and kernel tests on CPython 3.10 with every dependency at its
 #                 floor (ci/floors.txt) in .venv-floors
 #   make test-wheel   build the wheel, install it in a fresh .venv-wheel, smoke-test it
@@ -28,7 +29,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # The main venv also gets the browser extra: the JupyterLab tests drive it in Chromium.
-EXTRAS ?= test,browser
+EXTRAS ?= test,browser,lint
 # Other CPythons only run the core tests, so they need the test extra alone.
 OTHER_PYTHONS ?= 3.10 3.12 3.13
 # The floors run on the oldest supported CPython.
@@ -53,11 +54,11 @@ BENCH_STAMP := $(VENV)/.mpnb-bench-installed
 # allow, including those already there.
 PIP_INSTALL = -m pip install $(PIP_FLAGS) --upgrade --upgrade-strategy eager
 
-.PHONY: help venv venvs test test-main test-core test-floors test-wheel check-floors \
+.PHONY: help venv venvs lint test test-main test-core test-floors test-wheel check-floors \
         conformance demo notebooks bench clean distclean
 
 help:
-	@sed -n '3,22s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,23s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 venv: $(VENV_STAMP)
 
@@ -207,6 +208,16 @@ $(BENCH_STAMP): benchmarks/requirements.txt $(VENV_STAMP)
 
 bench: $(VENV_STAMP) $(BENCH_STAMP)
 	$(PY) -m benchmarks $(if $(ONLY),--only $(ONLY))
+
+# Lint, format, types and import contracts (configured in pyproject.toml and .importlinter);
+# .ci/run calls it before the tests, .pre-commit-config.yaml runs the same checks.
+LINT_PATHS := mpnb tests benchmarks ci notebooks/run_notebooks.py
+
+lint: $(VENV_STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf build dist .pytest_cache tests/artifacts *.egg-info

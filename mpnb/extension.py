@@ -5,8 +5,8 @@
   sends cell-defined objects by value);
 - output routing: children's output in the cell that started them (``mpnb.output``;
   already on when mpnb was imported in a kernel), for the standard library's children
-  too (``mpnb._stdlib``: its processes, ``Pool`` and ``ProcessPoolExecutor``);
-- the magics.
+  too (``mpnb.output.stdlib``: its processes, ``Pool`` and ``ProcessPoolExecutor``);
+- the magics (``mpnb.magics``); unloading stops the warm pool and every dashboard.
 """
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ def load(ipython: Any) -> None:
     _serialize.install()
     from . import output
     if output.activate():
-        from . import _stdlib
-        _stdlib.patch()
+        from .output import stdlib
+        stdlib.patch()
     for magics in _magics_classes():
         ipython.register_magics(magics)
     _state["loaded"] = True
@@ -57,7 +57,7 @@ def unload(ipython: Any) -> None:
     _serialize.uninstall()
     from . import warm
     warm.shutdown()
-    stdlib_module = sys.modules.get("mpnb._stdlib")  # loaded only if routing was on
+    stdlib_module = sys.modules.get("mpnb.output.stdlib")  # loaded only if routing was on
     if stdlib_module is not None:
         stdlib_module.unpatch()
     from . import output

@@ -19,7 +19,7 @@ from . import _serialize
 __all__ = ["load", "unload", "loaded"]
 
 # Magics classes by module; a module that is absent is skipped.
-_MAGICS = (("mpnb.magics.monitor", "MonitorMagics"), ("mpnb.magics.pool", "PoolMagics"))
+_MAGICS = (("mpnb.magics.dashboard", "MonitorMagics"), ("mpnb.magics.pool", "PoolMagics"))
 
 _state: dict[str, Any] = {"loaded": False}
 
@@ -62,7 +62,7 @@ def unload(ipython: Any) -> None:
         stdlib_module.unpatch()
     from . import output
     output.deactivate()
-    sampler_module = sys.modules.get("mpnb._monitor")  # loaded only if a dashboard ran
+    sampler_module = sys.modules.get("mpnb.dashboard.sampler")  # loaded only if a dashboard ran
     if sampler_module is not None:
         sampler_module.stop_all()
 

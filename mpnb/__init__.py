@@ -66,8 +66,8 @@ _aliases.install()
 
 # mpnb's own modules that ``import mpnb`` does not load (``mp.output.configure(...)``).
 _LAZY_SUBMODULES = frozenset({"output", "managers", "pool", "queues", "connection",
-                              "sharedctypes", "warm", "futures", "progress",
-                              "dashboard", "registry"})
+                              "sharedctypes", "futures", "progress", "dashboard",
+                              "registry"})
 
 
 def __getattr__(name: str) -> _Any:

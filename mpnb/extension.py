@@ -55,7 +55,7 @@ def unload(ipython: Any) -> None:
         return
     _state["loaded"] = False
     _serialize.uninstall()
-    from . import warm
+    from .magics import warm
     warm.shutdown()
     stdlib_module = sys.modules.get("mpnb.output.stdlib")  # loaded only if routing was on
     if stdlib_module is not None:

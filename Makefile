@@ -187,6 +187,8 @@ test-wheel: $(VENV_STAMP)
 	$(PY) -c 'import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); \
 	  assert "mpnb/py.typed" in names, "py.typed is not in the wheel"; \
 	  assert "mpnb/magics/pool.py" in names, "mpnb.magics is not in the wheel"; \
+	  assert "mpnb/output/relay.py" in names, "mpnb.output is not in the wheel"; \
+	  assert "mpnb/dashboard/widget.py" in names, "mpnb.dashboard is not in the wheel"; \
 	  assert not [n for n in names if n.startswith("tests/")], "tests/ is in the wheel"; \
 	  print(sys.argv[1], len(names), "files, py.typed included")' "$$wheel"; \
 	$(PYTHON) -m venv $(WHEEL_VENV); \

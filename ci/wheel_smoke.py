@@ -29,6 +29,8 @@ def main() -> None:
         print(f"wheel smoke: Pool.map under {method}: ok")
     import mpnb.magics.pool  # noqa: F401  (IPython's magics, as %load_ext mpnb imports them)
     import mpnb.extension  # noqa: F401
+    import mpnb.output.stdlib  # noqa: F401  (the subpackages of the notebook layer)
+    import mpnb.dashboard.widget  # noqa: F401
     print(f"wheel smoke: mpnb {mp.__version__} from {where} on {sys.version.split()[0]}: ok")
 
 

@@ -41,8 +41,8 @@ __all__ = sorted(set(_context_names) | {
 
 
 def monitor(*args: _Any, **kwargs: _Any) -> _Any:
-    """Show the live process dashboard (see ``mpnb.widgets.monitor``)."""
-    from .widgets import monitor as _monitor
+    """Show the live process dashboard (see ``mpnb.dashboard.widget.monitor``)."""
+    from .dashboard.widget import monitor as _monitor
     return _monitor(*args, **kwargs)
 
 
@@ -66,8 +66,8 @@ _aliases.install()
 
 # mpnb's own modules that ``import mpnb`` does not load (``mp.output.configure(...)``).
 _LAZY_SUBMODULES = frozenset({"output", "managers", "pool", "queues", "connection",
-                              "sharedctypes", "warm", "futures",
-                              "progress", "widgets", "registry"})
+                              "sharedctypes", "futures", "progress", "dashboard",
+                              "registry"})
 
 
 def __getattr__(name: str) -> _Any:

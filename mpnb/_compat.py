@@ -22,7 +22,7 @@ import cloudpickle.cloudpickle as _cp
 __all__ = ["PicklerBase", "PICKLER_DISPATCH", "FUNCTION_REDUCE_HOOK",
            "FUNCTION_NEWARGS_HOOK", "should_pickle_by_reference", "class_tracker_id",
            "lookup_class_or_track", "function_setstate", "cell_label",
-           "kernel_of_app", "check"]
+           "running_cell_label", "kernel_of_app", "check"]
 
 # -- cloudpickle ----------------------------------------------------------------------------
 
@@ -69,6 +69,20 @@ def cell_label(shell: Any, filename: str) -> str | None:
     except Exception:  # noqa: BLE001 - an IPython surprise: use the plain form
         return None
     return f"{found[0]} {found[1]}" if found else None
+
+
+def running_cell_label(filename: str) -> str | None:
+    """``cell_label`` for the shell running in this process, if IPython is loaded (never
+    imports it). The one helper behind both ``Cell In[n]`` relabellings: a pool task's
+    ``RemoteTraceback`` (``errors``) and a child's printed traceback (``output``)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return None
+    try:
+        shell = ipython.get_ipython()
+    except Exception:  # noqa: BLE001 - any IPython surprise: use the plain form
+        return None
+    return cell_label(shell, filename) if shell is not None else None
 
 
 def kernel_of_app() -> Any:

@@ -20,7 +20,6 @@ import linecache
 import multiprocessing.pool as _std_pool
 import pickle
 import reprlib
-import sys
 import traceback
 from typing import Any, NamedTuple
 
@@ -171,15 +170,9 @@ class RemoteTraceback(Exception):
 
 def _location(filename: str, lineno: int) -> str:
     """``Cell In[3], line 2`` for a notebook cell, ``File "...", line 2`` otherwise."""
-    ipython = sys.modules.get("IPython")
-    if ipython is not None:
-        try:
-            shell = ipython.get_ipython()
-        except Exception:  # noqa: BLE001 - any IPython surprise: use the plain form
-            shell = None
-        named = _compat.cell_label(shell, filename) if shell is not None else None
-        if named:
-            return f"{named}, line {lineno}"
+    named = _compat.running_cell_label(filename)
+    if named:
+        return f"{named}, line {lineno}"
     return f'File "{filename}", line {lineno}'
 
 

@@ -5,8 +5,8 @@
   sends cell-defined objects by value);
 - output routing: children's output in the cell that started them (``mpnb.output``;
   already on when mpnb was imported in a kernel), for the standard library's children
-  too (``mpnb._stdlib``: its processes, ``Pool`` and ``ProcessPoolExecutor``);
-- the magics.
+  too (``mpnb.output.stdlib``: its processes, ``Pool`` and ``ProcessPoolExecutor``);
+- the magics (``mpnb.magics``); unloading stops the warm pool and every dashboard.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from . import _pickle
 __all__ = ["load", "unload", "loaded"]
 
 # Magics classes by module; a module that is absent is skipped.
-_MAGICS = (("mpnb.magics.monitor", "MonitorMagics"), ("mpnb.magics.pool", "PoolMagics"))
+_MAGICS = (("mpnb.magics.dashboard", "MonitorMagics"), ("mpnb.magics.pool", "PoolMagics"))
 
 _state: dict[str, Any] = {"loaded": False}
 
@@ -43,8 +43,8 @@ def load(ipython: Any) -> None:
     _pickle.install()
     from . import output
     if output.activate():
-        from . import _stdlib
-        _stdlib.patch()
+        from .output import stdlib
+        stdlib.patch()
     for magics in _magics_classes():
         ipython.register_magics(magics)
     _state["loaded"] = True
@@ -55,14 +55,14 @@ def unload(ipython: Any) -> None:
         return
     _state["loaded"] = False
     _pickle.uninstall()
-    from . import warm
+    from .magics import warm
     warm.shutdown()
-    stdlib_module = sys.modules.get("mpnb._stdlib")  # loaded only if routing was on
+    stdlib_module = sys.modules.get("mpnb.output.stdlib")  # loaded only if routing was on
     if stdlib_module is not None:
         stdlib_module.unpatch()
     from . import output
     output.deactivate()
-    sampler_module = sys.modules.get("mpnb._monitor")  # loaded only if a dashboard ran
+    sampler_module = sys.modules.get("mpnb.dashboard.sampler")  # loaded only if a dashboard ran
     if sampler_module is not None:
         sampler_module.stop_all()
 

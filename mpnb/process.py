@@ -23,7 +23,8 @@ from . import _pickle, _routing
 from .registry import REGISTRY, signal_name
 
 __all__ = ["Process", "SpawnProcess", "ForkServerProcess", "ForkProcess",
-           "add_start_hook", "remove_start_hook", "child_setups", "signal_name"]
+           "add_start_hook", "remove_start_hook", "child_setups", "is_mpnb_process",
+           "signal_name"]
 
 # Start hooks run in the parent just before a process starts; each may return a
 # picklable callable that the child runs before the target (``None`` for nothing).
@@ -50,6 +51,11 @@ def child_setups(process: Any) -> list[Callable[[], None]]:
         hooks = list(_start_hooks)
     setups = (hook(process) for hook in hooks)
     return [setup for setup in setups if setup is not None]
+
+
+def is_mpnb_process(process: Any) -> bool:
+    """Whether ``process`` is one of mpnb's (its ``start`` runs the start hooks itself)."""
+    return isinstance(process, _MpnbProcess)
 
 
 class _MpnbProcess:

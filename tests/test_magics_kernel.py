@@ -160,7 +160,8 @@ def test_interrupt_mid_run_then_the_pool_answers(k):
     assert res.error is not None and res.error.ename == "KeyboardInterrupt", res.error
     k.ensure_ok("%%mp_pool --no-progress -o r for x in range(4)\nx * 10", timeout=30)
     assert k.evaluate("r") == [0, 10, 20, 30]
-    workers = k.evaluate("[w['alive'] for w in __import__('mpnb.warm').warm.describe()['workers']]")
+    workers = k.evaluate("[w['alive'] for w in "
+                         "__import__('mpnb.magics.warm', fromlist=['_']).describe()['workers']]")
     assert workers == [True, True]
 
 

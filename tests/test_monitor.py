@@ -11,10 +11,12 @@ from typing import Any
 import psutil
 import pytest
 
-from mpnb import _monitor as monitor_module
-from mpnb._monitor import Sampler, Snapshot, describe_exitcode, running_samplers, stop_all
+from mpnb.dashboard import snapshot as monitor_module
+from mpnb.dashboard.sampler import Sampler, running_samplers, stop_all
+from mpnb.dashboard.snapshot import Snapshot, describe_exitcode
+from mpnb.dashboard.views import render_html, render_text
+from mpnb.dashboard.widget import Dashboard
 from mpnb.registry import Registry
-from mpnb.widgets import Dashboard, render_html, render_text
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -341,7 +343,7 @@ def test_dashboard_pool_bars(registry: Registry) -> None:
 
 
 def test_monitor_replaces_the_previous_dashboard() -> None:
-    from mpnb.widgets import monitor
+    from mpnb.dashboard.widget import monitor
     first = monitor(interval=0.05)
     second = monitor(interval=0.05)
     assert first.closed and not second.closed
@@ -379,7 +381,7 @@ def test_missing_ipywidgets_says_what_to_install(registry: Registry, monkeypatch
 def shell():
     from IPython.core.interactiveshell import InteractiveShell
 
-    from mpnb.magics.monitor import MonitorMagics
+    from mpnb.magics.dashboard import MonitorMagics
     ip = InteractiveShell.instance()
     ip.register_magics(MonitorMagics)
     return ip
@@ -423,13 +425,14 @@ def test_module_constants() -> None:
 
 def test_mpnb_monitor_stays_callable() -> None:
     import mpnb
-    import mpnb.widgets  # noqa: F401 - importing the sampler must not shadow mpnb.monitor
+    import mpnb.dashboard.sampler  # noqa: F401 - importing the sampler must not shadow mpnb.monitor
+    import mpnb.dashboard.widget  # noqa: F401
     assert callable(mpnb.monitor)
     mpnb.monitor(interval=0.05).close()
 
 
 def test_unload_ext_stops_every_dashboard(shell: Any) -> None:
-    from mpnb.widgets import monitor
+    from mpnb.dashboard.widget import monitor
     shell.run_line_magic("load_ext", "mpnb")
     dashboard = monitor(interval=0.05)
     sampler = Sampler(0.05, registry=Registry()).start()
@@ -464,6 +467,6 @@ def test_in_a_kernel_updates_while_a_cell_runs_and_stop_freezes(kernel: Any) -> 
     assert WIDGET_VIEW not in frozen[widget_id]
     assert "mpnb monitor (stopped" in frozen[widget_id]["text/html"]
     assert frozen[snapshot_id] == {"text/plain": ""}
-    assert kernel.evaluate("len(__import__('mpnb._monitor', fromlist=['_']).running_samplers())") == 0
+    assert kernel.evaluate("len(__import__('mpnb.dashboard.sampler', fromlist=['_']).running_samplers())") == 0
     after = kernel.ensure_ok("1 + 1")
     assert not after.displays, "a stopped dashboard still refreshes its snapshot"

@@ -55,8 +55,10 @@ def _pool_routes_tasks() -> bool:
     in the worker; until it does, a task writes into the cell that made the pool."""
     import mpnb
 
-    sources = [path.read_text() for path in pathlib.Path(mpnb.__file__).parent.glob("*.py")
-               if path.name not in ("_routing.py", "output.py", "process.py")]
+    root = pathlib.Path(mpnb.__file__).parent
+    sources = [path.read_text() for path in root.rglob("*.py")
+               if path.name not in ("_routing.py", "process.py")
+               and root / "output" not in path.parents]
     return all(any(f"_routing.{call}(" in text for text in sources)
                for call in ("capture", "enter"))
 

@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from mpnb import _relay
-from mpnb._relay import Relay, hello, marker
+from mpnb.output import relay as _relay
+from mpnb.output.protocol import hello, marker
+from mpnb.output.relay import Relay
 
 pytestmark = pytest.mark.timeout(60)
 

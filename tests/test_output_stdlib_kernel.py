@@ -177,7 +177,7 @@ def test_a_thread_pool_is_left_as_it_is(nb):
 
 def test_unload_ext_leaves_nothing_patched(kernel):
     kernel.ensure_ok(ATTRIBUTES + "\nimport multiprocessing, sys\nbefore = stdlib_attributes()")
-    kernel.ensure_ok("%load_ext mpnb\nimport mpnb._stdlib")
+    kernel.ensure_ok("%load_ext mpnb\nimport mpnb.output.stdlib")
     changed = kernel.evaluate("sorted(k for k, v in stdlib_attributes().items() "
                               "if before.get(k) != v)")
     assert "multiprocessing.process.BaseProcess.start" in changed
@@ -188,7 +188,7 @@ def test_unload_ext_leaves_nothing_patched(kernel):
         "p.start(); p.join()\n"
         "assert '_mpnb_stdlib_setups' in vars(p), vars(p)")
     kernel.ensure_ok("%unload_ext mpnb")
-    assert kernel.evaluate("mpnb._stdlib.patched()") == []
+    assert kernel.evaluate("mpnb.output.stdlib.patched()") == []
     assert kernel.evaluate("sorted(k for k in set(before) | set(stdlib_attributes()) "
                            "if before.get(k) != stdlib_attributes().get(k))") == []
     # Plain behaviour again: nothing rides with a process, a pool worker calls the
@@ -210,7 +210,7 @@ def test_items_of_chunks_is_an_imap_iterator():
     ``IMapIterator`` does, and ends where its chunks end."""
     from multiprocessing.pool import ThreadPool
 
-    from mpnb._stdlib import _ItemsOfChunks
+    from mpnb.output.stdlib import _ItemsOfChunks
     with ThreadPool(1) as pool:
         items = _ItemsOfChunks(pool.imap(list, [[1, 2], [], [3]]))
         assert items.next(timeout=10) == 1

@@ -12,16 +12,14 @@ nothing of an earlier run stays behind in the warm workers.
 """
 from __future__ import annotations
 
-import ast
-import builtins
 import re
-import textwrap
-import types
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .cell import ParallelCellError
 
 __all__ = ["PoolMagics", "DEFAULT_OUT", "ParallelCellError"]
 
@@ -32,22 +30,6 @@ _LOOP = re.compile(r"(?:^|\s)for\s+(?P<target>.+?)\s+in\s+(?P<expr>.+)$", re.S)
 
 USAGE = ("write  %%mp_pool [options] for x in items  (one run per item) or "
          "%%mp_pool -n 4  (one run per worker, with mp_rank and mp_size)")
-
-
-class ParallelCellError(RuntimeError):
-    """An item of a parallel cell failed; ``__cause__`` is its exception, whose own
-    ``__cause__`` is the worker's traceback (``mpnb.RemoteTraceback``)."""
-
-    def __init__(self, message: str, index: int, item_repr: str) -> None:
-        super().__init__(message)
-        self.index, self.item_repr = index, item_repr
-
-    def _render_traceback_(self) -> list[str]:
-        """One block: the worker's traceback (cell lines included), then this message."""
-        from ..errors import RemoteTraceback
-        remote = getattr(self.__cause__, "__cause__", None)
-        lines = remote._render_traceback_() if isinstance(remote, RemoteTraceback) else []
-        return lines + [f"{type(self).__name__}: {self}"]
 
 
 def _split_line(line: str) -> tuple[str, str | None, str | None]:
@@ -69,28 +51,6 @@ def _split_line(line: str) -> tuple[str, str | None, str | None]:
         raise UsageError(f"%%mp_pool: {expr!r} is not an expression: write the items "
                          f"after 'in', as in 'for x in range(10)'") from None
     return line[:match.start()], target, expr
-
-
-def _split_cell(cell: str, filename: str) -> tuple[types.CodeType, types.CodeType | None]:
-    """The cell compiled as its statements and its last expression (or ``None``), with
-    the cell's own line numbers, under ``filename``."""
-    source = textwrap.dedent(cell)
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise UsageError(f"%%mp_pool: the cell does not parse: {exc}") from None
-    last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
-    return compile(tree, filename, "exec"), last
-
-
-def _names_read(source: str) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(source or "pass")):
-        if isinstance(node, ast.Name):
-            names.add(node.id)
-    return names
 
 
 @magics_class
@@ -140,7 +100,7 @@ class PoolMagics(Magics):
         if not cell.strip():
             raise UsageError("%%mp_pool: the cell is empty: write the code to run "
                              "for each item below the magic's line")
-        from ._pool_runner import run_parallel_cell
+        from .runner import run_parallel_cell
         results = run_parallel_cell(self.shell, cell, target, expr, args)
         self.shell.user_ns[args.out] = results
 
@@ -179,7 +139,7 @@ class PoolMagics(Magics):
         %mp_pool --restart       fresh workers, same size
         %mp_pool --shutdown      stop the workers
         """
-        from .. import warm
+        from . import warm
         try:
             args = parse_argstring(self.mp_pool_line, line)
         except UsageError as exc:
@@ -229,24 +189,3 @@ class WarmPoolView:
         return (f"<p>warm pool: {s['processes']} workers, start method "
                 f"<code>{s['start_method']}</code></p><table><tr><th>worker</th>"
                 f"<th>pid</th><th>state</th></tr>{rows}</table>")
-
-
-def notebook_names(shell: Any, sources: list[str], exclude: set[str]) -> dict[str, Any]:
-    """The notebook's values of the names ``sources`` read (not builtins, not ``exclude``)."""
-    names: set[str] = set()
-    for source in sources:
-        names |= _names_read(source)
-    user_ns = shell.user_ns
-    found = {}
-    for name in sorted(names - exclude):
-        if name in user_ns and not name.startswith("_") and not (
-                hasattr(builtins, name) and user_ns[name] is getattr(builtins, name)):
-            value = user_ns[name]
-            if isinstance(value, types.ModuleType) or not _is_ipython_machinery(value):
-                found[name] = value
-    return found
-
-
-def _is_ipython_machinery(value: Any) -> bool:
-    module = getattr(type(value), "__module__", "") or ""
-    return module.startswith(("IPython.", "ipykernel.")) and not isinstance(value, type)

@@ -26,7 +26,8 @@ same relay, same tags, whole lines, stdout and stderr apart):
 
 ``unpatch`` (``%unload_ext mpnb``) puts every attribute back; processes started
 meanwhile keep routing until they end. Nothing here runs unless the extension is
-loaded.
+loaded. It reaches the rest of mpnb only through the seam ``mpnb._routing`` and the
+start hooks of ``mpnb.process``.
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ import multiprocessing.process as _std_process
 import threading
 from typing import Any, Callable
 
-from . import _routing
-from . import process as _process
+from .. import _routing
+from .. import process as _process
 
 __all__ = ["patch", "unpatch", "patched", "Routed"]
 
@@ -95,7 +96,7 @@ def _arm(setups: tuple[Any, ...]) -> _Setups:
 
 
 def _start(self: Any) -> None:
-    if not isinstance(self, _process._MpnbProcess):  # mpnb's own run the hooks themselves
+    if not _process.is_mpnb_process(self):  # mpnb's own run the hooks themselves
         setups = _process.child_setups(self)
         if setups:
             setattr(self, _SETUPS, _Setups(setups))

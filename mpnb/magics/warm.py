@@ -22,7 +22,7 @@ def _default_processes() -> int:
 def get_pool(processes: int | None = None, start_method: str | None = None) -> Any:
     """The warm pool with ``processes`` workers (default: the current size, else one per
     core) under ``start_method`` (default: the current one, else mpnb's default)."""
-    from .context import _default_context
+    from ..context import _default_context
     with _lock:
         pool = _state["pool"]
         want_n = processes or _state["processes"] or _default_processes()

@@ -1,9 +1,9 @@
-"""Sampler of the processes mpnb started, and of the machine they run on.
+"""The dashboard's sampler: the processes mpnb started, and the machine they run on.
 
 A daemon thread wakes every ``interval`` seconds (``Event.wait``, so stopping is
 immediate), reads the registry and psutil, and publishes an immutable
-:class:`Snapshot` to its listeners. It also notices when a process has ended and
-writes its exit code into the registry, so the core need not.
+:class:`~mpnb.dashboard.snapshot.Snapshot` to its listeners. It also notices when a
+process has ended and writes its exit code into the registry, so the core need not.
 
 Exits are read with care: ``Process.exitcode`` consumes the status (``waitpid``, or
 a read from the forkserver's pipe), and two threads polling it at the moment a
@@ -16,7 +16,6 @@ psutil is imported here and nowhere else in mpnb; nothing here imports ipywidget
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -30,25 +29,12 @@ try:
 except ImportError as exc:  # pragma: no cover - psutil is a dependency
     raise ImportError("mpnb's monitor needs psutil: pip install psutil") from exc
 
-from .registry import REGISTRY, ProcessRecord, Registry, signal_name
+from ..registry import REGISTRY, ProcessRecord, Registry
+from .snapshot import PoolSample, ProcessSample, Snapshot, SystemSample, state_of_exitcode
 
-__all__ = [
-    "STATES",
-    "ProcessSample",
-    "PoolSample",
-    "SystemSample",
-    "Snapshot",
-    "Sampler",
-    "describe_exitcode",
-    "running_samplers",
-    "stop_all",
-]
+__all__ = ["DEFAULT_HISTORY", "DEFAULT_TREND", "Sampler", "running_samplers", "stop_all"]
 
 _log = logging.getLogger(__name__)
-
-#: Every state a process can be shown in. ``exiting``: its end was seen, its exit
-#: code not yet read (at most one tick).
-STATES = ("starting", "running", "sleeping", "exiting", "finished", "failed", "killed")
 
 # Finished processes shown by default: enough to find the one that died a minute
 # ago, few enough to keep the table readable.
@@ -64,86 +50,6 @@ _STATE_OF_STATUS = {
     psutil.STATUS_ZOMBIE: "exiting",
     psutil.STATUS_DEAD: "exiting",
 }
-
-
-def describe_exitcode(code: int | None) -> str:
-    """``0``, ``1``, ``-9 SIGKILL``; empty while the process runs."""
-    if code is None:
-        return ""
-    return f"{code} {signal_name(code)}" if code < 0 else str(code)
-
-
-def _state_of_exitcode(code: int) -> str:
-    return "finished" if code == 0 else "killed" if code < 0 else "failed"
-
-
-@dataclasses.dataclass(frozen=True)
-class ProcessSample:
-    """One process as last seen. ``cpu_percent`` and ``rss`` are None when unknown."""
-
-    key: int
-    name: str
-    pid: int | None
-    pool: str | None
-    start_method: str
-    state: str
-    exitcode: int | None
-    cpu_percent: float | None
-    rss: int | None
-    runtime: float | None
-    task: str | None
-    error: str | None
-
-    @property
-    def exit_status(self) -> str:
-        return describe_exitcode(self.exitcode)
-
-
-@dataclasses.dataclass(frozen=True)
-class PoolSample:
-    """Progress of one pool; ``rate`` is tasks ended per second, recently."""
-
-    name: str
-    processes: int
-    start_method: str
-    submitted: int
-    done: int
-    failed: int
-    closed: bool
-    rate: float
-
-
-@dataclasses.dataclass(frozen=True)
-class SystemSample:
-    """The whole machine: CPU % per core and in total, memory."""
-
-    cpu_percent: tuple[float, ...]
-    cpu_total: float
-    memory_percent: float
-    memory_used: int
-    memory_total: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """Everything a dashboard shows at one moment."""
-
-    time: float
-    processes: tuple[ProcessSample, ...]
-    pools: tuple[PoolSample, ...]
-    system: SystemSample
-    cpu_history: tuple[float, ...]
-    memory_history: tuple[float, ...]
-    sampler_cost: float
-
-    def pool_workers(self, pool: str) -> tuple[ProcessSample, ...]:
-        return tuple(p for p in self.processes if p.pool == pool)
-
-    @property
-    def standalone(self) -> tuple[ProcessSample, ...]:
-        """Processes outside any pool (or whose pool is not recorded)."""
-        names = {p.name for p in self.pools}
-        return tuple(p for p in self.processes if p.pool not in names)
 
 
 class _Tracked:
@@ -393,7 +299,7 @@ class Sampler:
             runtime = record.ended_at - record.started_at
         return ProcessSample(
             key=record.key, name=record.name, pid=record.pid, pool=record.pool,
-            start_method=record.start_method, state=_state_of_exitcode(record.exitcode),
+            start_method=record.start_method, state=state_of_exitcode(record.exitcode),
             exitcode=record.exitcode, cpu_percent=None, rss=None, runtime=runtime,
             task=None, error=record.error)
 

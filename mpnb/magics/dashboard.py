@@ -1,4 +1,4 @@
-"""``%mp_monitor``: the process dashboard as a line magic."""
+"""``%mp_monitor``: the process dashboard (``mpnb.dashboard``) as a line magic."""
 from __future__ import annotations
 
 import time
@@ -37,19 +37,19 @@ class MonitorMagics(Magics):
         if args.stop:
             if args.interval is not None or args.history is not None:
                 raise UsageError("%mp_monitor --stop takes no other option")
-            from .._monitor import stop_all
+            from ..dashboard.sampler import stop_all
             stop_all()
             return
         interval = 0.5 if args.interval is None else args.interval
         if not interval > 0:
             raise UsageError(f"--interval must be a positive number of seconds, not {interval}")
-        from .._monitor import DEFAULT_HISTORY, Sampler
+        from ..dashboard.sampler import DEFAULT_HISTORY, Sampler
         history = DEFAULT_HISTORY if args.history is None else args.history
         if history < 0:
             raise UsageError(f"--history must be 0 or more, not {history}")
 
         if getattr(self.shell, "kernel", None) is None:
-            from ..widgets import render_text
+            from ..dashboard.views import render_text
             sampler = Sampler(interval, history=history)
             sampler.sample()
             time.sleep(min(interval, _TERMINAL_WINDOW))
@@ -57,5 +57,5 @@ class MonitorMagics(Magics):
             return
         from IPython.display import display
 
-        from ..widgets import monitor
+        from ..dashboard.widget import monitor
         display(monitor(interval, history))

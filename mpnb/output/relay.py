@@ -1,30 +1,25 @@
-"""The parent side of output routing: one thread that republishes children's output.
+"""The kernel side's relay: one thread that rebuilds children's output into lines.
 
 Each routed child connects two stream sockets (they become its fds 1 and 2) to the
-relay's listening socket, in a directory only its user can enter. A connection starts
-with one line that introduces it (token, process name, pid, stream, route) and then
-carries the raw bytes the child writes, whoever writes them: ``print``, C code, a
-shell started with ``os.system``. A route change is a marker written atomically into
-the byte stream (``\\0mpnb:<token>:<route>\\0``): what comes after it belongs to the
-new route.
+relay's listening socket, in a directory only its user can enter, and speaks
+``mpnb.output.protocol``: an introduction line, then raw bytes with route markers.
 
 The relay reassembles whole lines per connection, so lines of different processes
 never mix; publishes complete lines at once and a partial line after ``FLUSH_DELAY``.
 When more than one process writes into a cell, the text is tagged with its source at
 each change of source (``[stdout:Process-2] ...``, as ipyparallel does). A traceback
-frame in a notebook cell reads ``Cell In[n], line k`` with the cell's source line.
-``drain()`` publishes what was written so far, so a result can follow its output.
+frame in a notebook cell reads ``Cell In[n], line k`` with the cell's source line
+(``mpnb.output.tracebacks``). ``drain()`` publishes what was written so far, so a
+result can follow its output.
 
-The relay knows nothing of kernels: it calls ``send(route, stream, text)``.
+The relay knows nothing of kernels: it calls ``send(route, stream, text)``
+(``mpnb.output.kernel`` publishes that on IOPub).
 """
 from __future__ import annotations
 
 import codecs
 import hmac
-import json
-import linecache
 import os
-import re
 import selectors
 import shutil
 import socket
@@ -33,9 +28,13 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
-__all__ = ["Relay", "hello", "marker", "FLUSH_DELAY"]
+from .protocol import MAX_HELLO, marker_prefix, marker_start, read_hello
+from .tracebacks import Label, relabel
+
+__all__ = ["Relay", "Send", "FLUSH_DELAY", "READ_SIZE", "MAX_PARTIAL", "MAX_DRAIN_READS",
+           "MAX_CELLS"]
 
 # Seconds a partial line waits for the rest of its line before it is published as is.
 FLUSH_DELAY = 0.1
@@ -43,31 +42,13 @@ FLUSH_DELAY = 0.1
 READ_SIZE = 65536
 # A partial line longer than this is published without waiting for its end.
 MAX_PARTIAL = 65536
-# The longest introduction line a child may send.
-MAX_HELLO = 4096
 # Reads per connection in one ``drain()``: bounds it when a child keeps writing.
 MAX_DRAIN_READS = 256
 # Cells whose tagging state is kept (the oldest is forgotten first).
 MAX_CELLS = 1024
-# The first bytes of an introduction line (the protocol's version is in it).
-HELLO_PREFIX = b"mpnb-output 1 "
 
-# A traceback frame as the traceback module prints it.
-_FRAME = re.compile(r'^([ \t]*)File "([^"]+)", line (\d+)(.*)$')
-
+#: ``send(route, stream, text)``: publish ``text`` on ``stream`` into the cell of ``route``.
 Send = Callable[[Optional[str], str, str], None]
-Label = Callable[[str], Optional[str]]
-
-
-def hello(token: str, name: str, pid: int, stream: str, route: str | None) -> bytes:
-    """The line a child sends first on each of its connections."""
-    info = {"token": token, "name": name, "pid": pid, "stream": stream, "route": route}
-    return HELLO_PREFIX + json.dumps(info).encode() + b"\n"
-
-
-def marker(token: str, route: str | None) -> bytes:
-    """The bytes that switch a connection to ``route`` (``None``: no cell)."""
-    return b"\0mpnb:" + token.encode() + b":" + (route or "").encode() + b"\0"
 
 
 class _Connection:
@@ -114,7 +95,7 @@ class Relay:
         self.tags = tags
         self._send = send
         self._token = token
-        self._mark = b"\0mpnb:" + token.encode() + b":"
+        self._mark = marker_start(token)
         self._label = label or (lambda filename: None)
         self._lock = threading.RLock()
         self._connections: set[_Connection] = set()
@@ -313,7 +294,7 @@ class Relay:
         while buf:
             start = buf.find(mark)
             if start < 0:
-                keep = _marker_prefix(buf, mark)
+                keep = marker_prefix(buf, mark)
                 self._text(conn, buf[:len(buf) - keep] if keep else buf)
                 conn.raw = buf[len(buf) - keep:] if keep else b""
                 break
@@ -330,17 +311,11 @@ class Relay:
         self._schedule(conn)
 
     def _introduce(self, conn: _Connection, line: bytes) -> bool:
-        if not line.startswith(HELLO_PREFIX):
+        info = read_hello(line)
+        if info is None:
             return False
-        try:
-            info = json.loads(line[len(HELLO_PREFIX):])
-            token = str(info["token"])
-            conn.name, conn.pid = str(info["name"]), int(info["pid"])
-            conn.stream = "stderr" if info["stream"] == "stderr" else "stdout"
-            conn.route = info["route"] if isinstance(info["route"], str) else None
-        except (ValueError, KeyError, TypeError):
-            return False
-        conn.ready = hmac.compare_digest(token.encode(), self._token.encode())
+        conn.name, conn.pid, conn.stream, conn.route = info.name, info.pid, info.stream, info.route
+        conn.ready = hmac.compare_digest(info.token.encode(), self._token.encode())
         return conn.ready
 
     def _text(self, conn: _Connection, data: bytes) -> None:
@@ -368,7 +343,7 @@ class Relay:
         if conn.held:
             text, conn.held = conn.held + text, ""
         if 'File "' in text:
-            text, conn.held = self._frames(text)
+            text, conn.held = relabel(text, self._label)
         if text:
             self._publish(conn, text)
 
@@ -379,36 +354,13 @@ class Relay:
             conn.partial += conn.decoder.decode(raw)
         text = ""
         if conn.held:
-            text, _ = self._frames(conn.held, final=True)
+            text, _ = relabel(conn.held, self._label, final=True)
             conn.held = ""
         text += conn.partial
         conn.partial = ""
         conn.deadline = None
         if text:
             self._publish(conn, text)
-
-    # -- tracebacks -----------------------------------------------------------------------
-
-    def _frames(self, text: str, final: bool = False) -> tuple[str, str]:
-        """``text`` with frames in notebook cells as IPython shows them, and the last line
-        if it is such a frame and its next line has not come yet."""
-        lines = text.splitlines(keepends=True)
-        out: list[str] = []
-        for i, line in enumerate(lines):
-            match = _FRAME.match(line)
-            label = self._label(match.group(2)) if match else None
-            if not match or not label:
-                out.append(line)
-                continue
-            following = lines[i + 1] if i + 1 < len(lines) else None
-            if following is None and not final:
-                return "".join(out), line
-            indent, filename, lineno, rest = match.groups()
-            out.append(f"{indent}{label}, line {lineno}{rest}\n")
-            source = _source_line(filename, int(lineno))
-            if source and (following is None or following.strip() != source):
-                out.append(f"{indent}  {source}\n")
-        return "".join(out), ""
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -435,22 +387,6 @@ class Relay:
             self._send(route, stream, head + text)
         except Exception:  # never let one message stop the relay
             pass
-
-
-def _marker_prefix(buf: bytes, mark: bytes) -> int:
-    """How many bytes at the end of ``buf`` may be the start of a marker."""
-    start = buf.rfind(b"\0", max(0, len(buf) - len(mark) + 1))
-    if start >= 0 and mark.startswith(buf[start:]):
-        return len(buf) - start
-    return 0
-
-
-def _source_line(filename: str, lineno: int) -> str:
-    entry: Any = linecache.cache.get(filename)
-    if not entry or len(entry) < 3:
-        return ""
-    lines = entry[2]
-    return lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
 
 
 def _remove_dir(path: str, pid: int) -> None:

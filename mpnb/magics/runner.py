@@ -5,10 +5,10 @@ import functools
 import multiprocessing
 from typing import Any
 
-from .. import warm
 from ..errors import RemoteTraceback
-from .._cell_task import SKIPPED, CellSpec, ItemFailed, RunControl, run_chunk
-from .pool import ParallelCellError, notebook_names
+from . import warm
+from .cell import ParallelCellError, notebook_names, split_cell
+from .cell_task import SKIPPED, CellSpec, ItemFailed, RunControl, run_chunk
 
 __all__ = ["run_parallel_cell"]
 
@@ -33,9 +33,8 @@ def _items(shell: Any, expr: str) -> list[Any]:
 
 def run_parallel_cell(shell: Any, cell: str, target: str | None, expr: str | None,
                       args: Any) -> list[Any]:
-    from .pool import _split_cell
     filename = _cell_filename(shell, cell)
-    body, last = _split_cell(cell, filename)
+    body, last = split_cell(cell, filename)
     if target is None:
         items: list[Any] = list(range(args.processes))
         loop_names: set[str] = {"mp_rank", "mp_size"}

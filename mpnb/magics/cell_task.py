@@ -1,5 +1,8 @@
 """What a worker runs for one item of a parallel cell (``%%mp_pool``).
 
+This module and ``warm`` are the parts of ``mpnb.magics`` a worker or the core may
+load: neither imports IPython.
+
 A ``CellSpec`` carries the cell's code and the notebook names it uses (functions and
 data by value, modules by reference), once per run. Each item runs in a fresh namespace
 built from them: nothing from an earlier run, or an earlier item, leaks into the next.
@@ -15,7 +18,7 @@ import traceback
 from multiprocessing import shared_memory
 from typing import Any
 
-from .errors import short_repr
+from ..errors import short_repr
 
 __all__ = ["CellSpec", "ItemFailed", "RunControl", "run_item", "run_chunk"]
 

@@ -149,7 +149,10 @@ def test_nul_bytes_that_are_no_marker_pass(relay):
 
 def test_wrong_token_is_refused(relay):
     s = child(relay, token="f" * 16)
-    s.sendall(b"injected\n")
+    try:
+        s.sendall(b"injected\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the relay may have closed the connection already: refused either way
     relay.drain()
     assert relay.sent.items == []
     s.close()

@@ -41,7 +41,7 @@ def test_stdlib_submodules_import_under_mpnbs_name(name):
 def test_import_statements_of_the_stdlib_work_after_the_rename():
     code = ("import mpnb.util, mpnb.resource_tracker, mpnb.forkserver\n"
             "from mpnb import heap, synchronize, reduction\n"
-            "from mpnb.connection import families, CHALLENGE, Listener\n"
+            "from mpnb.connection import families, BUFSIZE, Listener\n"
             "from mpnb.shared_memory import _SHM_NAME_PREFIX\n"
             "from mpnb.managers import RemoteError\n"
             "from mpnb.dummy import Value, Array, connection\n"

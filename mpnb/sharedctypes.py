@@ -9,7 +9,7 @@ defined in a cell, say) travels with mpnb's pickler when it is passed to a proce
 from __future__ import annotations
 
 import multiprocessing.sharedctypes as _std
-from multiprocessing.sharedctypes import RawArray, RawValue, copy  # noqa: F401
+from multiprocessing.sharedctypes import RawArray, RawValue, copy
 from typing import Any
 
 __all__ = ["RawValue", "RawArray", "Value", "Array", "copy", "synchronized"]

@@ -10,15 +10,18 @@ cell-defined objects for code written against the standard library too).
 Importing mpnb changes nothing global; in a kernel, what mpnb's children write shows
 in the cell that started them (``mpnb.output``).
 """
-import multiprocessing as _std_multiprocessing
+import multiprocessing.util as _std_util
 import sys as _sys
 from typing import Any as _Any
 
 from . import _aliases
-from ._pickle import SerializationError
+from ._pickle import SerializationError as SerializationError
 from .context import _default_context
-from .errors import (InitializerError, RemoteTraceback, TaskCancelledError,
-                     TaskSerializationError, WorkerCrashedError)
+from .errors import InitializerError as InitializerError
+from .errors import RemoteTraceback as RemoteTraceback
+from .errors import TaskCancelledError as TaskCancelledError
+from .errors import TaskSerializationError as TaskSerializationError
+from .errors import WorkerCrashedError as WorkerCrashedError
 
 __version__ = "0.1.0"
 
@@ -29,8 +32,8 @@ if "ipykernel" in _sys.modules:  # in a kernel: children's output goes to their 
     from .output import activate as _activate_output
     _activate_output()
 
-SUBDEBUG = _std_multiprocessing.SUBDEBUG
-SUBWARNING = _std_multiprocessing.SUBWARNING
+SUBDEBUG = _std_util.SUBDEBUG      # the same values as multiprocessing's
+SUBWARNING = _std_util.SUBWARNING
 
 __all__ = sorted(set(_context_names) | {
     "SUBDEBUG", "SUBWARNING", "SerializationError", "monitor",

@@ -22,7 +22,7 @@ import pickle
 import reprlib
 import sys
 import traceback
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _compat
 from ._pickle import SerializationError, dumps
@@ -58,7 +58,7 @@ def short_repr(obj: Any) -> str:
     """A repr of ``obj`` short enough for a message; never raises."""
     try:
         return _REPR.repr(obj)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
+    except Exception:  # a broken __repr__ must not hide the real error
         return f"<{type(obj).__qualname__} object>"
 
 
@@ -90,7 +90,19 @@ class InitializerError(RuntimeError):
     """
 
 
-class TaskSerializationError(SerializationError, _std_pool.MaybeEncodingError):
+if TYPE_CHECKING:
+    class _MaybeEncodingError(Exception):
+        """``multiprocessing.pool.MaybeEncodingError``, which typeshed leaves out."""
+
+        exc: str
+        value: str
+
+        def __init__(self, exc: object, value: object) -> None: ...
+else:
+    _MaybeEncodingError = _std_pool.MaybeEncodingError
+
+
+class TaskSerializationError(SerializationError, _MaybeEncodingError):
     """A task's result or exception could not be sent back to the parent.
 
     ``what`` is ``'result'`` or ``'exception'``; ``obj_type`` the type that failed. A
@@ -175,7 +187,7 @@ def _location(filename: str, lineno: int) -> str:
     if ipython is not None:
         try:
             shell = ipython.get_ipython()
-        except Exception:  # noqa: BLE001 - any IPython surprise: use the plain form
+        except Exception:  # any IPython surprise: use the plain form
             shell = None
         named = _compat.cell_label(shell, filename) if shell is not None else None
         if named:
@@ -215,7 +227,7 @@ def capture(exc: BaseException, *, skip: str = "", item: Any = None,
     try:
         data = bytes(dumps(exc))
         pickle.loads(data)  # an exception class whose __init__ needs other arguments
-    except Exception as problem:  # noqa: BLE001 - whatever it is, say it
+    except Exception as problem:  # whatever it is, say it
         data, reason = None, f"{type(problem).__name__}: {problem}"
     kind = type(exc)
     return ErrorRecord(data, f"{kind.__module__}.{kind.__qualname__}", exc_line, frames,
@@ -244,7 +256,7 @@ def rebuild(record: ErrorRecord | tuple[Any, ...], worker: str, task: str = "",
     if record.data is not None:
         try:
             exc = pickle.loads(record.data)
-        except Exception as problem:  # noqa: BLE001 - fall back to the stand-in
+        except Exception as problem:  # fall back to the stand-in
             reason = f"{type(problem).__name__}: {problem}"
     if not isinstance(exc, BaseException):
         exc = TaskSerializationError(

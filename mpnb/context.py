@@ -71,8 +71,8 @@ class BaseContext(_std.BaseContext):
         from .queues import SimpleQueue
         return SimpleQueue(ctx=self.get_context())
 
-    # Not the standard library's return type: mpnb's Pool is a class of its own, not a
-    # ``multiprocessing.pool.Pool`` (its methods and their signatures are the same).
+    # Not the standard library's return type: mpnb's Pool is a class of its own (with
+    # the standard library's methods), not a subclass of ``multiprocessing.pool.Pool``.
     def Pool(  # type: ignore[override]
             self, processes: int | None = None,
             initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
@@ -81,8 +81,9 @@ class BaseContext(_std.BaseContext):
         return Pool(processes, initializer, initargs, maxtasksperchild,
                     context=self.get_context())
 
-    # Not the standard library's return types: mpnb's contexts are not subclasses of
-    # ``multiprocessing.context.SpawnContext``... but of ``multiprocessing.context.BaseContext``.
+    # Not the standard library's return types: mpnb's contexts subclass
+    # ``multiprocessing.context.BaseContext``, not its SpawnContext, ForkContext...
+    # (and, as there, ``get_context()`` of a concrete context is that context).
     @overload  # type: ignore[override]
     def get_context(self, method: None = None) -> BaseContext: ...
     @overload
@@ -162,7 +163,7 @@ class DefaultContext(BaseContext):
         self._default_context = context
         self._actual_context: BaseContext | None = None
 
-    @overload  # type: ignore[override]
+    @overload  # type: ignore[override]  # as BaseContext.get_context above
     def get_context(self, method: None = None) -> BaseContext: ...
     @overload
     def get_context(self, method: Literal["spawn"]) -> SpawnContext: ...

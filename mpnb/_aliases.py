@@ -24,8 +24,9 @@ __all__ = ["STDLIB_SUBMODULES", "install"]
 
 STDLIB_SUBMODULES = frozenset({
     "reduction", "util", "spawn", "resource_tracker", "resource_sharer", "synchronize",
-    "heap", "shared_memory", "dummy", "dummy.connection"} | ({"popen_spawn_win32"} if sys.platform == "win32" else
-               {"forkserver", "popen_fork", "popen_forkserver", "popen_spawn_posix"}))
+    "heap", "shared_memory", "dummy", "dummy.connection"} | (
+        {"popen_spawn_win32"} if sys.platform == "win32" else
+        {"forkserver", "popen_fork", "popen_forkserver", "popen_spawn_posix"}))
 _PREFIX = "mpnb."
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import cloudpickle
-import cloudpickle.cloudpickle as _cp
+import cloudpickle  # type: ignore[import-untyped]  # no stubs, no py.typed
+import cloudpickle.cloudpickle as _cp  # type: ignore[import-untyped]
 
 __all__ = ["PicklerBase", "PICKLER_DISPATCH", "FUNCTION_REDUCE_HOOK",
            "FUNCTION_NEWARGS_HOOK", "should_pickle_by_reference", "class_tracker_id",
@@ -51,7 +52,7 @@ def class_tracker_id(cls: type) -> str:
 
 def lookup_class_or_track(tracker_id: str, cls: type) -> type:
     """In a receiver: the class already known under ``tracker_id``, else ``cls``."""
-    return _cp._lookup_class_or_track(tracker_id, cls)  # type: ignore[no-any-return]
+    return _cp._lookup_class_or_track(tracker_id, cls)
 
 
 def function_setstate(func: types.FunctionType, state: tuple[Any, Any]) -> None:
@@ -66,7 +67,7 @@ def cell_label(shell: Any, filename: str) -> str | None:
     (IPython's ``compile.format_code_name``, from IPython 8.7 on)."""
     try:
         found = shell.compile.format_code_name(filename)
-    except Exception:  # noqa: BLE001 - an IPython surprise: use the plain form
+    except Exception:  # an IPython surprise: use the plain form
         return None
     return f"{found[0]} {found[1]}" if found else None
 
@@ -93,7 +94,7 @@ def kernel_of_app() -> Any:
     try:
         app = kernelapp.IPKernelApp
         return getattr(app.instance(), "kernel", None) if app.initialized() else None
-    except Exception:  # noqa: BLE001 - not a kernel we know
+    except Exception:  # not a kernel we know
         return None
 
 
@@ -114,14 +115,14 @@ def check() -> list[str]:
             problems.append("cloudpickle: a nested function counts as importable")
         if not should_pickle_by_reference(check):
             problems.append("cloudpickle: an importable function counts as dynamic")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         problems.append(f"cloudpickle._should_pickle_by_reference: {exc!r}")
     try:
         cls = type("Probe", (), {})
         tid = class_tracker_id(cls)
         if lookup_class_or_track(tid, type("Probe", (), {})) is not cls:
             problems.append("cloudpickle: class tracking does not return the known class")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         problems.append(f"cloudpickle class tracking: {exc!r}")
     for hook in (FUNCTION_REDUCE_HOOK, FUNCTION_NEWARGS_HOOK):
         if not callable(getattr(PicklerBase, hook, None)):
@@ -143,7 +144,7 @@ def check() -> list[str]:
         function_setstate(func, state)
         if func.__qualname__ != dynamic.__qualname__:
             problems.append("cloudpickle: _function_setstate did not set the state")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         problems.append(f"cloudpickle function hooks: {exc!r}")
     problems += _check_ipython()
     return problems
@@ -162,7 +163,7 @@ def _check_ipython() -> list[str]:
         if cell_label(shell, filename) != "Cell In[7]":
             problems.append(f"IPython: a cached cell's file {filename!r} is not named "
                             f"'Cell In[7]' but {cell_label(shell, filename)!r}")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         problems.append(f"IPython CachingCompiler: {exc!r}")
     try:
         from ipykernel.kernelapp import IPKernelApp

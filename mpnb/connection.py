@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import multiprocessing.connection as _std
 import sys
-from multiprocessing import reduction
-from multiprocessing.connection import (  # noqa: F401 - re-exported
-    AuthenticationError, BufferTooShort, answer_challenge, deliver_challenge, wait)
-from typing import Any
+from multiprocessing import AuthenticationError, BufferTooShort, reduction
+from multiprocessing.connection import answer_challenge, deliver_challenge, wait
+from typing import Any, Protocol, cast
 
 from . import _pickle
 
@@ -21,20 +20,38 @@ __all__ = ["Connection", "Pipe", "Listener", "Client", "wait", "BufferTooShort",
            "AuthenticationError", "answer_challenge", "deliver_challenge"]
 
 
+class _ConnectionInternals(Protocol):
+    """The private parts of ``multiprocessing.connection.Connection`` used here
+    (typeshed leaves them out)."""
+
+    _handle: int | None
+
+    def _check_closed(self) -> None: ...
+    def _check_writable(self) -> None: ...
+    def _send_bytes(self, buf: bytes | memoryview) -> None: ...
+
+
+def _internals(conn: _std.Connection) -> _ConnectionInternals:
+    return cast(_ConnectionInternals, conn)
+
+
 class Connection(_std.Connection):
     """A connection whose ``send`` pickles with mpnb's pickler."""
 
     def send(self, obj: Any) -> None:
-        self._check_closed()
-        self._check_writable()
-        self._send_bytes(_pickle.checked_dumps(obj, "the object"))
+        std = _internals(self)
+        std._check_closed()
+        std._check_writable()
+        std._send_bytes(_pickle.checked_dumps(obj, "the object"))
 
 
-def _adopt(conn: Any) -> Any:
+def _adopt(conn: _std.Connection) -> Connection:
     """The same OS handle, as an mpnb ``Connection``."""
     if sys.platform == "win32":  # pragma: no cover - named pipes keep their class
         return conn
-    handle, conn._handle = conn._handle, None  # hand the descriptor over
+    std = _internals(conn)
+    handle, std._handle = std._handle, None  # hand the descriptor over
+    assert handle is not None, "adopting a closed connection"
     return Connection(handle, conn.readable, conn.writable)
 
 
@@ -49,7 +66,8 @@ class Listener(_std.Listener):
         return _adopt(super().accept())
 
 
-def Client(address: Any, family: str | None = None, authkey: bytes | None = None) -> Any:
+def Client(address: Any, family: str | None = None,
+           authkey: bytes | None = None) -> Connection:
     return _adopt(_std.Client(address, family, authkey))
 
 
@@ -58,7 +76,13 @@ def _reduce_connection(conn: Connection) -> tuple[Any, tuple[Any, ...]]:
                                  conn.writable)
 
 
-def _rebuild_connection(dup: Any, readable: bool, writable: bool) -> Connection:
+class _Detachable(Protocol):
+    """What ``reduction.DupFd`` returns (one of three classes): a descriptor to take."""
+
+    def detach(self) -> int: ...
+
+
+def _rebuild_connection(dup: _Detachable, readable: bool, writable: bool) -> Connection:
     return Connection(dup.detach(), readable, writable)
 
 

@@ -16,10 +16,19 @@ from __future__ import annotations
 import multiprocessing.context as _std
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
-from . import process
-from . import shutdown  # noqa: F401 - stops the processes mpnb started at exit
+from . import (
+    process,
+    shutdown,  # noqa: F401 - stops the processes mpnb started at exit
+)
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .managers import SyncManager
+    from .pool import Pool
+    from .queues import BoundedSemaphore, JoinableQueue, Queue, SimpleQueue
 
 __all__ = ["BaseContext", "SpawnContext", "ForkContext", "ForkServerContext",
            "DefaultContext", "prepare_forkserver"]
@@ -29,42 +38,62 @@ class BaseContext(_std.BaseContext):
     """A standard library context whose primitives use mpnb's pickler."""
 
     _name: str
+    # What each concrete context sets: its process class.
+    Process: ClassVar[type[process._MpnbProcess]]
 
-    def Manager(self) -> Any:
+    def Manager(self) -> SyncManager:
         """A started ``SyncManager`` whose proxies accept cell-defined objects."""
         from .managers import SyncManager
         manager = SyncManager(ctx=self.get_context())
         manager.start()
         return manager
 
-    def Pipe(self, duplex: bool = True) -> Any:
+    def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]:
         """Two connections; ``send`` accepts cell-defined objects."""
         from .connection import Pipe
         return Pipe(duplex)
 
-    def Queue(self, maxsize: int = 0) -> Any:
+    def Queue(self, maxsize: int = 0) -> Queue[Any]:
         from .queues import Queue
         return Queue(maxsize, ctx=self.get_context())
 
-    def JoinableQueue(self, maxsize: int = 0) -> Any:
+    def JoinableQueue(self, maxsize: int = 0) -> JoinableQueue[Any]:
         from .queues import JoinableQueue
         return JoinableQueue(maxsize, ctx=self.get_context())
 
-    def BoundedSemaphore(self, value: int = 1) -> Any:
+    def BoundedSemaphore(self, value: int = 1) -> BoundedSemaphore:
         """A bounded semaphore; a standard library queue made with this context (which
         makes one) sends cell-defined objects too (``mpnb.queues``)."""
         from .queues import BoundedSemaphore
         return BoundedSemaphore(value, ctx=self.get_context())
 
-    def SimpleQueue(self) -> Any:
+    def SimpleQueue(self) -> SimpleQueue[Any]:
         from .queues import SimpleQueue
         return SimpleQueue(ctx=self.get_context())
 
-    def Pool(self, processes: int | None = None, initializer: Any = None,
-             initargs: tuple[Any, ...] = (), maxtasksperchild: int | None = None) -> Any:
+    # Not the standard library's return type: mpnb's Pool is a class of its own (with
+    # the standard library's methods), not a subclass of ``multiprocessing.pool.Pool``.
+    def Pool(  # type: ignore[override]
+            self, processes: int | None = None,
+            initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
+            maxtasksperchild: int | None = None) -> Pool:
         from .pool import Pool
         return Pool(processes, initializer, initargs, maxtasksperchild,
                     context=self.get_context())
+
+    # Not the standard library's return types: mpnb's contexts subclass
+    # ``multiprocessing.context.BaseContext``, not its SpawnContext, ForkContext...
+    # (and, as there, ``get_context()`` of a concrete context is that context).
+    @overload  # type: ignore[override]
+    def get_context(self, method: None = None) -> BaseContext: ...
+    @overload
+    def get_context(self, method: Literal["spawn"]) -> SpawnContext: ...
+    @overload
+    def get_context(self, method: Literal["fork"]) -> ForkContext: ...
+    @overload
+    def get_context(self, method: Literal["forkserver"]) -> ForkServerContext: ...
+    @overload
+    def get_context(self, method: str) -> BaseContext: ...
 
     def get_context(self, method: str | None = None) -> BaseContext:
         if method is None:
@@ -77,7 +106,12 @@ class BaseContext(_std.BaseContext):
         ctx._check_available()
         return ctx
 
-    def get_start_method(self, allow_none: bool = False) -> str:
+    @overload
+    def get_start_method(self, allow_none: Literal[False] = False) -> str: ...
+    @overload
+    def get_start_method(self, allow_none: bool) -> str | None: ...
+
+    def get_start_method(self, allow_none: bool = False) -> str | None:
         return self._name
 
     def set_start_method(self, method: str | None, force: bool = False) -> None:
@@ -129,6 +163,17 @@ class DefaultContext(BaseContext):
         self._default_context = context
         self._actual_context: BaseContext | None = None
 
+    @overload  # type: ignore[override]  # as BaseContext.get_context above
+    def get_context(self, method: None = None) -> BaseContext: ...
+    @overload
+    def get_context(self, method: Literal["spawn"]) -> SpawnContext: ...
+    @overload
+    def get_context(self, method: Literal["fork"]) -> ForkContext: ...
+    @overload
+    def get_context(self, method: Literal["forkserver"]) -> ForkServerContext: ...
+    @overload
+    def get_context(self, method: str) -> BaseContext: ...
+
     def get_context(self, method: str | None = None) -> BaseContext:
         if method is None:
             if self._actual_context is None:
@@ -145,7 +190,12 @@ class DefaultContext(BaseContext):
             return
         self._actual_context = self.get_context(method)
 
-    def get_start_method(self, allow_none: bool = False) -> str | None:  # type: ignore[override]
+    @overload
+    def get_start_method(self, allow_none: Literal[False] = False) -> str: ...
+    @overload
+    def get_start_method(self, allow_none: bool) -> str | None: ...
+
+    def get_start_method(self, allow_none: bool = False) -> str | None:
         if self._actual_context is None:
             if allow_none:
                 return None
@@ -159,7 +209,8 @@ class DefaultContext(BaseContext):
 
     def get_all_start_methods(self) -> list[str]:
         """The available methods, the default first (as in the standard library)."""
-        methods = [m for m in ("forkserver", "spawn", "fork") if m in _concrete_contexts]
+        methods: list[str] = [m for m in ("forkserver", "spawn", "fork")
+                              if m in _concrete_contexts]
         methods.remove(_DEFAULT_METHOD)
         return [_DEFAULT_METHOD] + methods
 

@@ -21,7 +21,7 @@ import multiprocessing.pool as _std_pool
 import pickle
 import reprlib
 import traceback
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _compat
 from ._pickle import SerializationError, dumps
@@ -57,7 +57,7 @@ def short_repr(obj: Any) -> str:
     """A repr of ``obj`` short enough for a message; never raises."""
     try:
         return _REPR.repr(obj)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
+    except Exception:  # a broken __repr__ must not hide the real error
         return f"<{type(obj).__qualname__} object>"
 
 
@@ -89,7 +89,19 @@ class InitializerError(RuntimeError):
     """
 
 
-class TaskSerializationError(SerializationError, _std_pool.MaybeEncodingError):
+if TYPE_CHECKING:
+    class _MaybeEncodingError(Exception):
+        """``multiprocessing.pool.MaybeEncodingError``, which typeshed leaves out."""
+
+        exc: str
+        value: str
+
+        def __init__(self, exc: object, value: object) -> None: ...
+else:
+    _MaybeEncodingError = _std_pool.MaybeEncodingError
+
+
+class TaskSerializationError(SerializationError, _MaybeEncodingError):
     """A task's result or exception could not be sent back to the parent.
 
     ``what`` is ``'result'`` or ``'exception'``; ``obj_type`` the type that failed. A
@@ -208,7 +220,7 @@ def capture(exc: BaseException, *, skip: str = "", item: Any = None,
     try:
         data = bytes(dumps(exc))
         pickle.loads(data)  # an exception class whose __init__ needs other arguments
-    except Exception as problem:  # noqa: BLE001 - whatever it is, say it
+    except Exception as problem:  # whatever it is, say it
         data, reason = None, f"{type(problem).__name__}: {problem}"
     kind = type(exc)
     return ErrorRecord(data, f"{kind.__module__}.{kind.__qualname__}", exc_line, frames,
@@ -237,7 +249,7 @@ def rebuild(record: ErrorRecord | tuple[Any, ...], worker: str, task: str = "",
     if record.data is not None:
         try:
             exc = pickle.loads(record.data)
-        except Exception as problem:  # noqa: BLE001 - fall back to the stand-in
+        except Exception as problem:  # fall back to the stand-in
             reason = f"{type(problem).__name__}: {problem}"
     if not isinstance(exc, BaseException):
         exc = TaskSerializationError(

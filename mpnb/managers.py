@@ -8,14 +8,30 @@ takes cell-defined classes and callables.
 from __future__ import annotations
 
 import multiprocessing.managers as _std
-from multiprocessing.managers import (  # noqa: F401 - re-exported
-    AcquirerProxy, ArrayProxy, AutoProxy, BaseListProxy, BaseProxy, ConditionProxy,
-    EventProxy, IteratorProxy, MakeProxyType, Namespace,
-    NamespaceProxy, PoolProxy, RebuildProxy, Server, Token, Value, ValueProxy)
-from typing import Any
+import types
+from collections.abc import Callable, Iterator, Reversible
+from multiprocessing.managers import BaseListProxy, BaseProxy, Namespace, Server, Token, ValueProxy
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from . import connection
 
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
+# Re-exported names that typeshed's stub of the module leaves out (Any to the checker).
+from multiprocessing.managers import (  # type: ignore[attr-defined]
+    AcquirerProxy,
+    ArrayProxy,
+    AutoProxy,
+    ConditionProxy,
+    EventProxy,
+    IteratorProxy,
+    MakeProxyType,
+    NamespaceProxy,
+    PoolProxy,
+    RebuildProxy,
+    Value,
+)
 
 __all__ = ["BaseManager", "SyncManager", "BaseProxy", "Token", "SharedMemoryManager",
            "Namespace", "Value", "MakeProxyType", "AutoProxy", "DictProxy", "ListProxy",
@@ -24,19 +40,72 @@ __all__ = ["BaseManager", "SyncManager", "BaseProxy", "Token", "SharedMemoryMana
            "RebuildProxy", "Server", "SetProxy"]
 
 SERIALIZER = "mpnb"
+
+_T = TypeVar("_T")
+_KT = TypeVar("_KT")
+_VT = TypeVar("_VT")
+
+
+class _ManagersModule(Protocol):
+    """What ``multiprocessing.managers`` has and typeshed leaves out."""
+
+    # serializer name -> (Listener, Client)
+    listener_client: dict[str, tuple[Callable[..., Any], Callable[..., Any]]]
+
+
+class _ProxyInternals(Protocol):
+    """``BaseProxy._callmethod`` as it is: it returns what the referent's method
+    returned (typeshed says ``None``)."""
+
+    def _callmethod(self, methodname: str, args: tuple[Any, ...] = (),
+                    kwds: dict[Any, Any] | None = None) -> Any: ...
+
+
+class _Exposing(Protocol):
+    _exposed_: tuple[str, ...]   # the methods a proxy class forwards to its referent
+
+
+def _call(proxy: BaseProxy, name: str, args: tuple[Any, ...] = ()) -> Any:
+    """``proxy._callmethod(name, args)``: the referent's method's return value."""
+    return cast(_ProxyInternals, proxy)._callmethod(name, args)
+
+
 # A new entry beside 'pickle' and 'xmlrpclib', nothing replaced. Proxies sent to another
 # process arrive there with 'mpnb' where this module is loaded and 'pickle' elsewhere:
 # in mpnb's children the standard library's connections send with mpnb's pickler.
-_std.listener_client.setdefault(SERIALIZER, (connection.Listener, connection.Client))
+cast(_ManagersModule, _std).listener_client.setdefault(
+    SERIALIZER, (connection.Listener, connection.Client))
+
+if TYPE_CHECKING:
+    # A mixin over a manager class: to the type checker, a manager.
+    _ManagerBase = _std.BaseManager
+    _StdListProxy = _std.ListProxy
+    _StdDictProxy = _std.DictProxy
+    _BaseSetProxy = BaseProxy   # the methods MakeProxyType adds are not seen statically
+else:
+    _ManagerBase = object
+    # Subscriptable (``ListProxy[_T]``, as the type checker sees them) for the class
+    # statements below; at run time they are not. Subclassing the alias subclasses the
+    # class itself.
+    _StdListProxy = types.GenericAlias(_std.ListProxy, (_T,))
+    _StdDictProxy = types.GenericAlias(_std.DictProxy, (_KT, _VT))
+    _BaseSetProxy = MakeProxyType("_BaseSetProxy", (
+        "__and__", "__contains__", "__iand__", "__ior__", "__isub__", "__ixor__",
+        "__len__", "__or__", "__rand__", "__ror__", "__rsub__", "__rxor__", "__sub__",
+        "__xor__", "__ge__", "__gt__", "__le__", "__lt__", "add", "clear", "copy",
+        "difference", "difference_update", "discard", "intersection",
+        "intersection_update", "isdisjoint", "issubset", "issuperset", "pop", "remove",
+        "symmetric_difference", "symmetric_difference_update", "union", "update"))
 
 
-class _MpnbDefaults:
-    def __init__(self, address: Any = None, authkey: bytes | None = None,
-                 serializer: str = SERIALIZER, ctx: Any = None, **kwargs: Any) -> None:
+class _MpnbDefaults(_ManagerBase):
+    def __init__(self, address: str | tuple[str, int] | None = None,
+                 authkey: bytes | None = None, serializer: str = SERIALIZER,
+                 ctx: BaseContext | None = None, **kwargs: Any) -> None:
         if ctx is None:
             from .context import _default_context
             ctx = _default_context.get_context()
-        super().__init__(address, authkey, serializer, ctx, **kwargs)  # type: ignore[call-arg]
+        super().__init__(address, authkey, serializer, ctx, **kwargs)
 
 
 class BaseManager(_MpnbDefaults, _std.BaseManager):
@@ -52,69 +121,61 @@ class SyncManager(_MpnbDefaults, _std.SyncManager):
 
 
 def _exposing(base: type, names: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(base._exposed_) + tuple(n for n in names if n not in base._exposed_)  # type: ignore[attr-defined]
+    exposed = cast(_Exposing, base)._exposed_
+    return tuple(exposed) + tuple(n for n in names if n not in exposed)
 
 
-class ListProxy(_std.ListProxy):
+class ListProxy(_StdListProxy[_T]):
     """A list proxy with ``clear()`` and ``copy()`` (Python 3.14's)."""
 
     _exposed_ = _exposing(_std.ListProxy, ("clear", "copy"))
 
     def clear(self) -> None:
-        self._callmethod("clear")
+        _call(self, "clear")
 
-    def copy(self) -> list[Any]:
-        return self._callmethod("copy")  # type: ignore[no-any-return]
+    def copy(self) -> list[_T]:
+        return cast("list[_T]", _call(self, "copy"))
 
 
-class DictProxy(_std.DictProxy):
+class DictProxy(_StdDictProxy[_KT, _VT]):
     """A dict proxy with ``|``, ``|=`` and ``reversed()`` (Python 3.14's)."""
 
     _exposed_ = _exposing(_std.DictProxy, ("__or__", "__ror__", "keys"))
 
     def __or__(self, other: Any) -> dict[Any, Any]:
-        return self._callmethod("__or__", (other,))  # type: ignore[no-any-return]
+        return cast("dict[Any, Any]", _call(self, "__or__", (other,)))
 
     def __ror__(self, other: Any) -> dict[Any, Any]:
-        return self._callmethod("__ror__", (other,))  # type: ignore[no-any-return]
+        return cast("dict[Any, Any]", _call(self, "__ror__", (other,)))
 
-    def __ior__(self, other: Any) -> DictProxy:
-        self._callmethod("update", (other,))
+    def __ior__(self, other: Any) -> DictProxy[_KT, _VT]:
+        _call(self, "update", (other,))
         return self
 
-    def __reversed__(self) -> Any:
-        return reversed(self._callmethod("keys"))
+    def __reversed__(self) -> Iterator[_KT]:
+        return reversed(cast("Reversible[_KT]", _call(self, "keys")))
 
 
-_BaseSetProxy = _std.MakeProxyType("_BaseSetProxy", (
-    "__and__", "__contains__", "__iand__", "__ior__", "__isub__", "__ixor__", "__len__",
-    "__or__", "__rand__", "__ror__", "__rsub__", "__rxor__", "__sub__", "__xor__",
-    "__ge__", "__gt__", "__le__", "__lt__", "add", "clear", "copy", "difference",
-    "difference_update", "discard", "intersection", "intersection_update", "isdisjoint",
-    "issubset", "issuperset", "pop", "remove", "symmetric_difference",
-    "symmetric_difference_update", "union", "update"))
-
-
-class SetProxy(_BaseSetProxy):  # type: ignore[misc,valid-type]
+class SetProxy(_BaseSetProxy):
     """A proxy of a ``set`` in the manager (``SyncManager.set()``, Python 3.14's)."""
 
-    def __iter__(self) -> Any:
-        return iter(self._callmethod("copy"))
+    def __iter__(self) -> Iterator[Any]:
+        return iter(_call(self, "copy"))
 
     def __ior__(self, other: Any) -> SetProxy:
-        self._callmethod("__ior__", (other,))
+        _call(self, "__ior__", (other,))
         return self
 
     def __iand__(self, other: Any) -> SetProxy:
-        self._callmethod("__iand__", (other,))
+        _call(self, "__iand__", (other,))
         return self
 
     def __ixor__(self, other: Any) -> SetProxy:
-        self._callmethod("__ixor__", (other,))
+        _call(self, "__ixor__", (other,))
         return self
 
     def __isub__(self, other: Any) -> SetProxy:
-        self._callmethod("__isub__", (other,))
+        _call(self, "__isub__", (other,))
         return self
 
 

@@ -13,11 +13,14 @@ standard library's with one mixin that:
 from __future__ import annotations
 
 import multiprocessing.context as _std_context
+import multiprocessing.process as _std_process
 import os
 import signal
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, cast
 
 from . import _pickle, _routing
 from .registry import REGISTRY, signal_name
@@ -53,12 +56,49 @@ def child_setups(process: Any) -> list[Callable[[], None]]:
     return [setup for setup in setups if setup is not None]
 
 
-def is_mpnb_process(process: Any) -> bool:
+class _ProcessInternals(Protocol):
+    """The private attributes of ``multiprocessing.process.BaseProcess`` used here
+    (typeshed leaves them out)."""
+
+    _target: Callable[..., object] | None
+    _args: tuple[Any, ...]
+    _kwargs: dict[str, Any]
+    _popen: Any   # the start method's Popen object, None before start()
+    _start_method: str | None
+
+    def _check_closed(self) -> None: ...
+    def _bootstrap(self, parent_sentinel: int | None = None) -> int: ...
+
+
+class _ProcessClass(Protocol):
+    """The private static methods of ``multiprocessing.context``'s process classes."""
+
+    @staticmethod
+    def _Popen(process_obj: BaseProcess) -> Any: ...
+    @staticmethod
+    def _after_fork() -> None: ...
+
+
+def _internals(process: object) -> _ProcessInternals:
+    return cast(_ProcessInternals, process)
+
+
+if TYPE_CHECKING:
+    if sys.platform != "win32":
+        from multiprocessing import popen_forkserver, popen_spawn_posix
+
+    # A mixin over a process class: to the type checker, a process.
+    _ProcessBase = BaseProcess
+else:
+    _ProcessBase = object
+
+
+def is_mpnb_process(process: object) -> bool:
     """Whether ``process`` is one of mpnb's (its ``start`` runs the start hooks itself)."""
     return isinstance(process, _MpnbProcess)
 
 
-class _MpnbProcess:
+class _MpnbProcess(_ProcessBase):
     """Mixin over a standard library process class (see the module docstring)."""
 
     _mpnb_pool: str | None = None
@@ -67,11 +107,12 @@ class _MpnbProcess:
         self._mpnb_child_setups = child_setups(self)
         self._mpnb_method = self._effective_start_method()
         if self._mpnb_method == "fork":
-            _pickle.remember_namespaces(self._target, self._args, self._kwargs)
+            std = _internals(self)
+            _pickle.remember_namespaces(std._target, std._args, std._kwargs)
         key = REGISTRY.add_process(self.name, self._mpnb_method,
                                    pool=self._mpnb_pool, handle=self)
         try:
-            super().start()  # type: ignore[misc]
+            super().start()
         except BaseException:
             REGISTRY.discard_process(key)
             raise
@@ -79,12 +120,13 @@ class _MpnbProcess:
         REGISTRY.update_process(key, pid=self.pid)
 
     def _effective_start_method(self) -> str:
-        if self._start_method:
-            return self._start_method
+        method = _internals(self)._start_method
+        if method:
+            return method
         from .context import _default_context
         return _default_context.get_start_method()
 
-    def __reduce_ex__(self, protocol: int) -> tuple[Any, tuple[Any, ...]]:
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, tuple[Any, ...]]:
         return _pickle.reduce_process(self)
 
     def _bootstrap(self, *args: Any, **kwargs: Any) -> int:
@@ -97,13 +139,14 @@ class _MpnbProcess:
             _force_start_method(method)
         for setup in getattr(self, "_mpnb_child_setups", ()):
             setup()
-        return super()._bootstrap(*args, **kwargs)  # type: ignore[misc]
+        return _internals(super())._bootstrap(*args, **kwargs)
 
     def interrupt(self) -> None:
         """Send the process SIGINT: a ``KeyboardInterrupt`` in its Python code
         (Python 3.14's ``Process.interrupt``, on every supported Python)."""
-        self._check_closed()  # type: ignore[attr-defined]
-        popen = self._popen  # type: ignore[attr-defined]
+        std = _internals(self)
+        std._check_closed()
+        popen = std._popen
         if popen is None:
             raise ValueError("cannot interrupt a process that was not started")
         if hasattr(popen, "interrupt"):
@@ -112,13 +155,13 @@ class _MpnbProcess:
             os.kill(popen.pid, signal.SIGINT)
 
     def join(self, timeout: float | None = None) -> None:
-        super().join(timeout)  # type: ignore[misc]
+        super().join(timeout)
         if self.exitcode is not None:
             _routing.drain(self)  # its output first, then what the caller does next
 
     @property
     def exitcode(self) -> int | None:
-        code = super().exitcode  # type: ignore[misc]
+        code = super().exitcode
         key = getattr(self, "_mpnb_key", None)
         if code is not None and key is not None:
             REGISTRY.update_process(key, exitcode=code)
@@ -130,7 +173,7 @@ class SpawnProcess(_MpnbProcess, _std_context.SpawnProcess):
 
     if sys.platform != "win32":
         @staticmethod
-        def _Popen(process_obj: Any) -> Any:
+        def _Popen(process_obj: BaseProcess) -> popen_spawn_posix.Popen:
             return _SpawnPopen(process_obj)
 
 
@@ -144,6 +187,8 @@ if sys.platform != "win32":
         (``_worker.Initializer``): shared ctypes in both (one heap arena) would list
         the arena's descriptor twice, which spawning refuses.
         """
+
+        _fds: list[int]   # the standard library's, set in __init__
 
         def duplicate_for_child(self, fd: int) -> int:
             if fd not in self._fds:
@@ -160,7 +205,7 @@ if sys.platform != "win32":
         _start_method = "forkserver"
 
         @staticmethod
-        def _Popen(process_obj: Any) -> Any:
+        def _Popen(process_obj: BaseProcess) -> popen_forkserver.Popen:
             from .context import prepare_forkserver
             prepare_forkserver()
             return _std_context.ForkServerProcess._Popen(process_obj)
@@ -168,23 +213,24 @@ else:  # pragma: no cover - Windows has no forkserver
     ForkServerProcess = None  # type: ignore[assignment,misc]
 
 
-class Process(_MpnbProcess, _std_context.process.BaseProcess):
+class Process(_MpnbProcess, BaseProcess):
     """``multiprocessing.Process`` on mpnb's default context."""
 
     _start_method = None
 
     @staticmethod
-    def _Popen(process_obj: Any) -> Any:
+    def _Popen(process_obj: BaseProcess) -> Any:
         from .context import _default_context
-        return _default_context.get_context().Process._Popen(process_obj)
+        process_class = cast(_ProcessClass, _default_context.get_context().Process)
+        return process_class._Popen(process_obj)
 
     @staticmethod
     def _after_fork() -> None:
         from .context import _default_context
-        return _default_context.get_context().Process._after_fork()
+        cast(_ProcessClass, _default_context.get_context().Process)._after_fork()
 
 
 def __getattr__(name: str) -> Any:
     """Every other name of ``multiprocessing.process`` (``parent_process``,
     ``current_process``...): a drop-in has them all."""
-    return getattr(_std_context.process, name)
+    return getattr(_std_process, name)

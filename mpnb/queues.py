@@ -25,13 +25,41 @@ from __future__ import annotations
 
 import multiprocessing.queues as _std
 import threading
+import types
+from collections.abc import Callable
 from multiprocessing import reduction, synchronize
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from . import _pickle
-from .connection import _adopt
+from .connection import Connection, _adopt
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "BoundedSemaphore"]
+
+_T = TypeVar("_T")
+
+
+class _QueuesModule(Protocol):
+    """What ``multiprocessing.queues`` has and typeshed leaves out."""
+
+    _ForkingPickler: Any   # the pickler its feeder threads send with
+
+
+class _QueueClass(Protocol):
+    """The private static method of ``multiprocessing.queues.Queue`` used here."""
+
+    _feed: Callable[..., None]   # the feeder thread's target
+
+
+class _SemLockState(Protocol):
+    """``multiprocessing.synchronize.SemLock.__setstate__`` (typeshed leaves it out)."""
+
+    def __setstate__(self, state: Any) -> None: ...
+
+
+_std_queues = cast(_QueuesModule, _std)
 
 
 class _Prepickled(_pickle.Pickled):
@@ -44,7 +72,7 @@ class _FeederPickler:
     """``multiprocessing.queues._ForkingPickler``, passing ``_Prepickled`` through."""
 
     @staticmethod
-    def dumps(obj: Any, protocol: int | None = None) -> Any:
+    def dumps(obj: Any, protocol: int | None = None) -> bytes | memoryview:
         if type(obj) is _Prepickled:
             return obj.data
         if _feeds_mpnb_queue():
@@ -65,13 +93,13 @@ class BoundedSemaphore(synchronize.BoundedSemaphore):
     knows a queue made with an mpnb context by it (see the module docstring).
     """
 
-    def __init__(self, value: int = 1, *, ctx: Any) -> None:
+    def __init__(self, value: int = 1, *, ctx: BaseContext) -> None:
         _install_feeder_pickler()
         super().__init__(value, ctx=ctx)
 
     def __setstate__(self, state: Any) -> None:
         _install_feeder_pickler()
-        super().__setstate__(state)
+        cast(_SemLockState, super()).__setstate__(state)
 
 
 class _FeederState(threading.local):
@@ -86,7 +114,8 @@ def _feeds_mpnb_queue() -> bool:
     state = _feeder_state
     if state.mpnb is None:
         thread = threading.current_thread()
-        state.mpnb = getattr(thread, "_target", None) is _std.Queue._feed and any(
+        feed = cast(_QueueClass, _std.Queue)._feed
+        state.mpnb = getattr(thread, "_target", None) is feed and any(
             isinstance(arg, BoundedSemaphore) for arg in getattr(thread, "_args", ()))
     return state.mpnb
 
@@ -97,40 +126,62 @@ _feeder_lock = threading.Lock()
 
 def _install_feeder_pickler() -> None:
     with _feeder_lock:
-        if _std._ForkingPickler is not _feeder_pickler:
-            _std._ForkingPickler = _feeder_pickler
+        if _std_queues._ForkingPickler is not _feeder_pickler:
+            _std_queues._ForkingPickler = _feeder_pickler
 
 
-class _PrepicklingPut:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+if TYPE_CHECKING:
+    # A mixin over a queue class: to the type checker, a queue.
+    _PutBase = _std.Queue[Any]
+    _StdQueue = _std.Queue
+    _StdJoinableQueue = _std.JoinableQueue
+    _StdSimpleQueue = _std.SimpleQueue
+else:
+    # The standard library's classes, made subscriptable (``Queue[_T]``, as the type
+    # checker sees them) for the class statements below: at run time they are only
+    # from Python 3.12. Subclassing the alias subclasses the class itself.
+    _PutBase = object
+    _StdQueue = types.GenericAlias(_std.Queue, (_T,))
+    _StdJoinableQueue = types.GenericAlias(_std.JoinableQueue, (_T,))
+    _StdSimpleQueue = types.GenericAlias(_std.SimpleQueue, (_T,))
+
+
+class _PrepicklingPut(_PutBase):
+    def __init__(self, maxsize: int = 0, *, ctx: BaseContext) -> None:
         _install_feeder_pickler()
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(maxsize, ctx=ctx)
 
     def __setstate__(self, state: Any) -> None:
         _install_feeder_pickler()
-        super().__setstate__(state)  # type: ignore[misc]
+        super().__setstate__(state)
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
         data, segments = _pickle.dumps_tracked(obj, "the item")
         try:
-            super().put(_Prepickled(data), block, timeout)  # type: ignore[misc]
+            super().put(_Prepickled(data), block, timeout)
         except BaseException:  # closed, Full: the item's shared arrays go too
             _pickle.release_segments(segments)
             raise
 
 
-class Queue(_PrepicklingPut, _std.Queue):
+class Queue(_PrepicklingPut, _StdQueue[_T]):
     """``multiprocessing.Queue`` whose items may be cell-defined objects."""
 
 
-class JoinableQueue(_PrepicklingPut, _std.JoinableQueue):
+class JoinableQueue(_PrepicklingPut, _StdJoinableQueue[_T]):
     """``multiprocessing.JoinableQueue`` whose items may be cell-defined objects."""
 
 
-class SimpleQueue(_std.SimpleQueue):
+class SimpleQueue(_StdSimpleQueue[_T]):
     """``multiprocessing.SimpleQueue`` whose items may be cell-defined objects."""
 
-    def __init__(self, *, ctx: Any) -> None:
+    # The standard library's, set in __init__ (typeshed leaves them out).
+    _reader: Connection
+    _writer: Connection
+    _wlock: synchronize.Lock | None
+    _poll: Callable[[float | None], bool]
+
+    def __init__(self, *, ctx: BaseContext) -> None:
         super().__init__(ctx=ctx)
         # Code that writes to the pipe directly (a pool's task handler) sends with
         # mpnb's pickler too.

@@ -9,31 +9,40 @@ defined in a cell, say) travels with mpnb's pickler when it is passed to a proce
 from __future__ import annotations
 
 import multiprocessing.sharedctypes as _std
-from multiprocessing.sharedctypes import RawArray, RawValue, copy  # noqa: F401
-from typing import Any
+from collections.abc import Sequence
+from multiprocessing.sharedctypes import RawArray, RawValue, copy
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ctypes import _CData
+    from multiprocessing.context import BaseContext
+    from multiprocessing.synchronize import Lock, RLock
 
 __all__ = ["RawValue", "RawArray", "Value", "Array", "copy", "synchronized"]
 
 
-def _context(ctx: Any) -> Any:
+def _context(ctx: BaseContext | None) -> BaseContext:
     if ctx is not None:
         return ctx
     from .context import _default_context
     return _default_context.get_context()
 
 
-def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None) -> Any:
+# Returns: as typeshed's most general overloads of the standard library's functions.
+def Value(typecode_or_type: str | type[_CData], *args: Any, lock: bool | Lock | RLock = True,
+          ctx: BaseContext | None = None) -> Any:
     """A synchronized ctypes object in shared memory (see ``multiprocessing.Value``)."""
     return _std.Value(typecode_or_type, *args, lock=lock, ctx=_context(ctx))
 
 
-def Array(typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True,
-          ctx: Any = None) -> Any:
+def Array(typecode_or_type: str | type[_CData], size_or_initializer: int | Sequence[Any], *,
+          lock: bool | Lock | RLock = True, ctx: BaseContext | None = None) -> Any:
     """A synchronized ctypes array in shared memory (see ``multiprocessing.Array``)."""
     return _std.Array(typecode_or_type, size_or_initializer, lock=lock, ctx=_context(ctx))
 
 
-def synchronized(obj: Any, lock: Any = None, ctx: Any = None) -> Any:
+def synchronized(obj: Any, lock: Lock | RLock | None = None,
+                 ctx: BaseContext | None = None) -> Any:
     """``obj`` (a shared ctypes object) behind a lock of mpnb's context."""
     return _std.synchronized(obj, lock, _context(ctx))
 

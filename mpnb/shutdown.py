@@ -3,10 +3,10 @@
 At interpreter exit an ``atexit`` handler terminates every pool and every live process
 mpnb started (SIGTERM, then SIGKILL after ``GRACE`` seconds). In a plain script,
 non-daemonic processes are the exception: as with the standard library, the script
-waits for them (``multiprocessing``'s own exit handler joins them). It is registered when the
-first mpnb process starts (a start hook of ``mpnb.process``), so it runs before ``multiprocessing.util._exit_function``
-(handlers run last registered, first run), which would otherwise wait forever on a
-non-daemonic child that does not end.
+waits for them (``multiprocessing``'s own exit handler joins them). It is registered
+when the first mpnb process starts (a start hook of ``mpnb.process``), so it runs before
+``multiprocessing.util._exit_function`` (handlers run last registered, first run), which
+would otherwise wait forever on a non-daemonic child that does not end.
 
 In an ipykernel, a shutdown or restart request does not get that far: before exiting,
 the kernel sends SIGTERM to every child in its process group and waits while any is
@@ -29,12 +29,36 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, cast
 
 from . import process as _process
 from .registry import REGISTRY
 
 __all__ = ["GRACE", "watch", "track", "stopping", "stop_all"]
+
+
+# The standard library's private parts used at kernel shutdown (typeshed leaves them out).
+
+class _UtilModule(Protocol):
+    def _run_finalizers(self, minpriority: int | None = None) -> None: ...
+
+
+class _ForkServerInternals(Protocol):
+    """``multiprocessing.forkserver.ForkServer``'s state."""
+
+    _lock: AbstractContextManager[Any]
+    _forkserver_pid: int | None
+    _forkserver_alive_fd: int | None
+    _forkserver_address: str | None
+
+
+class _ResourceTrackerInternals(Protocol):
+    """``multiprocessing.resource_tracker.ResourceTracker``'s state."""
+
+    _lock: AbstractContextManager[Any]
+    _fd: int | None
+    _pid: int | None
 
 # Seconds a process gets between SIGTERM and SIGKILL at shutdown.
 GRACE = 1.0
@@ -138,7 +162,7 @@ def _interactive() -> bool:
     try:
         if ipython is not None and ipython.get_ipython() is not None:
             return True
-    except Exception:  # noqa: BLE001 - a half torn-down IPython: not a shell any more
+    except Exception:  # a half torn-down IPython: not a shell any more
         pass
     return bool(sys.flags.interactive or getattr(sys, "ps1", None))
 
@@ -156,7 +180,7 @@ def _hook_kernel() -> None:
     def do_shutdown(restart: bool) -> Any:
         try:
             kernel_shutdown()
-        except Exception:  # noqa: BLE001 - never block the kernel's own shutdown
+        except Exception:  # never block the kernel's own shutdown
             import traceback
             traceback.print_exc()
         return original(restart)
@@ -171,7 +195,7 @@ def kernel_shutdown() -> None:
         return
     stop_all()
     from multiprocessing import util
-    util._run_finalizers(0)
+    cast(_UtilModule, util)._run_finalizers(0)
     _stop_forkserver()
     _stop_resource_tracker()
 
@@ -195,7 +219,7 @@ def _stop_forkserver() -> None:
         from multiprocessing import forkserver
     except ImportError:  # pragma: no cover - Windows
         return
-    server = forkserver._forkserver
+    server = cast(_ForkServerInternals, forkserver._forkserver)
     with server._lock:
         pid = getattr(server, "_forkserver_pid", None)
         if pid is None:
@@ -206,9 +230,11 @@ def _stop_forkserver() -> None:
             pass
         if not _reaped(pid, HELPER_GRACE):
             return
+        alive_fd = server._forkserver_alive_fd
         try:
-            os.close(server._forkserver_alive_fd)
-        except (OSError, TypeError):
+            if alive_fd is not None:
+                os.close(alive_fd)
+        except OSError:
             pass
         address = server._forkserver_address
         server._forkserver_pid = None
@@ -223,7 +249,7 @@ def _stop_forkserver() -> None:
 
 def _stop_resource_tracker() -> None:
     from multiprocessing import resource_tracker
-    tracker = resource_tracker._resource_tracker
+    tracker = cast(_ResourceTrackerInternals, resource_tracker._resource_tracker)
     with tracker._lock:
         fd, pid = tracker._fd, tracker._pid
         if fd is None or pid is None:

@@ -10,8 +10,14 @@
 This module only re-exports what the rest of mpnb uses.
 """
 from .arrays import SHARED_ARRAY_MIN, in_band, release_segments, segments_released_on_error
-from .diagnose import (PICKLING_ERRORS, SerializationError, checked_dumps,
-                       describe_unpicklable, dumps_tracked, fails)
+from .diagnose import (
+                       PICKLING_ERRORS,
+                       SerializationError,
+                       checked_dumps,
+                       describe_unpicklable,
+                       dumps_tracked,
+                       fails,
+)
 from .namespaces import remember_namespaces
 from .pickler import PROTOCOL, Pickled, Pickler, dump, dumps, loads
 from .reducers import by_reference

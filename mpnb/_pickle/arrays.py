@@ -10,9 +10,11 @@ inside the pickle (a payload loaded more than once, or never).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any, Literal, Protocol, cast
 
 __all__ = ["SHARED_ARRAY_MIN", "SHARED_ARRAYS", "in_band", "segments_released_on_error",
            "release_segments", "reduce_large_array"]
@@ -64,15 +66,31 @@ def segments_released_on_error() -> Iterator[list[str]]:
             outer.extend(created)
 
 
+class _PosixShmem(Protocol):
+    """CPython's ``_posixshmem`` (``multiprocessing.shared_memory``'s; no stub)."""
+
+    def shm_open(self, path: str, flags: int, mode: int = 0o777) -> int: ...
+    def shm_unlink(self, path: str) -> None: ...
+
+
+def _posixshmem_module() -> _PosixShmem:
+    return cast(_PosixShmem, importlib.import_module("_posixshmem"))
+
+
+class _SegmentInternals(Protocol):
+    """The private attributes of ``shared_memory.SharedMemory`` used here."""
+
+    _fd: int      # its descriptor
+    _name: str    # its name as the OS knows it (``name`` may drop a leading '/')
 
 
 def release_segments(names: list[str]) -> None:
     """Remove segments made for a payload that will not be delivered."""
-    import _posixshmem
+    posixshmem = _posixshmem_module()
     from multiprocessing import resource_tracker
     for name in names:
         try:
-            _posixshmem.shm_unlink(name)
+            posixshmem.shm_unlink(name)
         except OSError:
             continue
         resource_tracker.unregister(name, "shared_memory")
@@ -81,6 +99,7 @@ def release_segments(names: list[str]) -> None:
 def reduce_large_array(array: Any) -> tuple[Any, tuple[Any, ...]] | None:
     if array.dtype.hasobject or _segments.in_band:
         return None
+    order: Literal["C", "F"]
     if array.flags.c_contiguous:
         order = "C"
     elif array.flags.f_contiguous:
@@ -89,30 +108,32 @@ def reduce_large_array(array: Any) -> tuple[Any, tuple[Any, ...]] | None:
         return None  # strided views go in-band, as numpy pickles them
     from multiprocessing import shared_memory
     segment = shared_memory.SharedMemory(create=True, size=array.nbytes)
+    std = cast(_SegmentInternals, segment)
     try:
         # Reserve the pages now: a full /dev/shm (64 MiB in many containers) must mean
         # an in-band pickle, not a SIGBUS while copying.
-        os.posix_fallocate(segment._fd, 0, array.nbytes)  # type: ignore[attr-defined]
+        os.posix_fallocate(std._fd, 0, array.nbytes)
     except OSError:
         segment.close()
         segment.unlink()
         return None
     try:
-        segment.buf[:array.nbytes] = array.reshape(-1, order=order).view("B")
+        # ``buf`` is None only once the segment is closed.
+        cast(memoryview, segment.buf)[:array.nbytes] = array.reshape(-1, order=order).view("B")
     finally:
         segment.close()
     if _segments.created is not None:
-        _segments.created.append(segment._name)  # type: ignore[attr-defined]
-    return _array_from_shared, (segment._name, array.dtype, array.shape, order,  # type: ignore[attr-defined]
+        _segments.created.append(std._name)
+    return _array_from_shared, (std._name, array.dtype, array.shape, order,
                                 bool(array.flags.writeable))
 
 
-def _array_from_shared(name: str, dtype: Any, shape: tuple[int, ...], order: str,
-                       writeable: bool) -> Any:
+def _array_from_shared(name: str, dtype: Any, shape: tuple[int, ...],
+                       order: Literal["C", "F"], writeable: bool) -> Any:
     import mmap
 
-    import _posixshmem
     import numpy
+    _posixshmem = _posixshmem_module()
     from multiprocessing import resource_tracker
     nbytes = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
     fd = _posixshmem.shm_open(name, os.O_RDWR, mode=0o600)

@@ -19,14 +19,22 @@ import sys
 import threading
 import types
 from collections import ChainMap
+from collections.abc import Callable
 from multiprocessing import reduction
-from typing import Any
+from typing import Any, Protocol, cast
 
 from .. import _compat
 from .arrays import SHARED_ARRAY_MIN, SHARED_ARRAYS, reduce_large_array
 from .namespaces import SharedGlobals, globals_key, set_function_state
-from .reducers import (CTYPES_METACLASSES, by_reference, reduce_code, reduce_ctypes_class,
-                       reduce_method, reduce_proxy, reduce_text_file)
+from .reducers import (
+    CTYPES_METACLASSES,
+    by_reference,
+    reduce_code,
+    reduce_ctypes_class,
+    reduce_method,
+    reduce_proxy,
+    reduce_text_file,
+)
 
 __all__ = ["Pickler", "PROTOCOL", "dumps", "loads", "dump", "Pickled"]
 
@@ -37,18 +45,24 @@ loads = pickle.loads
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
+class _ForkingPicklerClass(Protocol):
+    """``ForkingPickler``'s reducers registered with ``register`` (typeshed leaves it out)."""
+
+    _extra_reducers: dict[type, Callable[[Any], Any]]
+
+
 class Pickler(_compat.PicklerBase):
     """A ``ForkingPickler`` that sends dynamic functions and classes by value."""
 
     # A class attribute: the C pickler reads it once, in __init__. A live ChainMap, so
     # reducers registered later with ``ForkingPickler.register`` (shared ctypes types,
     # connections) are honoured.
-    dispatch_table = ChainMap({io.TextIOWrapper: reduce_text_file,
-                               types.CodeType: reduce_code,
-                               types.MethodType: reduce_method},
-                              _compat.PICKLER_DISPATCH,
-                              reduction.ForkingPickler._extra_reducers,
-                              copyreg.dispatch_table)
+    dispatch_table: ChainMap[type, Callable[[Any], Any]] = ChainMap(
+        {io.TextIOWrapper: reduce_text_file, types.CodeType: reduce_code,
+         types.MethodType: reduce_method},
+        _compat.PICKLER_DISPATCH,
+        cast(_ForkingPicklerClass, reduction.ForkingPickler)._extra_reducers,
+        copyreg.dispatch_table)
 
     def __init__(self, file: Any, protocol: int | None = None) -> None:
         super().__init__(file, PROTOCOL if protocol is None else protocol)

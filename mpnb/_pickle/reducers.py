@@ -16,7 +16,8 @@ import io
 import marshal
 import sys
 import types
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from .. import _compat
 
@@ -47,7 +48,7 @@ def reduce_code(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
     try:
         return marshal.loads, (marshal.dumps(code),)
     except ValueError:
-        return _compat.PICKLER_DISPATCH[types.CodeType](code)  # type: ignore[no-any-return]
+        return _compat.PICKLER_DISPATCH[types.CodeType](code)
 
 
 def reduce_method(method: types.MethodType) -> Any:
@@ -57,7 +58,7 @@ def reduce_method(method: types.MethodType) -> Any:
     owner, name = method.__self__, method.__func__.__name__
     try:
         same = getattr(owner, name) == method
-    except Exception:  # noqa: BLE001 - a descriptor that raises: copy the method
+    except Exception:  # a descriptor that raises: copy the method
         same = False
     if same:
         return getattr, (owner, name)
@@ -65,6 +66,13 @@ def reduce_method(method: types.MethodType) -> Any:
 
 
 # -- manager proxies ------------------------------------------------------------------
+
+class _ManagersModule(Protocol):
+    """What ``multiprocessing.managers`` has and typeshed leaves out."""
+
+    # serializer name -> (Listener, Client)
+    listener_client: dict[str, tuple[Callable[..., Any], Callable[..., Any]]]
+
 
 def reduce_proxy(proxy: Any) -> Any:
     rebuild, (func, token, serializer, kwds) = proxy.__reduce__()
@@ -76,7 +84,8 @@ def reduce_proxy(proxy: Any) -> Any:
 def _rebuild_proxy(rebuild: Any, func: Any, token: Any, kwds: dict[str, Any]) -> Any:
     """A proxy with mpnb's serializer where ``mpnb.managers`` is loaded, else 'pickle'
     (the same, in an mpnb child: its standard library sends with this pickler)."""
-    from multiprocessing.managers import listener_client
+    from multiprocessing import managers
+    listener_client = cast(_ManagersModule, managers).listener_client
     return rebuild(func, token, "mpnb" if "mpnb" in listener_client else "pickle", kwds)
 
 
@@ -108,5 +117,5 @@ def by_reference(obj: Any) -> bool:
     it is importable where it is loaded."""
     try:
         return _compat.should_pickle_by_reference(obj)
-    except Exception:  # noqa: BLE001 - not a function or class: unsure, so copy
+    except Exception:  # not a function or class: unsure, so copy
         return False

@@ -28,7 +28,7 @@ _install_count = 0
 _saved: dict[str, Any] = {}
 
 
-def _forking_dumps(cls: type, obj: Any, protocol: int | None = None) -> memoryview:
+def _forking_dumps(cls: type, obj: Any, protocol: int | None = None) -> bytes | memoryview:
     return dumps(obj, protocol)
 
 
@@ -103,7 +103,9 @@ def install() -> None:
         fp = reduction.ForkingPickler
         _saved["dumps"] = fp.__dict__["dumps"]
         _saved["dump"] = reduction.dump
-        fp.dumps = classmethod(_forking_dumps)
+        # Patched in place. Any bytes-like object is what the standard library's callers
+        # need; typeshed says ``memoryview``.
+        fp.dumps = classmethod(_forking_dumps)  # type: ignore[method-assign,assignment]
         reduction.dump = _forking_dump
 
 
@@ -116,7 +118,7 @@ def uninstall() -> None:
         _install_count -= 1
         if _install_count:
             return
-        reduction.ForkingPickler.dumps = _saved.pop("dumps")
+        reduction.ForkingPickler.dumps = _saved.pop("dumps")  # type: ignore[method-assign]
         reduction.dump = _saved.pop("dump")
 
 

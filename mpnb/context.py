@@ -19,10 +19,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
-from . import (
-    process,
-    shutdown,  # noqa: F401 - stops the processes mpnb started at exit
-)
+from . import process
 
 if TYPE_CHECKING:
     from .connection import Connection

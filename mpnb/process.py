@@ -22,7 +22,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, cast
 
-from . import _pickle, _routing
+from . import _pickle, _routing, shutdown
 from .registry import REGISTRY, signal_name
 
 __all__ = ["Process", "SpawnProcess", "ForkServerProcess", "ForkProcess",
@@ -104,6 +104,7 @@ class _MpnbProcess(_ProcessBase):
     _mpnb_pool: str | None = None
 
     def start(self) -> None:
+        shutdown.watch()  # this process stops its children when it exits
         self._mpnb_child_setups = child_setups(self)
         self._mpnb_method = self._effective_start_method()
         if self._mpnb_method == "fork":

@@ -4,7 +4,7 @@ At interpreter exit an ``atexit`` handler terminates every pool and every live p
 mpnb started (SIGTERM, then SIGKILL after ``GRACE`` seconds). In a plain script,
 non-daemonic processes are the exception: as with the standard library, the script
 waits for them (``multiprocessing``'s own exit handler joins them). It is registered
-when the first mpnb process starts (a start hook of ``mpnb.process``), so it runs before
+when the first mpnb process starts (``mpnb.process`` calls ``watch``), so it runs before
 ``multiprocessing.util._exit_function`` (handlers run last registered, first run), which
 would otherwise wait forever on a non-daemonic child that does not end.
 
@@ -32,7 +32,6 @@ import weakref
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, cast
 
-from . import process as _process
 from .registry import REGISTRY
 
 __all__ = ["GRACE", "watch", "track", "stopping", "stop_all"]
@@ -142,12 +141,6 @@ def _wait(processes: list[Any], timeout: float) -> None:
         pending = [p for p in pending if p.exitcode is None]
 
 
-def _on_start(process: Any) -> None:
-    watch()
-    return None
-
-
-_process.add_start_hook(_on_start)
 
 
 def _at_exit() -> None:

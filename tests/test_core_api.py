@@ -505,3 +505,24 @@ def test_a_full_dev_shm_means_in_band_not_a_crash(monkeypatch):
     assert len(payload) > big.nbytes           # the data went inside the pickle
     assert np.array_equal(pickle.loads(payload), big)
     assert _psm_entries() <= before
+
+
+def test_the_core_imports_no_notebook_package_in_a_script_or_its_children():
+    """``import mpnb`` and its pools work without IPython, ipykernel, ipywidgets or
+    psutil being imported, in the parent and in every child."""
+    code = (
+        "import sys\n"
+        "import mpnb\n"
+        "HEAVY = ('IPython', 'ipykernel', 'ipywidgets', 'psutil')\n"
+        "def loaded(_):\n"
+        "    return sorted(m for m in HEAVY if m in sys.modules)\n"
+        "if __name__ == '__main__':\n"
+        "    seen = set(loaded(0))\n"
+        "    for method in mpnb.get_all_start_methods():\n"
+        "        with mpnb.get_context(method).Pool(1) as pool:\n"
+        "            seen.update(*pool.map(loaded, range(2)))\n"
+        "    seen.update(loaded(0))\n"
+        "    print(sorted(seen))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=90)
+    assert out.stdout.strip() == "[]", out.stderr

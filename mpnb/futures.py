@@ -22,9 +22,9 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from . import _routing
-from ._pool_core import PoolCore
+from ._pool.core import PoolCore
 from ._pickle import segments_released_on_error
-from ._worker import MAP, STARMAP
+from ._pool.worker import MAP, STARMAP
 from .errors import InitializerError, TaskCancelledError, WorkerCrashedError
 from .pool import Pool, _BarHook, _bar_hook, _cpu_count, _func_name, _progress
 

@@ -48,10 +48,10 @@ from multiprocessing.pool import ThreadPool  # noqa: F401 - re-exported
 from typing import Any, Callable, Iterable, Iterator
 
 from . import _routing
-from ._pool_core import RUN, TERMINATE, PoolCore, Task
+from ._pool.core import RUN, TERMINATE, PoolCore, Task
 from ._pickle import (PICKLING_ERRORS, fails, checked_dumps, describe_unpicklable, dumps,
                          by_reference, in_band, segments_released_on_error)
-from ._worker import APPLY, MAP, STARMAP, TASK, Initializer
+from ._pool.worker import APPLY, MAP, STARMAP, TASK, Initializer
 from .errors import RemoteTraceback, short_repr  # noqa: F401 - RemoteTraceback re-exported
 from .registry import REGISTRY
 

@@ -32,10 +32,10 @@ import threading
 import time
 from typing import Any
 
-from . import _routing
-from ._pickle import (PICKLING_ERRORS, fails, describe_unpicklable, dumps, in_band,
+from .. import _routing
+from .._pickle import (PICKLING_ERRORS, fails, describe_unpicklable, dumps, in_band,
                          loads)
-from .errors import TaskSerializationError, capture, short_repr
+from ..errors import TaskSerializationError, capture, short_repr
 
 __all__ = ["run", "remember", "Initializer", "TASK", "FUNC", "STOP", "READY", "RESULT", "INIT_FAILED",
            "APPLY", "MAP", "STARMAP", "FUNC_CACHE", "FUNC_CACHE_BYTES"]

@@ -38,12 +38,13 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import RawArray
 from typing import Any, Callable
 
-from . import _routing, _worker, shutdown
-from ._frames import FAST, FrameReader, send_frames
-from ._pickle import dumps, loads
-from .errors import (InitializerError, TaskCancelledError, TaskSerializationError,
+from .. import _routing, shutdown
+from . import worker as _worker
+from .frames import FAST, FrameReader, send_frames
+from .._pickle import dumps, loads
+from ..errors import (InitializerError, TaskCancelledError, TaskSerializationError,
                      WorkerCrashedError, crash_message, rebuild)
-from .registry import REGISTRY
+from ..registry import REGISTRY
 
 __all__ = ["PoolCore", "Task", "RUN", "CLOSE", "TERMINATE"]
 

@@ -4,8 +4,8 @@
 ``timeout``, ``chunksize`` and ``buffersize``, ``shutdown(wait, cancel_futures)``, the
 context manager, ``terminate_workers``/``kill_workers`` of Python 3.14) and returns
 ``concurrent.futures.Future`` objects, so ``wait`` and ``as_completed`` work as usual.
-It runs on mpnb's pool engine (a ``pool.Pool``'s ``_pool.core.PoolCore``, its tasks made
-by a ``_pool.tasks.TaskMaker``, each future's outcome told by a ``_pool.results.FutureJob``):
+It runs on mpnb's pool engine (a ``pool.Pool``'s ``_pool.core.PoolCore``, its tasks
+made by a ``_pool.tasks.TaskMaker``, each future told by a ``_pool.results.FutureJob``):
 cell-defined code, errors with their own type and the worker's traceback, output in the
 cell that submitted the work, and a worker that dies fails its task only (see
 ``ProcessPoolExecutor``).

@@ -298,7 +298,7 @@ def _check_sendable_at_start(initializer: Callable[..., object], initargs: tuple
     """Raise ``SerializationError`` (naming ``initializer`` or ``initargs[i]``) now if
     they could not be sent to a worker when it starts.
 
-    Each worker gets them as process arguments (``_worker.Initializer``), pickled while
+    Each worker gets them as process arguments (``_pool.worker.Initializer``), pickled while
     it starts, so the probe pickles them inside a spawning context as the start would.
     Under fork they are inherited, not pickled: an argument that only refuses to go to
     a spawned process (a lock made in a fork context: ``RuntimeError``) is accepted there.

@@ -1,11 +1,11 @@
-"""The core of a pool: its workers, the tasks waiting for them, and the thread that
-watches both.
+"""The local engine of a pool (``PoolCore``): its workers, the tasks waiting for them,
+and the thread that watches both.
 
 Each worker has its own duplex connection, so the core always knows what each worker
 runs: the oldest task it sent a worker and has no result for yet. Tasks arrive already
-pickled (``pool.Pool`` pickles them in the caller's thread) and are sent to a worker as
-soon as one can take them, by whichever thread has the lock: the caller's when a worker
-is idle (no thread hop), the manager's when a result frees one.
+pickled (``tasks.TaskMaker`` pickles them in the caller's thread) and are sent to a
+worker as soon as one can take them, by whichever thread has the lock: the caller's
+when a worker is idle (no thread hop), the manager's when a result frees one.
 
 The manager thread waits on every worker's connection and sentinel and on a wake-up
 pipe (``multiprocessing.connection.wait``). A result goes to its job; a sentinel means
@@ -91,7 +91,8 @@ class _Worker:
                  "queued", "charges", "funcs", "ready", "sent", "stop_sent", "stopping", "kill_at",
                  "eof", "unsendable", "label", "label_due")
 
-    def __init__(self, process: BaseProcess, conn: connection.Connection, slot: int) -> None:
+    def __init__(self, process: BaseProcess, conn: connection.Connection,
+                 slot: int) -> None:
         self.process = process
         self.conn = conn
         self.reader = FrameReader(conn)

@@ -153,7 +153,8 @@ def bar_hook(progress: bool, total: int | None) -> BarHook | None:
     return BarHook(total) if progress else None
 
 
-def with_bar(progress: bool, run: Callable[[BarHook | None], Any], total: int | None) -> Any:
+def with_bar(progress: bool, run: Callable[[BarHook | None], Any],
+             total: int | None) -> Any:
     """``run(hook)``; the bar, if any, shows a failure when ``run`` raises."""
     hook = bar_hook(progress, total)
     try:

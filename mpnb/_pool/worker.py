@@ -84,8 +84,8 @@ def _unloaded_initializer(data: bytes) -> Initializer:
     return init
 
 
-def run(conn: Connection, state: Any, slot: int, init: Initializer | None, maxtasks: int | None,
-        owner: int) -> None:
+def run(conn: Connection, state: Any, slot: int, init: Initializer | None,
+        maxtasks: int | None, owner: int) -> None:
     """The target of a pool worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _watch_owner(owner)
@@ -166,8 +166,8 @@ def _missing(func_id: int) -> ErrorRecord:
         return capture(exc, skip=_HERE)
 
 
-def _apply(func: Callable[..., Any],
-           payload: tuple[tuple[Any, ...], dict[str, Any]]) -> tuple[list[Any], ResultErrors]:
+def _apply(func: Callable[..., Any], payload: tuple[tuple[Any, ...], dict[str, Any]]
+           ) -> tuple[list[Any], ResultErrors]:
     args, kwds = payload
     try:
         return [func(*args, **kwds)], []

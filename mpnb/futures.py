@@ -295,12 +295,14 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         self._futures[future._job.id] = future  # type: ignore[union-attr]
         future.add_done_callback(self._settled)
 
-    def _settled(self, future: Future) -> None:   # type: ignore[type-arg]
+    def _settled(self, future: Future) -> None:
         job = future._job
-        self._futures.pop(job.id, None)  # type: ignore[union-attr]
+        if job is None:   # never: a tracked future has its job
+            return
+        self._futures.pop(job.id, None)
         if future.cancelled():   # never sent: the core drops its task
-            job.settled = True  # type: ignore[union-attr]
-            job.claim()  # type: ignore[union-attr] - tells wait() and as_completed()
+            job.settled = True
+            job.claim()   # tells wait() and as_completed()
             self._core.finish_job(job)
 
     def _stop_workers(self, kill: bool) -> None:

@@ -802,10 +802,9 @@ class _Interrupting:
         return None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> None:
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
-            self._core.interrupt()
-        return False
+            self._core.interrupt()   # and the interrupt goes on
 
 
 # What the manager thread waits on, by kind.

@@ -303,6 +303,7 @@ class IMapIterator:
         last = errors[-1][1] if errors else None
         with self._cond:
             for offset in range(task.count):
+                item: tuple[bool, Any]
                 if offset in failed:
                     item = (False, failed[offset])
                 elif offset < len(values):

@@ -105,7 +105,7 @@ def run(conn: Connection, state: Any, slot: int, init: Initializer | None,
     done = 0
     while maxtasks is None or done < maxtasks:
         try:
-            data = conn.recv_bytes()
+            data: bytes | memoryview = conn.recv_bytes()
         except (EOFError, OSError):
             return
         try:
@@ -132,7 +132,8 @@ def run(conn: Connection, state: Any, slot: int, init: Initializer | None,
         words[task_word] = task_id
         words[item_word] = start
         t0 = time.perf_counter()
-        loaded, func = funcs.get(func_id) or (False, _missing(func_id))
+        entry: tuple[bool, Any] = funcs.get(func_id) or (False, _missing(func_id))
+        loaded, func = entry
         _routing.enter(route)
         try:
             if not loaded:

@@ -52,7 +52,7 @@ from .frames import FAST, FrameReader, send_frames
 from .protocol import (APPLY, INIT_FAILED, READY, RESULT, Job, ResultErrors, Task,
                        func_message, parse_init_failed, parse_result, read, remember,
                        stop_message, unloadable_result)
-from .telemetry import LABEL_DELAY, LABEL_INTERVAL, Tally
+from .telemetry import DONE, FAILED, LABEL_DELAY, LABEL_INTERVAL, SUBMITTED, Tally
 
 __all__ = ["PoolCore", "RUN", "CLOSE", "TERMINATE", "cpu_count"]
 
@@ -205,7 +205,7 @@ class PoolCore:
             self._last_job = max(self._last_job, job.id)
             self._pending.extend(tasks)
             self._dispatch_locked()
-            self._tally.add(submitted=sum(t.count for t in tasks))
+            self._tally.counts[SUBMITTED] += sum(t.count for t in tasks)
         if time.monotonic() >= self._tally.due:
             self._flush_counts()
 
@@ -226,8 +226,8 @@ class PoolCore:
         """Drop the queued tasks of jobs that ended outside the core (cancelled futures)."""
         with self._lock:
             kept = deque(t for t in self._pending if not t.job.settled)
-            self._tally.add(failed=sum(t.count for t in self._pending)
-                            - sum(t.count for t in kept))
+            self._tally.counts[FAILED] += sum(t.count for t in self._pending) - \
+                sum(t.count for t in kept)
             self._pending = kept
         self._wake()
 
@@ -246,8 +246,8 @@ class PoolCore:
         with self._lock:
             self._cancel_upto = upto = max(self._cancel_upto, self._last_job)
             kept = deque(t for t in self._pending if t.job.id > upto)
-            self._tally.add(failed=sum(t.count for t in self._pending)
-                            - sum(t.count for t in kept))
+            self._tally.counts[FAILED] += sum(t.count for t in self._pending) - \
+                sum(t.count for t in kept)
             self._pending = kept
         self._wake()
 
@@ -375,7 +375,7 @@ class PoolCore:
             for w in self._workers:
                 while pending and (pending[0].job.settled
                                    or pending[0].job.id <= self._cancel_upto):
-                    self._tally.add(failed=pending.popleft().count)
+                    self._tally.counts[FAILED] += pending.popleft().count
                 if not pending:
                     break
                 if self._can_take(w, pending[0]):
@@ -383,7 +383,7 @@ class PoolCore:
                     if task.claim is None or task.claim():
                         self._send(w, task)
                     else:
-                        self._tally.add(failed=task.count)
+                        self._tally.counts[FAILED] += task.count
                     progress = True
         for w in self._workers:
             if w.outbox:
@@ -414,7 +414,9 @@ class PoolCore:
 
     def _count(self, done: int = 0, failed: int = 0) -> None:
         with self._lock:
-            self._tally.add(done=done, failed=failed)
+            counts = self._tally.counts
+            counts[DONE] += done
+            counts[FAILED] += failed
 
     def _flush_counts(self) -> None:
         """Add the counts gathered since the last flush to the pool's registry record."""
@@ -501,14 +503,14 @@ class PoolCore:
                     self._watch.remove(w.conn)
         for w in exited:
             self._reap(w)
-        if self._tally.pending() and time.monotonic() >= self._tally.due:
+        if any(self._tally.counts) and time.monotonic() >= self._tally.due:
             self._flush_counts()
         return self._maintain()
 
     def _timeout(self) -> float | None:
         deadlines = [w.kill_at for w in self._workers if w.stopping]
         deadlines += [w.label_due for w in self._workers if w.label_due]
-        if self._tally.pending():
+        if any(self._tally.counts):
             deadlines.append(self._tally.due)
         if self._start_after:
             deadlines.append(self._start_after)

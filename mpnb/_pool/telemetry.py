@@ -22,7 +22,7 @@ from ..errors import short_repr
 from ..registry import REGISTRY
 from .protocol import APPLY, STARMAP
 
-__all__ = ["LABEL_DELAY", "LABEL_INTERVAL", "Progress", "func_name", "Label", "Tally",
+__all__ = ["LABEL_DELAY", "LABEL_INTERVAL", "SUBMITTED", "DONE", "FAILED", "Progress", "func_name", "Label", "Tally",
            "show_task", "record_exit", "pool_closed", "BarHook", "bar_hook", "with_bar",
            "report_progress", "report_callback_error"]
 
@@ -31,6 +31,9 @@ __all__ = ["LABEL_DELAY", "LABEL_INTERVAL", "Progress", "func_name", "Label", "T
 # The pool's counts reach the registry at most every ``LABEL_INTERVAL`` too.
 LABEL_DELAY = 0.05
 LABEL_INTERVAL = 0.1
+
+# The counts of a ``Tally``, by index.
+SUBMITTED, DONE, FAILED = 0, 1, 2
 
 # ``on_progress(n)``: ``n`` more items are done.
 Progress = Callable[[int], object]
@@ -72,7 +75,9 @@ class Label:
 class Tally:
     """A pool's tasks submitted, done and failed that the registry has not heard of.
 
-    ``add`` and ``take`` run under the engine's lock; ``publish`` outside it.
+    The engine adds to ``counts[SUBMITTED]``, ``counts[DONE]`` and ``counts[FAILED]``
+    directly (a method call per task would cost more than the addition) and calls
+    ``take`` under its lock, ``publish`` outside it.
     """
 
     __slots__ = ("pool", "counts", "due")
@@ -81,15 +86,6 @@ class Tally:
         self.pool = pool
         self.counts = [0, 0, 0]   # submitted, done, failed
         self.due = 0.0            # publish when ``time.monotonic()`` reaches this
-
-    def add(self, submitted: int = 0, done: int = 0, failed: int = 0) -> None:
-        counts = self.counts
-        counts[0] += submitted
-        counts[1] += done
-        counts[2] += failed
-
-    def pending(self) -> bool:
-        return any(self.counts)
 
     def take(self) -> list[int]:
         """The counts so far, reset; the next are due ``LABEL_INTERVAL`` from now."""

@@ -4,9 +4,11 @@
 ``timeout``, ``chunksize`` and ``buffersize``, ``shutdown(wait, cancel_futures)``, the
 context manager, ``terminate_workers``/``kill_workers`` of Python 3.14) and returns
 ``concurrent.futures.Future`` objects, so ``wait`` and ``as_completed`` work as usual.
-It runs on mpnb's pool core (``pool.Pool``): cell-defined code, errors with their own
-type and the worker's traceback, output in the cell that submitted the work, and a
-worker that dies fails its task only (see ``ProcessPoolExecutor``).
+It runs on mpnb's pool engine (a ``pool.Pool``'s ``_pool.core.PoolCore``, its tasks
+made by a ``_pool.tasks.TaskMaker``, each future told by a ``_pool.results.FutureJob``):
+cell-defined code, errors with their own type and the worker's traceback, output in the
+cell that submitted the work, and a worker that dies fails its task only (see
+``ProcessPoolExecutor``).
 """
 from __future__ import annotations
 
@@ -22,11 +24,14 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from . import _routing
-from ._pool_core import PoolCore
 from ._pickle import segments_released_on_error
-from ._worker import MAP, STARMAP
-from .errors import InitializerError, TaskCancelledError, WorkerCrashedError
-from .pool import Pool, _BarHook, _bar_hook, _cpu_count, _func_name, _progress
+from ._pool.core import PoolCore, cpu_count
+from ._pool.protocol import MAP, STARMAP, Task
+from ._pool.results import FutureJob
+from ._pool.tasks import TaskMaker
+from ._pool.telemetry import BarHook, bar_hook, func_name, report_progress
+from .errors import InitializerError, WorkerCrashedError
+from .pool import Pool
 
 __all__ = ["ProcessPoolExecutor", "Future", "BrokenWorkerError", "BrokenInitializerError"]
 
@@ -60,79 +65,30 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
     def __init__(self, core: PoolCore) -> None:
         super().__init__()
         self._core = core
-        self._job: _FutureJob | None = None
+        self._job: _ExecutorJob | None = None
 
     def result(self, timeout: float | None = None) -> Any:
-        try:
+        with self._core.interrupting():
             return super().result(timeout)
-        except KeyboardInterrupt:
-            self._core.interrupt()
-            raise
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        try:
+        with self._core.interrupting():
             return super().exception(timeout)
-        except KeyboardInterrupt:
-            self._core.interrupt()
-            raise
 
 
-class _FutureJob:
-    """A pool core job whose outcome goes to one ``Future``: a submitted call, or a
-    chunk of a ``map`` (its list of results)."""
+class _ExecutorJob(FutureJob):
+    """The job of one of the executor's futures: what fails it, as the executor raises
+    it (``_for_executor``)."""
 
-    __slots__ = ("id", "future", "_done", "_whole", "_claimed", "_lock", "_value",
-                 "_error", "on_success")
+    __slots__ = ()
+    future: Future
 
     def __init__(self, core: PoolCore, future: Future, whole: bool) -> None:
-        self.id = core.new_job_id()
-        self.future = future
-        self._done = False
-        self._whole = whole        # the future gets every value (a chunk), not the first
-        self._claimed: bool | None = None
-        self._lock = threading.Lock()
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self.on_success: Callable[[], object] | None = None   # before the result is set
+        super().__init__(core, future, whole)
         future._job = self
 
-    def claim(self) -> bool:
-        """Before the task is sent: the future runs, unless it was cancelled."""
-        with self._lock:
-            if self._claimed is None:
-                self._claimed = self.future.set_running_or_notify_cancel()
-            return self._claimed
-
-    # -- told by the pool core (manager thread) --
-
-    def _deliver(self, task: Any, values: list[Any], errors: list[Any]) -> bool:
-        if errors:
-            return self._fail(errors[0][1], task)
-        if self._done:
-            return False
-        self._value = values if self._whole else values[0]
-        self._done = True
-        return True
-
-    def _fail(self, exc: BaseException, task: Any) -> bool:
-        if self._done:
-            return False
-        self._error, self._done = _for_executor(exc), True
-        return True
-
-    def _fire(self) -> None:
-        future, error = self.future, self._error
-        if isinstance(error, TaskCancelledError) and future.cancel():
-            return   # was pending: cancelled (``ProcessPoolExecutor._settled`` follows)
-        try:
-            if error is None:
-                if self.on_success is not None:
-                    self.on_success()
-                future.set_result(self._value)
-            else:
-                future.set_exception(error)
-        except concurrent.futures.InvalidStateError:
-            pass   # cancelled by its owner meanwhile
+    def fail(self, exc: BaseException, task: Task | None) -> bool:
+        return super().fail(_for_executor(exc), task)
 
 
 def _for_executor(exc: BaseException) -> BaseException:
@@ -195,7 +151,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
                  initargs: Iterable[Any] = (), *,
                  max_tasks_per_child: int | None = None) -> None:
         if max_workers is None:
-            max_workers = _cpu_count()
+            max_workers = cpu_count()
             if sys.platform == "win32":
                 max_workers = min(max_workers, _MAX_WINDOWS_WORKERS)
         elif not isinstance(max_workers, int) or isinstance(max_workers, bool):
@@ -223,6 +179,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         self._pool = Pool(max_workers, initializer, self._initargs, max_tasks_per_child,
                           context=context)
         self._core: PoolCore = self._pool._core  # type: ignore[assignment]
+        self._tasks = TaskMaker(self._core)
 
     # -- the standard library's API --
 
@@ -230,16 +187,13 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """Run ``fn(*args, **kwargs)`` in a worker; returns its ``Future`` at once."""
         with self._shutdown_lock:
             core = self._check()
-            try:
-                func_ref = self._pool._function(fn)
+            with core.interrupting():
+                func_ref = self._tasks.function(fn)
                 future = Future(core)
-                job = _FutureJob(core, future, whole=False)
-                task = self._pool._apply_task(job, fn, func_ref, args, kwargs, job.claim)
+                job = _ExecutorJob(core, future, whole=False)
+                task = self._tasks.apply(job, fn, func_ref, args, kwargs, job.claim)
                 self._track(future)
                 core.submit(job, [task])
-            except KeyboardInterrupt:
-                core.interrupt()
-                raise
         return future
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
@@ -273,7 +227,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         elif len(iterables) == 1 and hasattr(iterables[0], "__len__"):
             total = len(iterables[0])  # type: ignore[arg-type]
         batches = _batches(items, chunksize)
-        hook = _bar_hook(progress, total)
+        hook = bar_hook(progress, total)
         submit = _ChunkSubmitter(self, fn, mode, root, hook)
         try:
             futures = deque(submit(batches, buffersize))
@@ -320,7 +274,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             pool.close()
 
     def __repr__(self) -> str:
-        state = "shutdown" if self._shutdown else self._pool._state
+        state = "shutdown" if self._shutdown else self._core.state
         return (f"<{type(self).__module__}.{type(self).__qualname__} "
                 f"max_workers={self._max_workers} "
                 f"start_method={self._mp_context.get_start_method()!r} state={state}>")
@@ -332,20 +286,23 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         try:
-            return self._pool._check_running()
+            self._core.check()
         except (WorkerCrashedError, InitializerError) as exc:
             raise _for_executor(exc) from None
+        return self._core
 
     def _track(self, future: Future) -> None:
         self._futures[future._job.id] = future  # type: ignore[union-attr]
         future.add_done_callback(self._settled)
 
-    def _settled(self, future: Future) -> None:   # type: ignore[type-arg]
+    def _settled(self, future: Future) -> None:
         job = future._job
-        self._futures.pop(job.id, None)  # type: ignore[union-attr]
+        if job is None:   # never: a tracked future has its job
+            return
+        self._futures.pop(job.id, None)
         if future.cancelled():   # never sent: the core drops its task
-            job._done = True  # type: ignore[union-attr]
-            job.claim()  # type: ignore[union-attr] - tells wait() and as_completed()
+            job.settled = True
+            job.claim()   # tells wait() and as_completed()
             self._core.finish_job(job)
 
     def _stop_workers(self, kill: bool) -> None:
@@ -370,16 +327,16 @@ def _batches(items: Iterator[Any], size: int) -> Iterator[tuple[int, list[Any]]]
 class _ChunkSubmitter:
     """Sends chunks of one ``map`` call: the function pickled once, each chunk a future."""
 
-    def __init__(self, executor: ProcessPoolExecutor, fn: Any, mode: int, root: str,
-                 hook: _BarHook | None) -> None:
+    def __init__(self, executor: ProcessPoolExecutor, fn: Callable[..., Any], mode: int,
+                 root: str, hook: BarHook | None) -> None:
         self.executor, self.mode, self.root, self.hook = executor, mode, root, hook
-        self.name = _func_name(fn)
+        self.name = func_name(fn)
         self.route = _routing.capture()
         self.count = 0     # items read so far
         self.over = False  # the input ran out
         with executor._shutdown_lock:
             executor._check()
-            self.func_ref = executor._pool._function(fn)
+            self.func_ref = executor._tasks.function(fn)
 
     def __call__(self, batches: Iterator[tuple[int, list[Any]]],
                  limit: int | None) -> list[Future]:
@@ -387,15 +344,15 @@ class _ChunkSubmitter:
         if self.over:
             return []
         executor = self.executor
-        pool = executor._pool
+        tasks = executor._tasks
         with executor._shutdown_lock:
             core = executor._check()
-            made: list[tuple[_FutureJob, Any]] = []
-            try:
+            made: list[tuple[_ExecutorJob, Task]] = []
+            with core.interrupting():
                 with segments_released_on_error():
                     for start, chunk in itertools.islice(batches, limit):
-                        job = _FutureJob(core, Future(core), whole=True)
-                        made.append((job, pool._task(
+                        job = _ExecutorJob(core, Future(core), whole=True)
+                        made.append((job, tasks.chunk(
                             job, self.func_ref, self.mode, self.name, chunk, start, True,
                             self.route, self.root, job.claim)))
                         self.count += len(chunk)
@@ -404,17 +361,15 @@ class _ChunkSubmitter:
                 for job, task in made:
                     executor._track(job.future)
                     if self.hook is not None:   # counted before the result shows
-                        job.on_success = functools.partial(_progress, self.hook, task.count)
+                        job.on_success = functools.partial(report_progress, self.hook,
+                                                           task.count)
                     core.submit(job, [task])
-            except KeyboardInterrupt:
-                core.interrupt()
-                raise
-        if self.over and isinstance(self.hook, _BarHook) and self.hook.bar.total is None:
+        if self.over and isinstance(self.hook, BarHook) and self.hook.bar.total is None:
             self.hook.set_total(self.count)
         return [job.future for job, _ in made]
 
 
-def _results(futures: deque[Future], deadline: float | None, hook: _BarHook | None,
+def _results(futures: deque[Future], deadline: float | None, hook: BarHook | None,
              more: Callable[[], list[Future]] | None) -> Iterator[Any]:
     """The values of ``map``'s chunk futures, in order (a generator)."""
     try:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import mpnb
-from mpnb import _pool_core
+from mpnb._pool import core as pool_core
 from mpnb.errors import RemoteTraceback, TaskCancelledError
 from mpnb.pool import IMapIterator
 from mpnb.registry import REGISTRY
@@ -246,13 +246,13 @@ def test_unpicklable_argument_raises_at_the_call_and_submits_nothing(ctx):
 
 def test_function_is_pickled_once_per_call_and_sent_once_per_worker(ctx, monkeypatch):
     sent = []
-    real_send = _pool_core.send_frames
+    real_send = pool_core.send_frames
 
     def spy(conn, payloads):
         sent.extend(bytes(p) for p in payloads)
         real_send(conn, payloads)
 
-    monkeypatch.setattr(_pool_core, "send_frames", spy)
+    monkeypatch.setattr(pool_core, "send_frames", spy)
     factor = 3
 
     def times(x):   # defined here: pickled by value

@@ -1,11 +1,11 @@
-"""The core of a pool: its workers, the tasks waiting for them, and the thread that
-watches both.
+"""The local engine of a pool (``PoolCore``): its workers, the tasks waiting for them,
+and the thread that watches both.
 
 Each worker has its own duplex connection, so the core always knows what each worker
 runs: the oldest task it sent a worker and has no result for yet. Tasks arrive already
-pickled (``pool.Pool`` pickles them in the caller's thread) and are sent to a worker as
-soon as one can take them, by whichever thread has the lock: the caller's when a worker
-is idle (no thread hop), the manager's when a result frees one.
+pickled (``tasks.TaskMaker`` pickles them in the caller's thread) and are sent to a
+worker as soon as one can take them, by whichever thread has the lock: the caller's
+when a worker is idle (no thread hop), the manager's when a result frees one.
 
 The manager thread waits on every worker's connection and sentinel and on a wake-up
 pipe (``multiprocessing.connection.wait``). A result goes to its job; a sentinel means
@@ -19,10 +19,15 @@ been quick (under ``PREFETCH_SECONDS`` of work queued) and what it has not read 
 fits in half its pipe's buffer (so a send to a busy worker never blocks, and neither
 side can wait on the other); slow tasks go one at a time, so work stays balanced.
 
-Jobs (``pool.AsyncResult`` and friends) are told of results by the manager thread only,
-outside the lock: ``job._deliver(task, values, errors)``, ``job._fail(exc, task)``, then
-``job._fire()`` once a job is done. A task may carry ``claim``, called (lock held) before
-each send: ``False`` drops the task (a future cancelled meanwhile).
+Jobs (``results.ApplyResult`` and friends, ``results.FutureJob``) are told of results
+by the manager thread only, outside the lock, through the ``protocol.Job`` interface:
+``deliver``/``fail``, then ``fire`` once a job is done. A task may carry ``claim``,
+called (lock held) before each send: ``False`` drops the task (a future cancelled
+meanwhile). The messages exchanged with workers are built and read by ``protocol``;
+what the monitor hears of tasks goes through ``telemetry``.
+
+A ``KeyboardInterrupt`` while a caller waits on the pool (or submits to it) cancels
+every job submitted so far: callers wrap such code in ``with core.interrupting():``.
 """
 from __future__ import annotations
 
@@ -36,16 +41,20 @@ from collections import deque
 from multiprocessing import connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import RawArray
-from typing import Any, Callable
+from types import TracebackType
+from typing import Any
 
-from . import _routing, _worker, shutdown
-from ._frames import FAST, FrameReader, send_frames
-from ._pickle import dumps, loads
-from .errors import (InitializerError, TaskCancelledError, TaskSerializationError,
-                     WorkerCrashedError, crash_message, rebuild)
-from .registry import REGISTRY
+from .. import _routing, shutdown
+from ..errors import (ErrorRecord, InitializerError, TaskCancelledError,
+                      TaskSerializationError, WorkerCrashedError, crash_message, rebuild)
+from . import telemetry, worker
+from .frames import FAST, FrameReader, send_frames
+from .protocol import (APPLY, INIT_FAILED, READY, RESULT, Job, ResultErrors, Task,
+                       func_message, parse_init_failed, parse_result, read, remember,
+                       stop_message, unloadable_result)
+from .telemetry import DONE, FAILED, LABEL_DELAY, LABEL_INTERVAL, SUBMITTED, Tally
 
-__all__ = ["PoolCore", "Task", "RUN", "CLOSE", "TERMINATE"]
+__all__ = ["PoolCore", "RUN", "CLOSE", "TERMINATE", "cpu_count"]
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
@@ -67,46 +76,14 @@ PREFETCH_SECONDS = 0.005
 # none for a big one (a closure over an array), so as not to keep copies of it.
 FUNC_IDS = 256
 FUNC_ID_BYTES = 64 * 1024
-# A worker's task shows in the registry (what the monitor reads) once it ran this many
-# seconds, then at most every ``LABEL_INTERVAL``: tiny tasks cost no registry update.
-LABEL_DELAY = 0.05
-LABEL_INTERVAL = 0.1
 
 _exitcode_of = BaseProcess.exitcode.fget  # type: ignore[attr-defined]
 
 
-class Task:
-    """One message for a worker: an apply call or a chunk of a map, already pickled.
-
-    ``label`` (``square(3)``) is made from what was given, by ``str()``, when first
-    needed: most tasks end before anyone asks.
-    """
-
-    __slots__ = ("job", "id", "func_id", "func_msg", "data", "mode", "start", "count",
-                 "_label", "size", "func_name", "claim")
-
-    def __init__(self, job: Any, task_id: int, func_id: int, func_msg: bytes,
-                 data: Any, mode: int, start: int, count: int, label: Any,
-                 func_name: str = "", claim: Callable[[], bool] | None = None) -> None:
-        self.job = job
-        self.id = task_id
-        self.func_id = func_id
-        self.func_msg = func_msg
-        self.data = data
-        self.mode = mode
-        self.start = start
-        self.count = count
-        self._label = label
-        self.size = len(data)
-        self.func_name = func_name
-        self.claim = claim
-
-    @property
-    def label(self) -> str:
-        label = self._label
-        if not isinstance(label, str):
-            label = self._label = str(label)
-        return label
+def cpu_count() -> int:
+    """The CPUs this process may use: the default number of workers."""
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return count or 1
 
 
 class _Worker:
@@ -114,11 +91,12 @@ class _Worker:
                  "queued", "charges", "funcs", "ready", "sent", "stop_sent", "stopping", "kill_at",
                  "eof", "unsendable", "label", "label_due")
 
-    def __init__(self, process: Any, conn: Any, slot: int) -> None:
+    def __init__(self, process: BaseProcess, conn: connection.Connection,
+                 slot: int) -> None:
         self.process = process
         self.conn = conn
         self.reader = FrameReader(conn)
-        self.outbox: list[Any] = []   # messages to send at the end of this dispatch
+        self.outbox: list[bytes | memoryview] = []   # to send at the end of this dispatch
         self.slot = slot
         self.sentinel = process.sentinel
         self.outstanding: deque[Task] = deque()
@@ -143,7 +121,7 @@ class _Worker:
 class PoolCore:
     """Workers, queue and manager thread of one pool (see the module docstring)."""
 
-    def __init__(self, ctx: Any, processes: int, init: _worker.Initializer | None,
+    def __init__(self, ctx: Any, processes: int, init: worker.Initializer | None,
                  initializer_name: str, maxtasks: int | None, name: str) -> None:
         self.name = name
         self.processes = processes
@@ -157,7 +135,7 @@ class PoolCore:
         self._owner = os.getpid()
         self._lock = threading.Lock()
         self._pending: deque[Task] = deque()
-        self._jobs: dict[int, Any] = {}
+        self._jobs: dict[int, Job] = {}
         self._workers: list[_Worker] = []
         self._free_slots = list(range(processes - 1, -1, -1))
         self._array = RawArray("q", 2 * processes)
@@ -174,8 +152,8 @@ class PoolCore:
         self._start_after = 0.0
         self._kill_now = False
         self._budget = 0    # bytes a worker may have unread in its pipe
-        self._counts = [0, 0, 0]     # submitted, done, failed: not yet in the registry
-        self._counts_due = 0.0
+        self._tally = Tally(name)   # counts not yet in the registry
+        self._interrupting = _Interrupting(self)
         self._wake_r, self._wake_w = connection.Pipe(duplex=False)
         self._woken = False
         self._sleeping = False   # the manager waits with no deadline
@@ -195,7 +173,7 @@ class PoolCore:
 
     # -- called from the pool (any thread) ------------------------------------------------
 
-    def workers(self) -> list[Any]:
+    def workers(self) -> list[BaseProcess]:
         return [w.process for w in list(self._workers)]
 
     def new_job_id(self) -> int:
@@ -210,7 +188,7 @@ class PoolCore:
             known = self._func_ids.get(func_bytes)
             if known is None:
                 func_id = next(self._func_counter)
-                known = (func_id, bytes(dumps((_worker.FUNC, func_id, func_bytes))))
+                known = (func_id, func_message(func_id, func_bytes))
                 if len(func_bytes) <= FUNC_ID_BYTES:
                     self._func_ids[func_bytes] = known
                     if len(self._func_ids) > FUNC_IDS:
@@ -219,7 +197,7 @@ class PoolCore:
                     del self._task_seconds[next(iter(self._task_seconds))]
             return known
 
-    def submit(self, job: Any, tasks: list[Task], *, internal: bool = False) -> None:
+    def submit(self, job: Job, tasks: list[Task], *, internal: bool = False) -> None:
         """Queue ``tasks`` of ``job`` (all or none) and send what workers can take."""
         with self._lock:
             self._check_state(internal)
@@ -227,8 +205,8 @@ class PoolCore:
             self._last_job = max(self._last_job, job.id)
             self._pending.extend(tasks)
             self._dispatch_locked()
-            self._counts[0] += sum(t.count for t in tasks)
-        if time.monotonic() >= self._counts_due:
+            self._tally.counts[SUBMITTED] += sum(t.count for t in tasks)
+        if time.monotonic() >= self._tally.due:
             self._flush_counts()
 
     def check(self, *, internal: bool = False) -> None:
@@ -247,12 +225,13 @@ class PoolCore:
     def drop_done(self) -> None:
         """Drop the queued tasks of jobs that ended outside the core (cancelled futures)."""
         with self._lock:
-            kept = deque(t for t in self._pending if not t.job._done)
-            self._counts[2] += sum(t.count for t in self._pending) - sum(t.count for t in kept)
+            kept = deque(t for t in self._pending if not t.job.settled)
+            self._tally.counts[FAILED] += sum(t.count for t in self._pending) - \
+                sum(t.count for t in kept)
             self._pending = kept
         self._wake()
 
-    def finish_job(self, job: Any) -> None:
+    def finish_job(self, job: Job) -> None:
         """Forget a job that ended outside a delivery (an iterator's input ran out)."""
         with self._lock:
             self._jobs.pop(job.id, None)
@@ -267,9 +246,15 @@ class PoolCore:
         with self._lock:
             self._cancel_upto = upto = max(self._cancel_upto, self._last_job)
             kept = deque(t for t in self._pending if t.job.id > upto)
-            self._counts[2] += sum(t.count for t in self._pending) - sum(t.count for t in kept)
+            self._tally.counts[FAILED] += sum(t.count for t in self._pending) - \
+                sum(t.count for t in kept)
             self._pending = kept
         self._wake()
+
+    def interrupting(self) -> _Interrupting:
+        """A context manager: a ``KeyboardInterrupt`` raised in it calls ``interrupt()``
+        and goes on (``with core.interrupting(): result.wait()``)."""
+        return self._interrupting
 
     def close(self) -> None:
         if self.state == RUN:
@@ -314,7 +299,7 @@ class PoolCore:
         parent_end, child_end = connection.Pipe()
         try:
             process = self._ctx.Process(
-                target=_worker.run, daemon=True,
+                target=worker.run, daemon=True,
                 args=(child_end, self._array, slot, self._init, self._maxtasks,
                       self._owner))
             process.name = process.name.replace("Process", "PoolWorker")
@@ -388,9 +373,9 @@ class PoolCore:
         while pending and progress:
             progress = False
             for w in self._workers:
-                while pending and (pending[0].job._done
+                while pending and (pending[0].job.settled
                                    or pending[0].job.id <= self._cancel_upto):
-                    self._counts[2] += pending.popleft().count
+                    self._tally.counts[FAILED] += pending.popleft().count
                 if not pending:
                     break
                 if self._can_take(w, pending[0]):
@@ -398,7 +383,7 @@ class PoolCore:
                     if task.claim is None or task.claim():
                         self._send(w, task)
                     else:
-                        self._counts[2] += task.count
+                        self._tally.counts[FAILED] += task.count
                     progress = True
         for w in self._workers:
             if w.outbox:
@@ -409,7 +394,7 @@ class PoolCore:
         size = _charge(w, task)
         if task.func_id not in w.funcs:
             w.outbox.append(task.func_msg)
-            _worker.remember(w.funcs, task.func_id, len(task.func_msg))
+            remember(w.funcs, task.func_id, len(task.func_msg))
         w.outbox.append(task.data)
         w.outstanding.append(task)   # a worker holding a task counts as busy
         w.charges.append(size)
@@ -429,16 +414,15 @@ class PoolCore:
 
     def _count(self, done: int = 0, failed: int = 0) -> None:
         with self._lock:
-            self._counts[1] += done
-            self._counts[2] += failed
+            counts = self._tally.counts
+            counts[DONE] += done
+            counts[FAILED] += failed
 
     def _flush_counts(self) -> None:
         """Add the counts gathered since the last flush to the pool's registry record."""
-        self._counts_due = time.monotonic() + LABEL_INTERVAL
         with self._lock:
-            (submitted, done, failed), self._counts = self._counts, [0, 0, 0]
-        if submitted or done or failed:
-            REGISTRY.count_pool(self.name, submitted=submitted, done=done, failed=failed)
+            counts = self._tally.take()
+        self._tally.publish(counts)
 
     def _show_running(self, w: _Worker) -> None:
         """Note a change of ``w``'s task; the registry hears of it in ``_update_labels``."""
@@ -455,7 +439,7 @@ class PoolCore:
         w.label_due = 0.0
         if w.label is not None:
             w.label = None
-            self._registry_task(w, None)
+            telemetry.show_task(w.process, None)
 
     def _update_labels(self, now: float) -> None:
         for w in self._workers:
@@ -465,13 +449,7 @@ class PoolCore:
                     label = w.outstanding[0].label
                     if label != w.label:
                         w.label = label
-                        self._registry_task(w, label)
-
-    @staticmethod
-    def _registry_task(w: _Worker, label: str | None) -> None:
-        key = getattr(w.process, "_mpnb_key", None)
-        if key is not None:
-            REGISTRY.update_process(key, task=label)
+                        telemetry.show_task(w.process, label)
 
     # -- the manager thread ---------------------------------------------------------------
 
@@ -494,7 +472,7 @@ class PoolCore:
         finally:
             self._close_fds()
             self._flush_counts()
-            REGISTRY.update_pool(self.name, closed=True)
+            telemetry.pool_closed(self.name)
             self.finished.set()
 
     def _step(self) -> bool:
@@ -525,15 +503,15 @@ class PoolCore:
                     self._watch.remove(w.conn)
         for w in exited:
             self._reap(w)
-        if any(self._counts) and time.monotonic() >= self._counts_due:
+        if any(self._tally.counts) and time.monotonic() >= self._tally.due:
             self._flush_counts()
         return self._maintain()
 
     def _timeout(self) -> float | None:
         deadlines = [w.kill_at for w in self._workers if w.stopping]
         deadlines += [w.label_due for w in self._workers if w.label_due]
-        if any(self._counts):
-            deadlines.append(self._counts_due)
+        if any(self._tally.counts):
+            deadlines.append(self._tally.due)
         if self._start_after:
             deadlines.append(self._start_after)
         if not deadlines:
@@ -548,29 +526,29 @@ class PoolCore:
         _routing.drain(w.process)
         if eof:
             w.eof = True
-        results: list[tuple[Task, list[Any], list[Any]]] = []
+        results: list[tuple[Task, list[Any], list[tuple[int, BaseException]]]] = []
         for data in messages:
             try:
-                msg = loads(data)
+                msg = read(data)
             except Exception as exc:  # noqa: BLE001 - a result this process cannot load
-                msg = (_worker.RESULT, None, [], exc, 0.0)
+                msg = unloadable_result(exc)
             kind = msg[0]
-            if kind == _worker.RESULT:
+            if kind == RESULT:
                 if len(results) < len(w.outstanding):
                     task = w.outstanding[len(results)]
-                    values, errors = msg[2], msg[3]
+                    values, errors, seconds = parse_result(msg)
                     errs = self._errors(w, task, errors)
                     if isinstance(errors, BaseException):
                         values = []
                     results.append((task, values, errs))
                     old = self._task_seconds.get(task.func_id)
-                    self._task_seconds[task.func_id] = msg[4] if old is None else \
-                        0.7 * old + 0.3 * msg[4]
-            elif kind == _worker.READY:
+                    self._task_seconds[task.func_id] = seconds if old is None else \
+                        0.7 * old + 0.3 * seconds
+            elif kind == READY:
                 w.ready = True
                 self._start_failures = 0
-            elif kind == _worker.INIT_FAILED:
-                self._init_failed(w, msg[1])
+            elif kind == INIT_FAILED:
+                self._init_failed(w, parse_init_failed(msg))
                 return
         with self._lock:
             for task, _, _ in results:
@@ -584,10 +562,10 @@ class PoolCore:
         self._count(done=sum(t.count for t, _, _ in results) - failed, failed=failed)
         for task, values, errs in results:
             job = task.job
-            if not job._done and job._deliver(task, values, errs):
+            if not job.settled and job.deliver(task, values, errs):
                 self._finish(job)
 
-    def _init_failed(self, w: _Worker, record: Any) -> None:
+    def _init_failed(self, w: _Worker, record: ErrorRecord) -> None:
         cause = rebuild(record, w.name, "the initializer")
         error = InitializerError(
             f"the pool's initializer {self._initializer_name} raised "
@@ -596,23 +574,24 @@ class PoolCore:
         error.__cause__ = cause
         self._break(error)
 
-    def _errors(self, w: _Worker, task: Task, errors: Any) -> list[tuple[int, BaseException]]:
+    def _errors(self, w: _Worker, task: Task,
+                errors: ResultErrors | BaseException) -> list[tuple[int, BaseException]]:
         if isinstance(errors, BaseException):
             exc = TaskSerializationError(
                 f"the result of {task.label}, sent by {w.name}, cannot be loaded in this "
                 f"process: {type(errors).__name__}: {errors}", what="result")
             exc.__cause__ = errors
             return [(0, exc)]
-        if task.mode == _worker.APPLY:
+        if task.mode == APPLY:
             return [(offset, rebuild(record, w.name, task.label))
                     for offset, record in errors]
         return [(offset, rebuild(record, w.name, index=task.start + offset,
                                  func=task.func_name))
                 for offset, record in errors]
 
-    def _finish(self, job: Any) -> None:
+    def _finish(self, job: Job) -> None:
         self._jobs.pop(job.id, None)   # atomic; no lock needed
-        job._fire()
+        job.fire()
 
     def _reap(self, w: _Worker) -> None:
         """A worker exited: read what it sent, fail what it ran, requeue the rest."""
@@ -648,12 +627,12 @@ class PoolCore:
             if tasks and self._words[2 * w.slot] == tasks[0].id:
                 running = tasks.pop(0)
             self._pending.extendleft(reversed(
-                [t for t in tasks if not t.job._done and t.job.id > self._cancel_upto]))
+                [t for t in tasks if not t.job.settled and t.job.id > self._cancel_upto]))
             self._dispatch_locked()
         w.conn.close()
         error = None
-        if running is not None and not running.job._done:
-            index = None if running.mode == _worker.APPLY else \
+        if running is not None and not running.job.settled:
+            index = None if running.mode == APPLY else \
                 int(self._words[2 * w.slot + 1])
             label = running.label
             if index is not None and index < 0:   # ran untracked: somewhere in the chunk
@@ -665,14 +644,12 @@ class PoolCore:
             exc = WorkerCrashedError(message, worker=w.process.name, pid=w.process.pid,
                                      exitcode=code, task=label, index=index)
             self._count(failed=running.count)
-            if running.job._fail(exc, running):
+            if running.job.fail(exc, running):
                 self._finish(running.job)
         elif not w.ready and not w.stopping and not w.stop_sent and self.state != TERMINATE \
                 and self.broken is None and not shutdown.stopping():
             self._start_failed(w, code)
-        key = getattr(w.process, "_mpnb_key", None)
-        if key is not None:
-            REGISTRY.update_process(key, task=None, error=error, exitcode=code)
+        telemetry.record_exit(w.process, error, code)
 
     def _start_failed(self, w: _Worker, code: int | None) -> None:
         self._start_failures += 1
@@ -707,8 +684,8 @@ class PoolCore:
                 w.queued = 0
                 self._stop_worker(w)
         for job in jobs:
-            if job._fail(_fresh(error), None):
-                job._fire()
+            if job.fail(_fresh(error), None):
+                job.fire()
 
     def _cancel(self, upto: int) -> None:
         self._cancelled_upto = upto
@@ -720,9 +697,9 @@ class PoolCore:
                 if any(t.job.id <= upto for t in w.outstanding):
                     self._stop_worker(w)
         for job in jobs:
-            if job._fail(TaskCancelledError("cancelled: the pool was interrupted "
-                                            "(KeyboardInterrupt)"), None):
-                job._fire()
+            if job.fail(TaskCancelledError("cancelled: the pool was interrupted "
+                                           "(KeyboardInterrupt)"), None):
+                job.fire()
 
     def _maintain(self) -> bool:
         """Replace workers, stop idle ones after close(); False when all is over."""
@@ -746,7 +723,7 @@ class PoolCore:
                 if not w.stop_sent and not w.stopping:
                     w.stop_sent = True
                     try:
-                        w.conn.send_bytes(bytes(dumps((_worker.STOP,))))
+                        w.conn.send_bytes(stop_message())
                     except (OSError, ValueError):
                         self._stop_worker(w)
             return bool(self._workers) or self.state == RUN
@@ -781,8 +758,8 @@ class PoolCore:
             self._jobs.clear()
             self._pending.clear()
         for job in jobs:
-            if job._fail(TaskCancelledError("cancelled: the pool was terminated"), None):
-                job._fire()
+            if job.fail(TaskCancelledError("cancelled: the pool was terminated"), None):
+                job.fire()
 
     def _close_fds(self) -> None:
         self._watch.close()
@@ -801,7 +778,7 @@ def _charge(w: _Worker, task: Task) -> int:
     return charge
 
 
-def _pipe_buffer(conn: Any) -> int:
+def _pipe_buffer(conn: connection.Connection) -> int:
     """The send buffer of a connection's socket, or ``DEFAULT_PIPE_BUFFER``."""
     if FAST:
         import socket
@@ -812,6 +789,24 @@ def _pipe_buffer(conn: Any) -> int:
         except OSError:
             pass
     return DEFAULT_PIPE_BUFFER
+
+
+class _Interrupting:
+    """``PoolCore.interrupting()``: one object per core, no state (any thread may use
+    it, nested or not), cheaper to enter than a generator-based context manager."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: PoolCore) -> None:
+        self._core = core
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self._core.interrupt()   # and the interrupt goes on
 
 
 # What the manager thread waits on, by kind.

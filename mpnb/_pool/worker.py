@@ -1,17 +1,10 @@
-"""The loop a pool worker runs, and the messages it exchanges with the pool.
+"""The loop a pool worker runs (the child's side of ``protocol``).
 
-One duplex connection per worker. The parent sends, in order:
-
-- ``(FUNC, func_id, func_bytes)``: a function, pickled once per call in the parent;
-  the worker keeps the last few by id (``remember``), so chunks carry only data;
-- ``(TASK, task_id, func_id, mode, start, stop_on_error, route, payload)``: run the
-  function over ``payload`` (``APPLY``: ``(args, kwds)``; ``MAP``/``STARMAP``: a chunk
-  of items whose first has index ``start``);
-- ``(STOP,)``: exit.
-
-The worker answers ``(READY,)`` once its initializer ran (``(INIT_FAILED, record)`` if
-it raised), then one ``(RESULT, task_id, values, errors, seconds)`` per task, in order:
-``errors`` lists ``(offset, ErrorRecord)``, where ``values`` holds ``None``.
+The worker reads its connection one message at a time: it keeps the functions it is
+sent (``protocol.remember`` says which it drops, as the parent computes it too) and runs
+each task over its payload, answering one RESULT per task, in order. What a task
+returns that cannot be pickled fails that item (``TaskSerializationError``, naming the
+type), not the worker.
 
 Two words of shared memory per worker tell the parent, if the worker dies, which task
 and which item it was running: the worker writes them before it runs each (for items
@@ -30,28 +23,17 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from multiprocessing.connection import Connection
+from typing import Any, Callable
 
-from . import _routing
-from ._pickle import (PICKLING_ERRORS, fails, describe_unpicklable, dumps, in_band,
-                         loads)
-from .errors import TaskSerializationError, capture, short_repr
+from .. import _routing
+from .._pickle import PICKLING_ERRORS, fails, describe_unpicklable, dumps, in_band, loads
+from ..errors import ErrorRecord, TaskSerializationError, capture, short_repr
+from .protocol import (APPLY, FUNC, STARMAP, STOP, ResultErrors, init_failed_message,
+                       parse_func, parse_task, read, ready_message, remember,
+                       result_message)
 
-__all__ = ["run", "remember", "Initializer", "TASK", "FUNC", "STOP", "READY", "RESULT", "INIT_FAILED",
-           "APPLY", "MAP", "STARMAP", "FUNC_CACHE", "FUNC_CACHE_BYTES"]
-
-# Parent -> worker.
-TASK, FUNC, STOP = 0, 1, 2
-# Worker -> parent.
-READY, RESULT, INIT_FAILED = 0, 1, 2
-# How a task calls its function.
-APPLY, MAP, STARMAP = 0, 1, 2
-
-# Functions a worker keeps: at most this many, of at most this many bytes pickled in all
-# (the newest always kept), oldest dropped first. The parent applies the same rule to
-# the same messages (``remember``), so it knows which functions a worker still has.
-FUNC_CACHE = 32
-FUNC_CACHE_BYTES = 16 * 2**20
+__all__ = ["run", "Initializer", "FAST_ITEM_SECONDS"]
 
 # Items quicker than this run through ``map`` without writing their index to shared
 # memory first (that write costs ~30 ns an item); the first chunk of each function
@@ -102,8 +84,8 @@ def _unloaded_initializer(data: bytes) -> Initializer:
     return init
 
 
-def run(conn: Any, state: Any, slot: int, init: Initializer | None, maxtasks: int | None,
-        owner: int) -> None:
+def run(conn: Connection, state: Any, slot: int, init: Initializer | None,
+        maxtasks: int | None, owner: int) -> None:
     """The target of a pool worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _watch_owner(owner)
@@ -114,28 +96,28 @@ def run(conn: Any, state: Any, slot: int, init: Initializer | None, maxtasks: in
             initializer, initargs = init.load()
             initializer(*initargs)
         except Exception as exc:  # noqa: BLE001 - reported to the parent
-            conn.send_bytes(dumps((INIT_FAILED, capture(exc, skip=_HERE))))
+            conn.send_bytes(init_failed_message(capture(exc, skip=_HERE)))
             return
-    conn.send_bytes(dumps((READY,)))
+    conn.send_bytes(ready_message())
     funcs: dict[int, tuple[bool, Any]] = {}
     sizes: dict[int, int] = {}
     item_seconds: dict[int, float] = {}
     done = 0
     while maxtasks is None or done < maxtasks:
         try:
-            data = conn.recv_bytes()
+            data: bytes | memoryview = conn.recv_bytes()
         except (EOFError, OSError):
             return
         try:
-            msg = loads(data)
+            msg = read(data)
         except Exception as exc:  # noqa: BLE001 - a task whose data cannot be loaded
-            conn.send_bytes(dumps((RESULT, None, [None], [(0, capture(exc, skip=_HERE))],
-                                   0.0)))
+            conn.send_bytes(result_message(None, [None], [(0, capture(exc, skip=_HERE))],
+                                           0.0))
             done += 1
             continue
         kind = msg[0]
         if kind == FUNC:
-            _, func_id, func_bytes = msg
+            func_id, func_bytes = parse_func(msg)
             for old in remember(sizes, func_id, len(data)):
                 funcs.pop(old, None)
                 item_seconds.pop(old, None)
@@ -146,11 +128,12 @@ def run(conn: Any, state: Any, slot: int, init: Initializer | None, maxtasks: in
             continue
         if kind == STOP:
             return
-        _, task_id, func_id, mode, start, stop_on_error, route, payload = msg
+        task_id, func_id, mode, start, stop_on_error, route, payload = parse_task(msg)
         words[task_word] = task_id
         words[item_word] = start
         t0 = time.perf_counter()
-        loaded, func = funcs.get(func_id) or (False, _missing(func_id))
+        entry: tuple[bool, Any] = funcs.get(func_id) or (False, _missing(func_id))
+        loaded, func = entry
         _routing.enter(route)
         try:
             if not loaded:
@@ -168,35 +151,24 @@ def run(conn: Any, state: Any, slot: int, init: Initializer | None, maxtasks: in
         if mode != APPLY and payload:
             item_seconds[func_id] = seconds / len(payload)
         try:
-            data = dumps((RESULT, task_id, values, errors, seconds))
+            data = result_message(task_id, values, errors, seconds)
         except PICKLING_ERRORS:
             values, errors = _sendable(values, errors, start if mode != APPLY else None,
                                        stop_on_error)
-            data = dumps((RESULT, task_id, values, errors, seconds))
+            data = result_message(task_id, values, errors, seconds)
         conn.send_bytes(data)
         done += 1
 
 
-def remember(cache: dict[int, int], func_id: int, size: int) -> list[int]:
-    """Note a function message of ``size`` bytes; returns the ids to forget."""
-    cache[func_id] = size
-    total = sum(cache.values())
-    dropped = []
-    while len(cache) > 1 and (len(cache) > FUNC_CACHE or total > FUNC_CACHE_BYTES):
-        old = next(iter(cache))
-        total -= cache.pop(old)
-        dropped.append(old)
-    return dropped
-
-
-def _missing(func_id: int) -> Any:
+def _missing(func_id: int) -> ErrorRecord:
     try:
         raise RuntimeError(f"mpnb: this worker lost function {func_id} (a bug in mpnb)")
     except RuntimeError as exc:
         return capture(exc, skip=_HERE)
 
 
-def _apply(func: Any, payload: Any) -> tuple[list[Any], list[Any]]:
+def _apply(func: Callable[..., Any], payload: tuple[tuple[Any, ...], dict[str, Any]]
+           ) -> tuple[list[Any], ResultErrors]:
     args, kwds = payload
     try:
         return [func(*args, **kwds)], []
@@ -204,10 +176,11 @@ def _apply(func: Any, payload: Any) -> tuple[list[Any], list[Any]]:
         return [None], [(0, capture(exc, skip=_HERE))]
 
 
-def _map(func: Any, items: list[Any], star: bool, start: int, stop_on_error: bool,
-         words: memoryview, item_word: int, fast: bool) -> tuple[list[Any], list[Any]]:
+def _map(func: Callable[..., Any], items: list[Any], star: bool, start: int,
+         stop_on_error: bool, words: memoryview, item_word: int,
+         fast: bool) -> tuple[list[Any], ResultErrors]:
     values: list[Any] = []
-    errors: list[Any] = []
+    errors: ResultErrors = []
     if fast:
         words[item_word] = -1 - start
         rest = iter(items)
@@ -238,8 +211,8 @@ def _map(func: Any, items: list[Any], star: bool, start: int, stop_on_error: boo
     return values, errors
 
 
-def _sendable(values: list[Any], errors: list[Any], start: int | None,
-              stop_on_error: bool) -> tuple[list[Any], list[Any]]:
+def _sendable(values: list[Any], errors: ResultErrors, start: int | None,
+              stop_on_error: bool) -> tuple[list[Any], ResultErrors]:
     """Replace each result that cannot be pickled by an error naming its type."""
     failed = dict(errors)
     out: list[Any] = []

@@ -1,0 +1,99 @@
+"""Calls turned into ``Task``s for the engine, in the caller's thread.
+
+Everything is pickled before it is submitted, so an argument that cannot be sent raises
+``SerializationError`` at the call, naming it (``args[0]``, ``iterable[3]``), and nothing
+is half-submitted (callers pickle a map's chunks inside
+``segments_released_on_error``). A function is pickled once per call (``function``),
+with its globals as they are then, and the engine sends it once per worker; chunks
+carry only data. ``Pool`` and ``ProcessPoolExecutor`` each have a ``TaskMaker``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from .. import _routing
+from .._pickle import (PICKLING_ERRORS, by_reference, checked_dumps, describe_unpicklable,
+                       fails, in_band, segments_released_on_error)
+from .core import PoolCore
+from .protocol import APPLY, Job, Task, task_message
+from .telemetry import Label, func_name
+
+__all__ = ["TaskMaker", "FuncRef", "chunked", "REFERENCE_CACHE"]
+
+# Functions imported by reference whose pickle a ``TaskMaker`` keeps, by identity: a
+# pool mapping the same module function again does not pickle it again. Cleared when
+# full (cell-defined functions are pickled at each call: their globals may change).
+REFERENCE_CACHE = 64
+
+# ``(func_id, FUNC message)`` of a pickled function (``PoolCore.function``).
+FuncRef = tuple[int, bytes]
+
+
+class TaskMaker:
+    """Makes the tasks of one engine (see the module docstring)."""
+
+    def __init__(self, core: PoolCore) -> None:
+        self.core = core
+        self._func_cache: dict[int, tuple[Callable[..., Any], FuncRef]] = {}
+
+    def function(self, func: Callable[..., Any]) -> FuncRef:
+        """``func`` pickled now (its globals as they are), known to the engine."""
+        cached = self._func_cache.get(id(func))
+        if cached is not None and cached[0] is func:
+            return cached[1]
+        with in_band():  # loaded by each worker that runs it, maybe more than once
+            ref = self.core.function(bytes(checked_dumps(func, "func")))
+        if by_reference(func):
+            if len(self._func_cache) >= REFERENCE_CACHE:
+                self._func_cache.clear()
+            self._func_cache[id(func)] = (func, ref)
+        return ref
+
+    def apply(self, job: Job, func: Callable[..., Any], func_ref: FuncRef,
+              args: tuple[Any, ...], kwds: dict[str, Any],
+              claim: Callable[[], bool] | None = None) -> Task:
+        """The task ``func(*args, **kwds)`` of ``job``, pickled now."""
+        task_id = self.core.new_task_id()
+        route = _routing.capture()
+        try:
+            with segments_released_on_error():
+                data = task_message(task_id, func_ref[0], APPLY, 0, True, route,
+                                    (args, kwds))
+        except PICKLING_ERRORS as exc:
+            raise _explain_args(args, kwds, exc) from exc
+        name = func_name(func)
+        return Task(job, task_id, func_ref[0], func_ref[1], data, APPLY, 0, 1,
+                    Label(name, APPLY, args=args, kwds=kwds), name, claim)
+
+    def chunk(self, job: Job, func_ref: FuncRef, mode: int, name: str, chunk: list[Any],
+              start: int, stop_on_error: bool, route: Any, root: str,
+              claim: Callable[[], bool] | None = None) -> Task:
+        """The task running ``func_ref``'s function (named ``name``) over ``chunk``,
+        items ``start`` on of the input ``root`` (named in errors), pickled now."""
+        task_id = self.core.new_task_id()
+        try:
+            with segments_released_on_error():
+                data = task_message(task_id, func_ref[0], mode, start, stop_on_error,
+                                    route, chunk)
+        except PICKLING_ERRORS as exc:
+            for offset, item in enumerate(chunk):
+                if fails(item) is not None:
+                    raise describe_unpicklable(item, f"{root}[{start + offset}]") from exc
+            raise describe_unpicklable(route, "the output route") from exc
+        return Task(job, task_id, func_ref[0], func_ref[1], data, mode, start, len(chunk),
+                    Label(name, mode, chunk[0], len(chunk)), name, claim)
+
+
+def chunked(items: list[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
+    """``(start, chunk)`` pairs over ``items``."""
+    for start in range(0, len(items), size):
+        yield start, items[start:start + size]
+
+
+def _explain_args(args: tuple[Any, ...], kwds: dict[str, Any],
+                  exc: BaseException) -> BaseException:
+    if fails(args) is not None:
+        return describe_unpicklable(args, "args", exc)
+    if fails(kwds) is not None:
+        return describe_unpicklable(kwds, "kwds", exc)
+    return describe_unpicklable((args, kwds), "the task", exc)

@@ -3,6 +3,7 @@
 SPEC is JSON (workload, peer, variant, repeat, budget, timeout, params); the rows go to the
 file RESULT, rewritten after every change. The runner starts this; it is not for people.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,7 @@ from .workloads.base import describe_exc
 EXIT_GRACE = 20
 
 
-def _close_rows(record: harness.CaseRecord, variant: str, label: str,
-                **fields: Any) -> None:
+def _close_rows(record: harness.CaseRecord, variant: str, label: str, **fields: Any) -> None:
     """Sets ``fields`` on every row not yet finished (one row if there is none)."""
     open_rows = [r for r in record.rows if r.get("status") == "running"]
     if not record.rows:
@@ -40,8 +40,13 @@ def run(spec: dict[str, Any], record: harness.CaseRecord) -> None:
     case = Case(wl, peer, variant, spec["repeat"], spec["budget"], spec["params"], record)
 
     def on_hang() -> None:
-        _close_rows(record, variant, peer.label(), status="hang",
-                    reason=f"case still running after {spec['timeout'] - 5:g} s")
+        _close_rows(
+            record,
+            variant,
+            peer.label(),
+            status="hang",
+            reason=f"case still running after {spec['timeout'] - 5:g} s",
+        )
 
     with harness.Watchdog(spec["timeout"] - 5, on_hang):
         try:
@@ -50,13 +55,19 @@ def run(spec: dict[str, Any], record: harness.CaseRecord) -> None:
             _close_rows(record, variant, peer.label(), status="n/a", reason=str(exc))
         except CaseFailure as exc:
             _close_rows(record, variant, peer.label(), status="fail", reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 - whatever the peer raised is the result
-            _close_rows(record, variant, peer.label(), status="fail", reason=describe_exc(exc),
-                        traceback=traceback.format_exc()[-2000:])
+        except Exception as exc:
+            _close_rows(
+                record,
+                variant,
+                peer.label(),
+                status="fail",
+                reason=describe_exc(exc),
+                traceback=traceback.format_exc()[-2000:],
+            )
         finally:
             try:
                 peer.shutdown()
-            except Exception:  # noqa: BLE001 - the figures are in; shutdown is best effort
+            except Exception:
                 pass
     for row in list(record.rows):
         record.update(row, version=peer.version(), serializer=peer.serializer)

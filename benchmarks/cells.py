@@ -6,12 +6,14 @@ user module, which stands in ``sys.modules['__main__']`` as in a Jupyter kernel.
 module has no file and no spec, so a child process cannot import them by name: only a
 library that ships functions by value can run them under spawn or forkserver.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # The same functions as ``benchmarks.tasks``, written as a user would in a cell.
-CELL = '''
+CELL = """
 import os, time
 
 def noop():
@@ -25,7 +27,7 @@ def spin(n):
     for i in range(n):
         total += i * i
     return total
-'''
+"""
 
 _shell: Any = None
 

@@ -1,5 +1,6 @@
 """Measuring tools shared by the runner and the cases: timing, statistics, watchdogs,
 process-tree memory sampling, and finding what a case left behind."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,9 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -30,7 +32,7 @@ class Stats:
     n: int
 
     @classmethod
-    def of(cls, samples: list[float]) -> "Stats | None":
+    def of(cls, samples: list[float]) -> Stats | None:
         if not samples:
             return None
         return cls(statistics.median(samples), min(samples), max(samples), len(samples))
@@ -113,7 +115,7 @@ class Watchdog:
         finally:
             os._exit(self.EXIT_CODE)
 
-    def __enter__(self) -> "Watchdog":
+    def __enter__(self) -> Watchdog:
         self._thread.start()
         return self
 
@@ -150,10 +152,14 @@ def describe(proc: psutil.Process) -> str:
         cmd = " ".join(proc.cmdline())
     except psutil.Error:
         cmd = "?"
-    for needle, label in (("forkserver", "forkserver"), ("resource_tracker", "resource_tracker"),
-                          ("semaphore_tracker", "resource_tracker"),
-                          ("loky", "loky worker"), ("distributed", "dask"),
-                          ("spawn_main", "spawned worker")):
+    for needle, label in (
+        ("forkserver", "forkserver"),
+        ("resource_tracker", "resource_tracker"),
+        ("semaphore_tracker", "resource_tracker"),
+        ("loky", "loky worker"),
+        ("distributed", "dask"),
+        ("spawn_main", "spawned worker"),
+    ):
         if needle in cmd:
             return f"{proc.pid} {label}"
     return f"{proc.pid} {cmd[:60]}"
@@ -191,7 +197,7 @@ def shm_names_used(pids: list[int]) -> set[str]:
 
     def add(path: str) -> None:
         if path.startswith(prefix):
-            names.add(path[len(prefix):].split("/", 1)[0])
+            names.add(path[len(prefix) :].split("/", 1)[0])
 
     for pid in pids:
         try:
@@ -297,7 +303,7 @@ class MemorySampler:
         r.pss_peak = max(r.pss_peak, pss)
         r.samples += 1
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         rss, pss = _tree_memory()
         self.result = TreeMemory(rss_base=rss, rss_peak=rss, pss_base=pss, pss_peak=pss)
         self._thread.start()

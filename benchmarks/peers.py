@@ -10,12 +10,14 @@ Natural batching: each library's own default for ``map``: the stdlib API and mpi
 chunk size, joblib batches automatically, ``concurrent.futures`` and loky send one task
 per item, dask maps a bag of ``min(len(items), 10 * workers)`` partitions.
 """
+
 from __future__ import annotations
 
 import contextlib
 import importlib
 import logging
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 class Unavailable(Exception):
@@ -96,6 +98,7 @@ def _import(module: str) -> Any:
 
 # -- the multiprocessing API: stdlib, multiprocess (dill), mpnb -------------------------
 
+
 class _MpHandle(Handle):
     def __init__(self, pool: Any) -> None:
         self.pool = pool
@@ -127,8 +130,9 @@ class MpApiPeer(Peer):
             ctx = module.get_context(self.method) if self.method else module
             for attr in ("Pool", "Process", "Queue"):
                 getattr(ctx, attr)
-            self.start_method = ctx.get_start_method() if hasattr(ctx, "get_start_method") \
-                else self.method
+            self.start_method = (
+                ctx.get_start_method() if hasattr(ctx, "get_start_method") else self.method
+            )
         except Exception as exc:
             raise Unavailable(f"import failed: {type(exc).__name__}: {exc}") from exc
         self._ctx = ctx
@@ -152,6 +156,7 @@ class MpApiPeer(Peer):
 
 
 # -- concurrent.futures and loky --------------------------------------------------------
+
 
 class _ExecutorHandle(Handle):
     def __init__(self, executor: Any) -> None:
@@ -213,6 +218,7 @@ class LokyPeer(Peer):
 
 # -- joblib -----------------------------------------------------------------------------
 
+
 class _JoblibHandle(Handle):
     def __init__(self, parallel: Any) -> None:
         self.parallel = parallel
@@ -256,6 +262,7 @@ class JoblibPeer(Peer):
 
 # -- mpire ------------------------------------------------------------------------------
 
+
 class _MpireHandle(Handle):
     def __init__(self, pool: Any) -> None:
         self.pool = pool
@@ -295,6 +302,7 @@ class MpirePeer(Peer):
 
 
 # -- dask.distributed -------------------------------------------------------------------
+
 
 class _DaskHandle(Handle):
     def __init__(self, client: Any, workers: int) -> None:
@@ -337,8 +345,13 @@ class DaskPeer(Peer):
 
             # Loopback only: scheduler, workers, nannies and the dashboard.
             self._cluster = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                silence_logs=logging.ERROR,
+            )
             self._client = Client(self._cluster)
             self._workers = n
         yield _DaskHandle(self._client, n)
@@ -351,6 +364,7 @@ class DaskPeer(Peer):
 
 
 # -- serial baseline --------------------------------------------------------------------
+
 
 class _SerialHandle(Handle):
     def map(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
@@ -396,8 +410,15 @@ MPNB = ("mpnb", "mpnb:spawn")
 #: every peer with a pool
 POOLS = tuple(p for p in ALL if p not in ("serial", "multiprocess:spawn"))
 #: the peers with Process and Queue
-PROCESS_API = ("mpnb", "mpnb:spawn", "mp:fork", "mp:forkserver", "mp:spawn",
-               "multiprocess:fork", "multiprocess:spawn")
+PROCESS_API = (
+    "mpnb",
+    "mpnb:spawn",
+    "mp:fork",
+    "mp:forkserver",
+    "mp:spawn",
+    "multiprocess:fork",
+    "multiprocess:spawn",
+)
 
 
 def get(name: str) -> Peer:

@@ -1,7 +1,9 @@
 """Tables, ratios and goals, from the rows of a run."""
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from . import peers
 from .harness import Stats
@@ -47,8 +49,14 @@ def ratios(wl: Workload, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     for variant in variants:
-        others = [r for r in rows if r["variant"] == variant and r.get("median") is not None
-                  and r["peer"] not in peers.MPNB and r["peer"] != "serial"]
+        others = [
+            r
+            for r in rows
+            if r["variant"] == variant
+            and r.get("median") is not None
+            and r["peer"] not in peers.MPNB
+            and r["peer"] != "serial"
+        ]
         if not others:
             continue
         pick = min if wl.better == "lower" else max
@@ -57,22 +65,36 @@ def ratios(wl: Workload, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if r["variant"] != variant or r["peer"] not in peers.MPNB:
                 continue
             mine = r.get("median")
-            out.append({
-                "variant": variant, "peer": r["peer"], "label": r.get("label", r["peer"]),
-                "mpnb": mine, "best_peer": best["peer"], "best": best["median"],
-                "ratio": None if mine is None or not best["median"] else mine / best["median"],
-                "status": r.get("status"), "reason": r.get("reason"),
-            })
+            out.append(
+                {
+                    "variant": variant,
+                    "peer": r["peer"],
+                    "label": r.get("label", r["peer"]),
+                    "mpnb": mine,
+                    "best_peer": best["peer"],
+                    "best": best["median"],
+                    "ratio": None if mine is None or not best["median"] else mine / best["median"],
+                    "status": r.get("status"),
+                    "reason": r.get("reason"),
+                }
+            )
     return out
 
 
 def _table(headers: list[str], lines: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+        for i, h in enumerate(headers)
+    ]
+
     # the last column (notes) is not padded
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells[:-1], widths)) + (
-        "  " + cells[-1] if cells[-1] else "")
-    return [fmt(headers), fmt(["-" * w for w in widths[:-1]] + [""])] + [fmt(l) for l in lines]
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells[:-1], widths)) + (
+            "  " + cells[-1] if cells[-1] else ""
+        )
+
+    rule = fmt(["-" * w for w in widths[:-1]] + [""])
+    return [fmt(headers), rule] + [fmt(line) for line in lines]
 
 
 def _reason(row: dict[str, Any]) -> str:
@@ -105,40 +127,52 @@ def table(wl: Workload, rows: list[dict[str, Any]]) -> list[str]:
         status = r.get("status")
         if wl.better != "outcome":
             if status == "ok":
-                cells += [num(r.get("median")), num(r.get("min")), num(r.get("max")),
-                          str(r.get("n", ""))]
+                cells += [
+                    num(r.get("median")),
+                    num(r.get("min")),
+                    num(r.get("max")),
+                    str(r.get("n", "")),
+                ]
             else:
                 cells += [status or "?", "", "", ""]
         if status in ("ok", "hang") or wl.better == "outcome":
-            cells += [num(_extra(r, key), spec) if status == "ok" or _extra(r, key) is not None
-                      else "" for key, _, spec in wl.columns]
+            cells += [
+                num(_extra(r, key), spec) if status == "ok" or _extra(r, key) is not None else ""
+                for key, _, spec in wl.columns
+            ]
         else:
             cells += ["" for _ in wl.columns]
         if wl.better == "outcome" and status not in ("ok",):
             cells[len(cells) - len(wl.columns)] = status or "?"
         cells.append(f"{r['others_cpu_pct']}%" if r.get("others_cpu_pct") is not None else "")
-        cells.append(_reason(r) if status != "ok" or r.get("leftovers") or r.get("shm_leaked")
-                     else "")
+        cells.append(
+            _reason(r) if status != "ok" or r.get("leftovers") or r.get("shm_leaked") else ""
+        )
         lines.append(cells)
     out += ["  " + line for line in _table(headers, lines)]
     rs = ratios(wl, rows)
     if rs:
-        out.append(f"  ratio mpnb / best peer (best = {_best_word(wl)}, serial excluded; "
-                   f"{'below' if wl.better == 'lower' else 'above'} 1 favours mpnb):")
+        out.append(
+            f"  ratio mpnb / best peer (best = {_best_word(wl)}, serial excluded; "
+            f"{'below' if wl.better == 'lower' else 'above'} 1 favours mpnb):"
+        )
         for r in rs:
             if r["ratio"] is None:
                 out.append(f"    {r['variant']:<10} {r['label']:<22} n/a ({r['status']})")
             else:
-                out.append(f"    {r['variant']:<10} {r['label']:<22} {r['ratio']:.3g}  "
-                           f"(mpnb {num(r['mpnb'])} vs {r['best_peer']} {num(r['best'])})")
+                out.append(
+                    f"    {r['variant']:<10} {r['label']:<22} {r['ratio']:.3g}  "
+                    f"(mpnb {num(r['mpnb'])} vs {r['best_peer']} {num(r['best'])})"
+                )
     if wl.targets:
         out.append("  goals:")
         for t in wl.targets(rows):
             out.append(f"    [{verdict(t)}] {t.text}: {t.measured}")
     if wl.note:
         out.append(f"  note: {wl.note}")
-    out.append("  others' CPU: what the rest of the machine used during the case, as a share "
-               "of all cores")
+    out.append(
+        "  others' CPU: what the rest of the machine used during the case, as a share of all cores"
+    )
     return out
 
 
@@ -151,14 +185,26 @@ def summary(results: Iterable[tuple[Workload, list[dict[str, Any]]]]) -> list[st
     goals: list[str] = []
     for wl, rows in results:
         for r in ratios(wl, rows):
-            lines.append([wl.id, r["variant"], r["label"], num(r["mpnb"]) if r["ratio"]
-                          is not None else (r["status"] or "?"),
-                          f"{r['best_peer']} {num(r['best'])}", num(r["ratio"]), wl.unit])
+            lines.append(
+                [
+                    wl.id,
+                    r["variant"],
+                    r["label"],
+                    num(r["mpnb"]) if r["ratio"] is not None else (r["status"] or "?"),
+                    f"{r['best_peer']} {num(r['best'])}",
+                    num(r["ratio"]),
+                    wl.unit,
+                ]
+            )
         if wl.targets:
             goals += [f"  [{verdict(t)}] {wl.id} {t.text}: {t.measured}" for t in wl.targets(rows)]
     out = ["Summary: mpnb against the best peer"]
     if lines:
-        out += ["  " + line for line in _table(
-            ["id", "variant", "mpnb", "median", "best peer, median", "ratio", "unit"], lines)]
+        out += [
+            "  " + line
+            for line in _table(
+                ["id", "variant", "mpnb", "median", "best peer, median", "ratio", "unit"], lines
+            )
+        ]
     out.append("Goals (BENCHMARKS.md):")
     return out + goals

@@ -1,4 +1,5 @@
 """Runs the cases one after another, each in its own interpreter, and reports."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -40,16 +42,26 @@ LOG_TAIL = 12
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="mpnb against the stdlib and other process-pool libraries, side by side.")
+        description="mpnb against the stdlib and other process-pool libraries, side by side.",
+    )
     parser.add_argument("--only", help="workloads to run, e.g. W3,W7 (default: all)")
     parser.add_argument("--peers", help="peers to run, e.g. mpnb,mp:fork (default: all)")
-    parser.add_argument("--repeat", type=int, help="timed repeats per case (default: per "
-                        "workload); a slow peer stops earlier, at the time budget")
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer repeats and a smaller time budget per case")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="timed repeats per case (default: per "
+        "workload); a slow peer stops earlier, at the time budget",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats and a smaller time budget per case"
+    )
     parser.add_argument("--list", action="store_true", help="list workloads and peers, run nothing")
-    parser.add_argument("--report", type=Path, metavar="JSON",
-                        help="print the tables of a results file, run nothing")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="JSON",
+        help="print the tables of a results file, run nothing",
+    )
     parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
@@ -145,18 +157,33 @@ def _shm_leaks(seen: set[str]) -> list[str]:
     return sorted(os.path.basename(p) for p in paths - in_use)
 
 
-def run_case(wl: Workload, peer: str, variant: str, repeat: int, budget: float,
-             params: dict[str, Any], logdir: Path) -> list[dict[str, Any]]:
+def run_case(
+    wl: Workload,
+    peer: str,
+    variant: str,
+    repeat: int,
+    budget: float,
+    params: dict[str, Any],
+    logdir: Path,
+) -> list[dict[str, Any]]:
     token = uuid.uuid4().hex
     name = f"{wl.id}-{peer.replace(':', '-')}-{variant}"
     result_path = logdir / f"{name}.json"
     log_path = logdir / f"{name}.log"
-    spec = {"workload": wl.id, "peer": peer, "variant": variant, "repeat": repeat,
-            "budget": budget, "timeout": wl.timeout, "params": params}
+    spec = {
+        "workload": wl.id,
+        "peer": peer,
+        "variant": variant,
+        "repeat": repeat,
+        "budget": budget,
+        "timeout": wl.timeout,
+        "params": params,
+    }
     env = dict(os.environ)
     env[harness.TOKEN_ENV] = token
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]]
-                                                       if env.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
     env["PYTHONUNBUFFERED"] = "1"
     shm_seen: set[str] = set()
     tree_cpu: dict[int, float] = {}
@@ -167,8 +194,13 @@ def run_case(wl: Workload, peer: str, variant: str, repeat: int, budget: float,
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-c", CASE_MAIN, json.dumps(spec), str(result_path)],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = t0 + wl.timeout
         while True:
             try:
@@ -217,9 +249,17 @@ def run_case(wl: Workload, peer: str, variant: str, repeat: int, budget: float,
                 row["reason"] = f"{row.get('reason', '')}; log: {last}".lstrip("; ")
         if row.get("status") != "ok" and log_text.strip():
             row["log_tail"] = "\n".join(log_text.splitlines()[-LOG_TAIL:])[-600:]
-        row.update(peer=peer, case_variant=variant, leftovers=leftovers,
-                   orphans=len(leftovers), shm_leaked=shm, wall_s=round(wall, 2),
-                   load1=round(load, 2), others_cpu_pct=round(others * 100), exit_code=rc)
+        row.update(
+            peer=peer,
+            case_variant=variant,
+            leftovers=leftovers,
+            orphans=len(leftovers),
+            shm_leaked=shm,
+            wall_s=round(wall, 2),
+            load1=round(load, 2),
+            others_cpu_pct=round(others * 100),
+            exit_code=rc,
+        )
         row.setdefault("label", peer)
         report.add_stats(row)
     return rows
@@ -240,8 +280,13 @@ def _progress(wl: Workload, rows: list[dict[str, Any]]) -> str:
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -250,8 +295,20 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for dist in ("mpnb", "cloudpickle", "loky", "joblib", "multiprocess", "dill", "mpire",
-                 "dask", "distributed", "numpy", "psutil", "ipython"):
+    for dist in (
+        "mpnb",
+        "cloudpickle",
+        "loky",
+        "joblib",
+        "multiprocess",
+        "dill",
+        "mpire",
+        "dask",
+        "distributed",
+        "numpy",
+        "psutil",
+        "ipython",
+    ):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -311,15 +368,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
         for wl in WORKLOADS.values():
-            names = list(dict.fromkeys(f"{p}{'' if v == 'import' else '/' + v}"
-                                       for p, v in wl.cases))
+            names = list(
+                dict.fromkeys(f"{p}{'' if v == 'import' else '/' + v}" for p, v in wl.cases)
+            )
             print(f"{wl.id:<4} {wl.title}\n     [{wl.unit or 'outcome'}] {', '.join(names)}")
         return 0
     if args.report:
         return print_saved(args.report, args.workloads)
     logdir = Path(tempfile.mkdtemp(prefix="mpnb-bench-"))
-    print(f"mpnb benchmarks on {_host()} ({os.cpu_count()} cores), Python "
-          f"{platform.python_version()}; logs in {logdir}", flush=True)
+    print(
+        f"mpnb benchmarks on {_host()} ({os.cpu_count()} cores), Python "
+        f"{platform.python_version()}; logs in {logdir}",
+        flush=True,
+    )
     started = time.time()
     measured: dict[str, Any] = {}
     done: list[tuple[Workload, list[dict[str, Any]]]] = []
@@ -336,34 +397,52 @@ def main(argv: list[str] | None = None) -> int:
             if args.peer_names and peer not in args.peer_names:
                 continue
             case_rows = run_case(wl, peer, variant, repeat, budget, params, logdir)
-            print(f"   {peer:<20} {variant:<8} {_progress(wl, case_rows)}  "
-                  f"[{case_rows[0]['wall_s']:.1f} s, others' CPU "
-                  f"{case_rows[0]['others_cpu_pct']}%]", flush=True)
+            print(
+                f"   {peer:<20} {variant:<8} {_progress(wl, case_rows)}  "
+                f"[{case_rows[0]['wall_s']:.1f} s, others' CPU "
+                f"{case_rows[0]['others_cpu_pct']}%]",
+                flush=True,
+            )
             rows += case_rows
         print("\n" + "\n".join(report.table(wl, rows)), flush=True)
         done.append((wl, rows))
         measured[wl.id] = {
-            "title": wl.title, "unit": wl.unit, "better": wl.better, "note": wl.note,
+            "title": wl.title,
+            "unit": wl.unit,
+            "better": wl.better,
+            "note": wl.note,
             "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
             "commit": _git_commit(),
-            "repeat": repeat, "budget_s": budget, "params": params, "rows": rows,
+            "repeat": repeat,
+            "budget_s": budget,
+            "params": params,
+            "rows": rows,
             "ratios": report.ratios(wl, rows),
-            "goals": [{"goal": t.text, "measured": t.measured, "passed": t.passed}
-                      for t in (wl.targets(rows) if wl.targets else [])],
+            "goals": [
+                {"goal": t.text, "measured": t.measured, "passed": t.passed}
+                for t in (wl.targets(rows) if wl.targets else [])
+            ],
         }
     print("\n" + "\n".join(report.summary(done)))
     duration = time.time() - started
     print(f"\n{len(args.workloads)} workloads in {duration / 60:.1f} min", flush=True)
     if not args.no_save:
         meta = {
-            "date": dt.datetime.now().isoformat(timespec="seconds"), "host": _host(),
-            "cpus": os.cpu_count(), "platform": platform.platform(),
-            "commit": _git_commit(), "versions": _versions(),
-            "args": {"only": args.only, "peers": args.peers, "repeat": args.repeat,
-                     "quick": args.quick},
+            "date": dt.datetime.now().isoformat(timespec="seconds"),
+            "host": _host(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "commit": _git_commit(),
+            "versions": _versions(),
+            "args": {
+                "only": args.only,
+                "peers": args.peers,
+                "repeat": args.repeat,
+                "quick": args.quick,
+            },
             "duration_s": round(duration, 1),
             "note": "a shared, noisy 2-core machine: compare ratios of one run, not absolute "
-                    "times across runs",
+            "times across runs",
         }
         path = save(args.out, meta, measured)
         print(f"results: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
@@ -377,8 +456,10 @@ def main(argv: list[str] | None = None) -> int:
 def print_saved(path: Path, only: list[str]) -> int:
     data = json.loads(path.read_text())
     meta = data.get("meta", {})
-    print(f"{path}: {meta.get('date', '?')} on {meta.get('host', '?')} "
-          f"({meta.get('cpus', '?')} cores), commit {meta.get('commit', '?')}")
+    print(
+        f"{path}: {meta.get('date', '?')} on {meta.get('host', '?')} "
+        f"({meta.get('cpus', '?')} cores), commit {meta.get('commit', '?')}"
+    )
     done = []
     for wid, saved in data.get("workloads", {}).items():
         if wid not in WORKLOADS or wid not in only:

@@ -2,6 +2,7 @@
 
 ``benchmarks.cells`` defines the same functions in a simulated notebook cell.
 """
+
 from __future__ import annotations
 
 import os

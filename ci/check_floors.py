@@ -4,6 +4,7 @@ Every requirement of mpnb and of its test extra must have a floor, and the const
 file must pin that same version (3.0 and 3.0.0 count as one), so the floors that
 `make test-floors` tests are the ones users get. Runs on any CPython 3.10+ (no tomllib).
 """
+
 from __future__ import annotations
 
 import re
@@ -55,11 +56,17 @@ def pinned() -> dict[str, str]:
 
 def main() -> int:
     floors, pins = declared(), pinned()
-    errors = [f"{name}: pyproject.toml says >={floors[name]}, ci/floors.txt "
-              + (f"pins =={pins[name]}" if name in pins else "does not pin it")
-              for name in floors if release(floors[name]) != release(pins.get(name, "-1"))]
-    errors += [f"{name}: pinned in ci/floors.txt but not a requirement in pyproject.toml"
-               for name in pins if name not in floors]
+    errors = [
+        f"{name}: pyproject.toml says >={floors[name]}, ci/floors.txt "
+        + (f"pins =={pins[name]}" if name in pins else "does not pin it")
+        for name in floors
+        if release(floors[name]) != release(pins.get(name, "-1"))
+    ]
+    errors += [
+        f"{name}: pinned in ci/floors.txt but not a requirement in pyproject.toml"
+        for name in pins
+        if name not in floors
+    ]
     for error in errors:
         print(f"check_floors: {error}", file=sys.stderr)
     if not errors:

@@ -5,6 +5,7 @@ A Pool.map over functions defined in this script's `__main__` (a plain function 
 lambda, which the standard library cannot send under spawn and forkserver) on both start
 methods, then the IPython extension's modules.
 """
+
 import os
 import sys
 import sysconfig
@@ -27,10 +28,11 @@ def main() -> None:
             assert pool.map(f, range(5)) == [100, 101, 104, 109, 116], method
             assert pool.map(lambda x: -x, range(3)) == [0, -1, -2], method
         print(f"wheel smoke: Pool.map under {method}: ok")
-    import mpnb.magics.pool  # noqa: F401  (IPython's magics, as %load_ext mpnb imports them)
-    import mpnb.extension  # noqa: F401
+    import mpnb.dashboard.widget
+    import mpnb.extension
+    import mpnb.magics.pool
     import mpnb.output.stdlib  # noqa: F401  (the subpackages of the notebook layer)
-    import mpnb.dashboard.widget  # noqa: F401
+
     print(f"wheel smoke: mpnb {mp.__version__} from {where} on {sys.version.split()[0]}: ok")
 
 

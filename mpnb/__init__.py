@@ -10,6 +10,7 @@ cell-defined objects for code written against the standard library too).
 Importing mpnb changes nothing global; in a kernel, what mpnb's children write shows
 in the cell that started them (``mpnb.output``).
 """
+
 import multiprocessing.util as _std_util
 import sys as _sys
 from typing import TYPE_CHECKING as _TYPE_CHECKING
@@ -77,34 +78,49 @@ if _TYPE_CHECKING:
 
 if "ipykernel" in _sys.modules:  # in a kernel: children's output goes to their cells
     from .output import activate as _activate_output
+
     _activate_output()
 
-SUBDEBUG = _std_util.SUBDEBUG      # the same values as multiprocessing's
+SUBDEBUG = _std_util.SUBDEBUG  # the same values as multiprocessing's
 SUBWARNING = _std_util.SUBWARNING
 
-__all__ = sorted(set(_context_names) | {
-    "SUBDEBUG", "SUBWARNING", "SerializationError", "monitor",
-    "WorkerCrashedError", "InitializerError", "TaskSerializationError", "TaskCancelledError",
-    "RemoteTraceback", "ProcessPoolExecutor",
-    "load_ipython_extension", "unload_ipython_extension",
-})
+__all__ = sorted(
+    set(_context_names)
+    | {
+        "SUBDEBUG",
+        "SUBWARNING",
+        "SerializationError",
+        "monitor",
+        "WorkerCrashedError",
+        "InitializerError",
+        "TaskSerializationError",
+        "TaskCancelledError",
+        "RemoteTraceback",
+        "ProcessPoolExecutor",
+        "load_ipython_extension",
+        "unload_ipython_extension",
+    }
+)
 
 
 def monitor(*args: _Any, **kwargs: _Any) -> _Any:
     """Show the live process dashboard (see ``mpnb.dashboard.widget.monitor``)."""
     from .dashboard.widget import monitor as _monitor
+
     return _monitor(*args, **kwargs)
 
 
 def load_ipython_extension(ipython: _Any) -> None:
     """``%load_ext mpnb``."""
     from .extension import load
+
     load(ipython)
 
 
 def unload_ipython_extension(ipython: _Any) -> None:
     """``%unload_ext mpnb``."""
     from .extension import unload
+
     unload(ipython)
 
 
@@ -115,13 +131,25 @@ _aliases.install()
 
 
 # mpnb's own modules that ``import mpnb`` does not load (``mp.output.configure(...)``).
-_LAZY_SUBMODULES = frozenset({"output", "managers", "pool", "queues", "connection",
-                              "sharedctypes", "futures", "progress", "dashboard",
-                              "registry"})
+_LAZY_SUBMODULES = frozenset(
+    {
+        "output",
+        "managers",
+        "pool",
+        "queues",
+        "connection",
+        "sharedctypes",
+        "futures",
+        "progress",
+        "dashboard",
+        "registry",
+    }
+)
 
 
 def __getattr__(name: str) -> _Any:
     import importlib
+
     if name in _STDLIB_SUBMODULES:
         return importlib.import_module(f"multiprocessing.{name}")
     if name in _LAZY_SUBMODULES:

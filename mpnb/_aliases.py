@@ -10,6 +10,7 @@ These modules carry no user objects (mpnb's pickler reaches them through
 through either name is the same state. A meta path finder answers for these names
 alone.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -22,11 +23,25 @@ from typing import Any
 
 __all__ = ["STDLIB_SUBMODULES", "install"]
 
-STDLIB_SUBMODULES = frozenset({
-    "reduction", "util", "spawn", "resource_tracker", "resource_sharer", "synchronize",
-    "heap", "shared_memory", "dummy", "dummy.connection"} | (
-        {"popen_spawn_win32"} if sys.platform == "win32" else
-        {"forkserver", "popen_fork", "popen_forkserver", "popen_spawn_posix"}))
+STDLIB_SUBMODULES = frozenset(
+    {
+        "reduction",
+        "util",
+        "spawn",
+        "resource_tracker",
+        "resource_sharer",
+        "synchronize",
+        "heap",
+        "shared_memory",
+        "dummy",
+        "dummy.connection",
+    }
+    | (
+        {"popen_spawn_win32"}
+        if sys.platform == "win32"
+        else {"forkserver", "popen_fork", "popen_forkserver", "popen_spawn_posix"}
+    )
+)
 _PREFIX = "mpnb."
 
 
@@ -35,7 +50,7 @@ class _Loader(importlib.abc.Loader):
         self._own_specs: dict[str, Any] = {}
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        module = importlib.import_module("multiprocessing." + spec.name[len(_PREFIX):])
+        module = importlib.import_module("multiprocessing." + spec.name[len(_PREFIX) :])
         self._own_specs[module.__name__] = module.__spec__
         return module
 
@@ -45,9 +60,10 @@ class _Loader(importlib.abc.Loader):
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname: str, path: Any = None,
-                  target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        if not fullname.startswith(_PREFIX) or fullname[len(_PREFIX):] not in STDLIB_SUBMODULES:
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith(_PREFIX) or fullname[len(_PREFIX) :] not in STDLIB_SUBMODULES:
             return None
         return importlib.machinery.ModuleSpec(fullname, _LOADER)
 

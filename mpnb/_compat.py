@@ -10,6 +10,7 @@ test loudly instead of changing what users see (cloudpickle 3.1.3 renamed every 
 object's file to ``<dynamic-code>`` and nothing said so; mpnb now carries the code
 location itself, see ``_pickle.reducers.reduce_code``).
 """
+
 from __future__ import annotations
 
 import sys
@@ -20,10 +21,20 @@ from typing import Any
 import cloudpickle  # type: ignore[import-untyped]  # no stubs, no py.typed
 import cloudpickle.cloudpickle as _cp  # type: ignore[import-untyped]
 
-__all__ = ["PicklerBase", "PICKLER_DISPATCH", "FUNCTION_REDUCE_HOOK",
-           "FUNCTION_NEWARGS_HOOK", "should_pickle_by_reference", "class_tracker_id",
-           "lookup_class_or_track", "function_setstate", "cell_label",
-           "running_cell_label", "kernel_of_app", "check"]
+__all__ = [
+    "PicklerBase",
+    "PICKLER_DISPATCH",
+    "FUNCTION_REDUCE_HOOK",
+    "FUNCTION_NEWARGS_HOOK",
+    "should_pickle_by_reference",
+    "class_tracker_id",
+    "lookup_class_or_track",
+    "function_setstate",
+    "cell_label",
+    "running_cell_label",
+    "kernel_of_app",
+    "check",
+]
 
 # -- cloudpickle ----------------------------------------------------------------------------
 
@@ -62,6 +73,7 @@ def function_setstate(func: types.FunctionType, state: tuple[Any, Any]) -> None:
 
 # -- IPython and ipykernel ------------------------------------------------------------------
 
+
 def cell_label(shell: Any, filename: str) -> str | None:
     """``'Cell In[3]'`` when ``filename`` is the code of a cell of ``shell``, else ``None``
     (IPython's ``compile.format_code_name``, from IPython 8.7 on)."""
@@ -81,7 +93,7 @@ def running_cell_label(filename: str) -> str | None:
         return None
     try:
         shell = ipython.get_ipython()
-    except Exception:  # noqa: BLE001 - any IPython surprise: use the plain form
+    except Exception:
         return None
     return cell_label(shell, filename) if shell is not None else None
 
@@ -99,6 +111,7 @@ def kernel_of_app() -> Any:
 
 
 # -- the check --------------------------------------------------------------------------
+
 
 def check() -> list[str]:
     """What no longer works as mpnb expects, one line each (empty: all is well).
@@ -133,12 +146,14 @@ def check() -> list[str]:
         pickler = PicklerBase(__import__("io").BytesIO())
         reduced = getattr(pickler, FUNCTION_REDUCE_HOOK)(dynamic)
         if len(reduced) != 6:
-            problems.append(f"cloudpickle: {FUNCTION_REDUCE_HOOK} returns "
-                            f"{len(reduced)} items, not 6")
+            problems.append(
+                f"cloudpickle: {FUNCTION_REDUCE_HOOK} returns {len(reduced)} items, not 6"
+            )
         newargs = getattr(pickler, FUNCTION_NEWARGS_HOOK)(dynamic)
         if newargs[0] is not dynamic.__code__ or not isinstance(newargs[1], dict):
-            problems.append(f"cloudpickle: {FUNCTION_NEWARGS_HOOK} no longer starts "
-                            f"with (code, base_globals)")
+            problems.append(
+                f"cloudpickle: {FUNCTION_NEWARGS_HOOK} no longer starts with (code, base_globals)"
+            )
         state = reduced[2]
         func = types.FunctionType(dynamic.__code__, {})
         function_setstate(func, state)
@@ -161,17 +176,22 @@ def _check_ipython() -> list[str]:
         filename = compiler.cache("x = 1\n", 7)
         shell = types.SimpleNamespace(compile=compiler)
         if cell_label(shell, filename) != "Cell In[7]":
-            problems.append(f"IPython: a cached cell's file {filename!r} is not named "
-                            f"'Cell In[7]' but {cell_label(shell, filename)!r}")
+            problems.append(
+                f"IPython: a cached cell's file {filename!r} is not named "
+                f"'Cell In[7]' but {cell_label(shell, filename)!r}"
+            )
     except Exception as exc:
         problems.append(f"IPython CachingCompiler: {exc!r}")
     try:
         from ipykernel.kernelapp import IPKernelApp
         from ipykernel.kernelbase import Kernel
+
         if not callable(getattr(Kernel, "do_shutdown", None)):
             problems.append("ipykernel: Kernel has no do_shutdown to wrap")
-        if not (callable(getattr(IPKernelApp, "initialized", None))
-                and callable(getattr(IPKernelApp, "instance", None))):
+        if not (
+            callable(getattr(IPKernelApp, "initialized", None))
+            and callable(getattr(IPKernelApp, "instance", None))
+        ):
             problems.append("ipykernel: IPKernelApp is no longer a singleton")
     except ImportError as exc:
         problems.append(f"ipykernel: {exc}")

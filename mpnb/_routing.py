@@ -9,6 +9,7 @@ is decided by whichever ``Router`` is installed: ``mpnb.output`` installs one th
 sends a child's output to the notebook cell that started the work. With no router
 installed every call is a cheap no-op, so the core never depends on IPython.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol

@@ -6,6 +6,7 @@ connections that ``send`` with mpnb's pickler; ``recv`` is unchanged (plain
 ``pickle.loads`` reads what cloudpickle wrote). A connection sent to a child arrives
 there as an mpnb connection too.
 """
+
 from __future__ import annotations
 
 import multiprocessing.connection as _std
@@ -16,8 +17,17 @@ from typing import Any, Protocol, cast
 
 from . import _pickle
 
-__all__ = ["Connection", "Pipe", "Listener", "Client", "wait", "BufferTooShort",
-           "AuthenticationError", "answer_challenge", "deliver_challenge"]
+__all__ = [
+    "Connection",
+    "Pipe",
+    "Listener",
+    "Client",
+    "wait",
+    "BufferTooShort",
+    "AuthenticationError",
+    "answer_challenge",
+    "deliver_challenge",
+]
 
 
 class _ConnectionInternals(Protocol):
@@ -66,14 +76,12 @@ class Listener(_std.Listener):
         return _adopt(super().accept())
 
 
-def Client(address: Any, family: str | None = None,
-           authkey: bytes | None = None) -> Connection:
+def Client(address: Any, family: str | None = None, authkey: bytes | None = None) -> Connection:
     return _adopt(_std.Client(address, family, authkey))
 
 
 def _reduce_connection(conn: Connection) -> tuple[Any, tuple[Any, ...]]:
-    return _rebuild_connection, (reduction.DupFd(conn.fileno()), conn.readable,
-                                 conn.writable)
+    return _rebuild_connection, (reduction.DupFd(conn.fileno()), conn.readable, conn.writable)
 
 
 class _Detachable(Protocol):

@@ -11,6 +11,7 @@ The default start method is ``forkserver`` on Linux (with mpnb preloaded in the
 server) and ``spawn`` elsewhere; ``fork`` is there on request. It is mpnb's own
 setting: ``mpnb.set_start_method`` never changes the standard library's.
 """
+
 from __future__ import annotations
 
 import multiprocessing.context as _std
@@ -27,8 +28,14 @@ if TYPE_CHECKING:
     from .pool import Pool
     from .queues import BoundedSemaphore, JoinableQueue, Queue, SimpleQueue
 
-__all__ = ["BaseContext", "SpawnContext", "ForkContext", "ForkServerContext",
-           "DefaultContext", "prepare_forkserver"]
+__all__ = [
+    "BaseContext",
+    "SpawnContext",
+    "ForkContext",
+    "ForkServerContext",
+    "DefaultContext",
+    "prepare_forkserver",
+]
 
 
 class BaseContext(_std.BaseContext):
@@ -41,6 +48,7 @@ class BaseContext(_std.BaseContext):
     def Manager(self) -> SyncManager:
         """A started ``SyncManager`` whose proxies accept cell-defined objects."""
         from .managers import SyncManager
+
         manager = SyncManager(ctx=self.get_context())
         manager.start()
         return manager
@@ -48,35 +56,43 @@ class BaseContext(_std.BaseContext):
     def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]:
         """Two connections; ``send`` accepts cell-defined objects."""
         from .connection import Pipe
+
         return Pipe(duplex)
 
     def Queue(self, maxsize: int = 0) -> Queue[Any]:
         from .queues import Queue
+
         return Queue(maxsize, ctx=self.get_context())
 
     def JoinableQueue(self, maxsize: int = 0) -> JoinableQueue[Any]:
         from .queues import JoinableQueue
+
         return JoinableQueue(maxsize, ctx=self.get_context())
 
     def BoundedSemaphore(self, value: int = 1) -> BoundedSemaphore:
         """A bounded semaphore; a standard library queue made with this context (which
         makes one) sends cell-defined objects too (``mpnb.queues``)."""
         from .queues import BoundedSemaphore
+
         return BoundedSemaphore(value, ctx=self.get_context())
 
     def SimpleQueue(self) -> SimpleQueue[Any]:
         from .queues import SimpleQueue
+
         return SimpleQueue(ctx=self.get_context())
 
     # Not the standard library's return type: mpnb's Pool is a class of its own (with
     # the standard library's methods), not a subclass of ``multiprocessing.pool.Pool``.
     def Pool(  # type: ignore[override]
-            self, processes: int | None = None,
-            initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
-            maxtasksperchild: int | None = None) -> Pool:
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+    ) -> Pool:
         from .pool import Pool
-        return Pool(processes, initializer, initargs, maxtasksperchild,
-                    context=self.get_context())
+
+        return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context())
 
     # Not the standard library's return types: mpnb's contexts subclass
     # ``multiprocessing.context.BaseContext``, not its SpawnContext, ForkContext...
@@ -98,8 +114,9 @@ class BaseContext(_std.BaseContext):
         try:
             ctx = _concrete_contexts[method]
         except KeyError:
-            raise ValueError(f"cannot find context for {method!r}: choose one of "
-                             f"{sorted(_concrete_contexts)}") from None
+            raise ValueError(
+                f"cannot find context for {method!r}: choose one of {sorted(_concrete_contexts)}"
+            ) from None
         ctx._check_available()
         return ctx
 
@@ -134,12 +151,14 @@ class ForkContext(BaseContext):
 _concrete_contexts: dict[str, BaseContext] = {"spawn": SpawnContext()}
 
 if sys.platform != "win32":
+
     class ForkServerContext(BaseContext):
         _name = "forkserver"
         Process = process.ForkServerProcess
 
         def _check_available(self) -> None:
             from multiprocessing import reduction
+
             if not reduction.HAVE_SEND_HANDLE:
                 raise ValueError("forkserver start method not available")
 
@@ -180,8 +199,10 @@ class DefaultContext(BaseContext):
 
     def set_start_method(self, method: str | None, force: bool = False) -> None:
         if self._actual_context is not None and not force:
-            raise RuntimeError("context has already been set: pass force=True to change "
-                               "it, or use mpnb.get_context(method) for one object")
+            raise RuntimeError(
+                "context has already been set: pass force=True to change "
+                "it, or use mpnb.get_context(method) for one object"
+            )
         if method is None and force:
             self._actual_context = None
             return
@@ -206,8 +227,7 @@ class DefaultContext(BaseContext):
 
     def get_all_start_methods(self) -> list[str]:
         """The available methods, the default first (as in the standard library)."""
-        methods: list[str] = [m for m in ("forkserver", "spawn", "fork")
-                              if m in _concrete_contexts]
+        methods: list[str] = [m for m in ("forkserver", "spawn", "fork") if m in _concrete_contexts]
         methods.remove(_DEFAULT_METHOD)
         return [_DEFAULT_METHOD] + methods
 
@@ -218,6 +238,7 @@ _default_context = DefaultContext(_concrete_contexts[_DEFAULT_METHOD])
 def _force_start_method(method: str) -> None:
     """Make ``method`` mpnb's default start method here (a child: its parent's choice)."""
     _default_context._actual_context = _concrete_contexts[method]
+
 
 # Modules the fork server imports once, so each child it forks starts with them.
 FORKSERVER_PRELOAD = ("mpnb", "cloudpickle")
@@ -231,6 +252,7 @@ def prepare_forkserver() -> None:
     and cloudpickle there, which changes nothing for other users of it.
     """
     from multiprocessing import forkserver
+
     server = forkserver._forkserver
     with _forkserver_lock:
         if getattr(server, "_forkserver_pid", None) is not None:

@@ -13,6 +13,7 @@ A worker turns an exception into an *error record* (``capture``), plain data tha
 pickles; the parent turns it back into the exception (``rebuild``), with the original
 type where it can be unpickled and a ``TaskSerializationError`` naming the type where not.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -27,9 +28,18 @@ from . import _compat
 from ._pickle import SerializationError, dumps
 from .registry import signal_name
 
-__all__ = ["WorkerCrashedError", "InitializerError", "TaskSerializationError",
-           "TaskCancelledError", "RemoteTraceback", "ErrorRecord", "capture", "rebuild",
-           "short_repr", "crash_message"]
+__all__ = [
+    "WorkerCrashedError",
+    "InitializerError",
+    "TaskSerializationError",
+    "TaskCancelledError",
+    "RemoteTraceback",
+    "ErrorRecord",
+    "capture",
+    "rebuild",
+    "short_repr",
+    "crash_message",
+]
 
 # Longest repr of an argument or result quoted in a message.
 _REPR = reprlib.Repr()
@@ -40,12 +50,12 @@ _REPR.maxlevel = 2
 # What a signal that ended a worker usually means, and what to do about it.
 _SIGNAL_HINTS = {
     "SIGKILL": "SIGKILL usually comes from the out-of-memory killer: the task needed more "
-               "memory than was free. Use fewer processes, smaller chunks or less memory "
-               "per task",
+    "memory than was free. Use fewer processes, smaller chunks or less memory "
+    "per task",
     "SIGSEGV": "a segmentation fault is a bug in compiled code the task called (a C "
-               "extension, ctypes)",
+    "extension, ctypes)",
     "SIGBUS": "a bus error is a bug in compiled code the task called, or a memory-mapped "
-              "file that shrank",
+    "file that shrank",
     "SIGABRT": "compiled code the task called aborted (a failed assertion in a C library)",
     "SIGFPE": "compiled code the task called divided by zero",
     "SIGILL": "compiled code the task called used an instruction this CPU lacks",
@@ -63,6 +73,7 @@ def short_repr(obj: Any) -> str:
 
 # -- the errors -------------------------------------------------------------------------
 
+
 class WorkerCrashedError(RuntimeError):
     """A pool worker died while it ran a task; the pool replaced it.
 
@@ -70,9 +81,16 @@ class WorkerCrashedError(RuntimeError):
     ``task`` (``'square(3)'``) and ``index`` (of the item in a map, or ``None``).
     """
 
-    def __init__(self, message: str, *, worker: str = "", pid: int | None = None,
-                 exitcode: int | None = None, task: str = "",
-                 index: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker: str = "",
+        pid: int | None = None,
+        exitcode: int | None = None,
+        task: str = "",
+        index: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.worker = worker
         self.pid = pid
@@ -90,6 +108,7 @@ class InitializerError(RuntimeError):
 
 
 if TYPE_CHECKING:
+
     class _MaybeEncodingError(Exception):
         """``multiprocessing.pool.MaybeEncodingError``, which typeshed leaves out."""
 
@@ -110,8 +129,9 @@ class TaskSerializationError(SerializationError, _MaybeEncodingError):
     standard library catch it.
     """
 
-    def __init__(self, message: str, path: str = "", obj_type: str = "",
-                 what: str = "", value: str = "") -> None:
+    def __init__(
+        self, message: str, path: str = "", obj_type: str = "", what: str = "", value: str = ""
+    ) -> None:
         super().__init__(message, path=path, obj_type=obj_type)
         self.what = what
         self.exc = message
@@ -143,8 +163,13 @@ class RemoteTraceback(Exception):
     and cell frames read ``Cell In[n], line k`` as in IPython's own tracebacks.
     """
 
-    def __init__(self, frames: list[Frame] | list[tuple[str, int, str, str]],
-                 header: str = "", exc_line: str = "", chain: str = "") -> None:
+    def __init__(
+        self,
+        frames: list[Frame] | list[tuple[str, int, str, str]],
+        header: str = "",
+        exc_line: str = "",
+        chain: str = "",
+    ) -> None:
         super().__init__(header)
         self.frames = [Frame(*f) for f in frames]
         self.header = header
@@ -190,30 +215,37 @@ def _location(filename: str, lineno: int) -> str:
 
 # -- crossing the process boundary ------------------------------------------------------
 
+
 class ErrorRecord(NamedTuple):
     """An exception raised in a worker, as data that always pickles."""
 
-    data: bytes | None      # the exception pickled by mpnb, None if it cannot be
-    type_name: str          # module.qualname of its type
-    exc_line: str           # 'ZeroDivisionError: division by zero'
+    data: bytes | None  # the exception pickled by mpnb, None if it cannot be
+    type_name: str  # module.qualname of its type
+    exc_line: str  # 'ZeroDivisionError: division by zero'
     frames: list[tuple[str, int, str, str]]
-    chain: str              # the worker's text of chained exceptions ('' if none)
-    reason: str             # why ``data`` is None
-    item: str               # short repr of the item that failed ('' if not a map)
+    chain: str  # the worker's text of chained exceptions ('' if none)
+    reason: str  # why ``data`` is None
+    item: str  # short repr of the item that failed ('' if not a map)
 
 
-def capture(exc: BaseException, *, skip: str = "", item: Any = None,
-            has_item: bool = False) -> ErrorRecord:
+def capture(
+    exc: BaseException, *, skip: str = "", item: Any = None, has_item: bool = False
+) -> ErrorRecord:
     """Turn ``exc`` into an ``ErrorRecord``; frames from the file ``skip`` are left out."""
-    frames = [(f.filename, f.lineno or 0, f.name, f.line or "")
-              for f in traceback.extract_tb(exc.__traceback__) if f.filename != skip]
+    frames = [
+        (f.filename, f.lineno or 0, f.name, f.line or "")
+        for f in traceback.extract_tb(exc.__traceback__)
+        if f.filename != skip
+    ]
     exc_line = "".join(traceback.format_exception_only(type(exc), exc)).rstrip("\n")
     chain = ""
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     if cause is not None:
-        link = ("The above exception was the direct cause of the following exception:"
-                if exc.__cause__ is not None else
-                "During handling of the above exception, another exception occurred:")
+        link = (
+            "The above exception was the direct cause of the following exception:"
+            if exc.__cause__ is not None
+            else "During handling of the above exception, another exception occurred:"
+        )
         chain = "".join(traceback.format_exception(cause)) + f"\n{link}\n\n"
     data: bytes | None = None
     reason = ""
@@ -223,12 +255,24 @@ def capture(exc: BaseException, *, skip: str = "", item: Any = None,
     except Exception as problem:  # whatever it is, say it
         data, reason = None, f"{type(problem).__name__}: {problem}"
     kind = type(exc)
-    return ErrorRecord(data, f"{kind.__module__}.{kind.__qualname__}", exc_line, frames,
-                       chain, reason, short_repr(item) if has_item else "")
+    return ErrorRecord(
+        data,
+        f"{kind.__module__}.{kind.__qualname__}",
+        exc_line,
+        frames,
+        chain,
+        reason,
+        short_repr(item) if has_item else "",
+    )
 
 
-def rebuild(record: ErrorRecord | tuple[Any, ...], worker: str, task: str = "",
-            index: int | None = None, func: str = "") -> BaseException:
+def rebuild(
+    record: ErrorRecord | tuple[Any, ...],
+    worker: str,
+    task: str = "",
+    index: int | None = None,
+    func: str = "",
+) -> BaseException:
     """The exception behind ``record``, with its ``RemoteTraceback`` as ``__cause__``.
 
     ``worker`` and ``task`` (or, for an item of a map, ``index`` and ``func``) say where
@@ -256,16 +300,19 @@ def rebuild(record: ErrorRecord | tuple[Any, ...], worker: str, task: str = "",
             f"the task raised {record.type_name} ({record.exc_line}), an exception that "
             f"cannot be sent back to this process: {reason}. Its traceback in the worker "
             f"is above. Raise an exception that pickles: one whose __init__ accepts its "
-            f"own args, or that defines __reduce__", obj_type=record.type_name,
-            what="exception")
+            f"own args, or that defines __reduce__",
+            obj_type=record.type_name,
+            what="exception",
+        )
     exc.__cause__ = remote
     if note and hasattr(exc, "add_note"):
         exc.add_note(note)
     return exc
 
 
-def crash_message(worker: str, pid: int | None, exitcode: int | None, task: str,
-                  index: int | None, item: str = "") -> str:
+def crash_message(
+    worker: str, pid: int | None, exitcode: int | None, task: str, index: int | None, item: str = ""
+) -> str:
     """What to tell a user whose task killed its worker."""
     sig = signal_name(exitcode)
     if sig:
@@ -275,11 +322,15 @@ def crash_message(worker: str, pid: int | None, exitcode: int | None, task: str,
         how, hint = "died (exit code unknown)", ""
     else:
         how = f"exited with code {exitcode}"
-        hint = ("the task (or a library it called) ended the process, with os._exit(), "
-                "sys.exit() or a C-level exit()")
+        hint = (
+            "the task (or a library it called) ended the process, with os._exit(), "
+            "sys.exit() or a C-level exit()"
+        )
     what = f"while running {task}" if task else "while running a task"
     if index is not None:
         what += f" (item {index}" + (f": {item}" if item else "") + ")"
     hint = f" {hint[0].upper()}{hint[1:]}." if hint else ""
-    return (f"worker {worker} (pid {pid}) {how} {what}.{hint} "
-            f"The pool replaced the worker; other tasks go on.")
+    return (
+        f"worker {worker} (pid {pid}) {how} {what}.{hint} "
+        f"The pool replaced the worker; other tasks go on."
+    )

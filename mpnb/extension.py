@@ -8,6 +8,7 @@
   too (``mpnb.output.stdlib``: its processes, ``Pool`` and ``ProcessPoolExecutor``);
 - the magics (``mpnb.magics``); unloading stops the warm pool and every dashboard.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -42,8 +43,10 @@ def load(ipython: Any) -> None:
         return
     _pickle.install()
     from . import output
+
     if output.activate():
         from .output import stdlib
+
         stdlib.patch()
     for magics in _magics_classes():
         ipython.register_magics(magics)
@@ -56,11 +59,13 @@ def unload(ipython: Any) -> None:
     _state["loaded"] = False
     _pickle.uninstall()
     from .magics import warm
+
     warm.shutdown()
     stdlib_module = sys.modules.get("mpnb.output.stdlib")  # loaded only if routing was on
     if stdlib_module is not None:
         stdlib_module.unpatch()
     from . import output
+
     output.deactivate()
     sampler_module = sys.modules.get("mpnb.dashboard.sampler")  # loaded only if a dashboard ran
     if sampler_module is not None:

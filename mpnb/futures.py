@@ -10,6 +10,7 @@ cell-defined code, errors with their own type and the worker's traceback, output
 cell that submitted the work, and a worker that dies fails its task only (see
 ``ProcessPoolExecutor``).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -20,8 +21,9 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from . import _routing
 from ._pickle import segments_released_on_error
@@ -98,8 +100,13 @@ def _for_executor(exc: BaseException) -> BaseException:
         return exc
     if isinstance(exc, WorkerCrashedError):
         new: BaseException = BrokenWorkerError(
-            str(exc), worker=exc.worker, pid=exc.pid, exitcode=exc.exitcode,
-            task=exc.task, index=exc.index)
+            str(exc),
+            worker=exc.worker,
+            pid=exc.pid,
+            exitcode=exc.exitcode,
+            task=exc.task,
+            index=exc.index,
+        )
     elif isinstance(exc, InitializerError):
         new = BrokenInitializerError(*exc.args)
     else:
@@ -110,14 +117,17 @@ def _for_executor(exc: BaseException) -> BaseException:
 
 def _mpnb_context(mp_context: Any) -> Any:
     from .context import BaseContext, _default_context
+
     if mp_context is None:
         return _default_context.get_context()
     if isinstance(mp_context, BaseContext):
         return mp_context.get_context()
     if isinstance(mp_context, multiprocessing.context.BaseContext):
         return _default_context.get_context(mp_context.get_start_method())
-    raise TypeError(f"mp_context must be a multiprocessing context, such as "
-                    f"mpnb.get_context('spawn'), or None; not {type(mp_context).__name__}")
+    raise TypeError(
+        f"mp_context must be a multiprocessing context, such as "
+        f"mpnb.get_context('spawn'), or None; not {type(mp_context).__name__}"
+    )
 
 
 class ProcessPoolExecutor(concurrent.futures.Executor):
@@ -146,24 +156,27 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
       workers are gone; the futures they ran raise ``TaskCancelledError``.
     """
 
-    def __init__(self, max_workers: int | None = None, mp_context: Any = None,
-                 initializer: Callable[..., object] | None = None,
-                 initargs: Iterable[Any] = (), *,
-                 max_tasks_per_child: int | None = None) -> None:
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+    ) -> None:
         if max_workers is None:
             max_workers = cpu_count()
             if sys.platform == "win32":
                 max_workers = min(max_workers, _MAX_WINDOWS_WORKERS)
         elif not isinstance(max_workers, int) or isinstance(max_workers, bool):
-            raise TypeError(f"max_workers must be an int or None, not "
-                            f"{type(max_workers).__name__}")
+            raise TypeError(f"max_workers must be an int or None, not {type(max_workers).__name__}")
         elif max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         elif sys.platform == "win32" and max_workers > _MAX_WINDOWS_WORKERS:
             raise ValueError(f"max_workers must be <= {_MAX_WINDOWS_WORKERS}")
         if max_tasks_per_child is not None:
-            if not isinstance(max_tasks_per_child, int) or isinstance(max_tasks_per_child,
-                                                                      bool):
+            if not isinstance(max_tasks_per_child, int) or isinstance(max_tasks_per_child, bool):
                 raise TypeError("max_tasks_per_child must be an integer")
             if max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
@@ -175,9 +188,10 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         self._max_tasks_per_child = max_tasks_per_child
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
-        self._futures: dict[int, Future] = {}   # by job id, until done
-        self._pool = Pool(max_workers, initializer, self._initargs, max_tasks_per_child,
-                          context=context)
+        self._futures: dict[int, Future] = {}  # by job id, until done
+        self._pool = Pool(
+            max_workers, initializer, self._initargs, max_tasks_per_child, context=context
+        )
         self._core: PoolCore = self._pool._core  # type: ignore[assignment]
         self._tasks = TaskMaker(self._core)
 
@@ -196,9 +210,15 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
                 core.submit(job, [task])
         return future
 
-    def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
-            timeout: float | None = None, chunksize: int = 1,
-            buffersize: int | None = None, progress: bool = False) -> Iterator[T]:
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+        progress: bool = False,
+    ) -> Iterator[T]:
         """``fn`` over the items of ``iterables`` (zipped), results in order.
 
         The items are read and sent now, in chunks of ``chunksize`` (at most
@@ -275,9 +295,11 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
 
     def __repr__(self) -> str:
         state = "shutdown" if self._shutdown else self._core.state
-        return (f"<{type(self).__module__}.{type(self).__qualname__} "
-                f"max_workers={self._max_workers} "
-                f"start_method={self._mp_context.get_start_method()!r} state={state}>")
+        return (
+            f"<{type(self).__module__}.{type(self).__qualname__} "
+            f"max_workers={self._max_workers} "
+            f"start_method={self._mp_context.get_start_method()!r} state={state}>"
+        )
 
     # -- internals --
 
@@ -297,19 +319,19 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
 
     def _settled(self, future: Future) -> None:
         job = future._job
-        if job is None:   # never: a tracked future has its job
+        if job is None:  # never: a tracked future has its job
             return
         self._futures.pop(job.id, None)
-        if future.cancelled():   # never sent: the core drops its task
+        if future.cancelled():  # never sent: the core drops its task
             job.settled = True
-            job.claim()   # tells wait() and as_completed()
+            job.claim()  # tells wait() and as_completed()
             self._core.finish_job(job)
 
     def _stop_workers(self, kill: bool) -> None:
         with self._shutdown_lock:
             self._shutdown = True
         self._core.terminate(kill=kill)
-        self._pool.terminate()   # done by now; marks the pool closed
+        self._pool.terminate()  # done by now; marks the pool closed
         self._pool.join()
 
 
@@ -327,19 +349,24 @@ def _batches(items: Iterator[Any], size: int) -> Iterator[tuple[int, list[Any]]]
 class _ChunkSubmitter:
     """Sends chunks of one ``map`` call: the function pickled once, each chunk a future."""
 
-    def __init__(self, executor: ProcessPoolExecutor, fn: Callable[..., Any], mode: int,
-                 root: str, hook: BarHook | None) -> None:
+    def __init__(
+        self,
+        executor: ProcessPoolExecutor,
+        fn: Callable[..., Any],
+        mode: int,
+        root: str,
+        hook: BarHook | None,
+    ) -> None:
         self.executor, self.mode, self.root, self.hook = executor, mode, root, hook
         self.name = func_name(fn)
         self.route = _routing.capture()
-        self.count = 0     # items read so far
+        self.count = 0  # items read so far
         self.over = False  # the input ran out
         with executor._shutdown_lock:
             executor._check()
             self.func_ref = executor._tasks.function(fn)
 
-    def __call__(self, batches: Iterator[tuple[int, list[Any]]],
-                 limit: int | None) -> list[Future]:
+    def __call__(self, batches: Iterator[tuple[int, list[Any]]], limit: int | None) -> list[Future]:
         """Send the next ``limit`` chunks (all if ``None``), all or none."""
         if self.over:
             return []
@@ -352,25 +379,42 @@ class _ChunkSubmitter:
                 with segments_released_on_error():
                     for start, chunk in itertools.islice(batches, limit):
                         job = _ExecutorJob(core, Future(core), whole=True)
-                        made.append((job, tasks.chunk(
-                            job, self.func_ref, self.mode, self.name, chunk, start, True,
-                            self.route, self.root, job.claim)))
+                        made.append(
+                            (
+                                job,
+                                tasks.chunk(
+                                    job,
+                                    self.func_ref,
+                                    self.mode,
+                                    self.name,
+                                    chunk,
+                                    start,
+                                    True,
+                                    self.route,
+                                    self.root,
+                                    job.claim,
+                                ),
+                            )
+                        )
                         self.count += len(chunk)
                 if limit is None or len(made) < limit:
                     self.over = True
                 for job, task in made:
                     executor._track(job.future)
-                    if self.hook is not None:   # counted before the result shows
-                        job.on_success = functools.partial(report_progress, self.hook,
-                                                           task.count)
+                    if self.hook is not None:  # counted before the result shows
+                        job.on_success = functools.partial(report_progress, self.hook, task.count)
                     core.submit(job, [task])
         if self.over and isinstance(self.hook, BarHook) and self.hook.bar.total is None:
             self.hook.set_total(self.count)
         return [job.future for job, _ in made]
 
 
-def _results(futures: deque[Future], deadline: float | None, hook: BarHook | None,
-             more: Callable[[], list[Future]] | None) -> Iterator[Any]:
+def _results(
+    futures: deque[Future],
+    deadline: float | None,
+    hook: BarHook | None,
+    more: Callable[[], list[Future]] | None,
+) -> Iterator[Any]:
     """The values of ``map``'s chunk futures, in order (a generator)."""
     try:
         while futures:
@@ -378,13 +422,14 @@ def _results(futures: deque[Future], deadline: float | None, hook: BarHook | Non
                 futures.extend(more())
             future = futures.popleft()
             try:
-                values = future.result(None if deadline is None
-                                       else max(deadline - time.monotonic(), 0))
+                values = future.result(
+                    None if deadline is None else max(deadline - time.monotonic(), 0)
+                )
             finally:
-                future.cancel()   # a timeout: it will not be read
+                future.cancel()  # a timeout: it will not be read
             yield from values
         if hook is not None:
-            hook.close()   # an empty input never counted
+            hook.close()  # an empty input never counted
     except BaseException:
         if hook is not None:
             hook.close(failed=True)

@@ -5,6 +5,7 @@ The standard library's managers with two defaults changed: the ``'mpnb'`` serial
 default context (the server process is an mpnb process). ``BaseManager.register``
 takes cell-defined classes and callables.
 """
+
 from __future__ import annotations
 
 import multiprocessing.managers as _std
@@ -33,11 +34,31 @@ from multiprocessing.managers import (  # type: ignore[attr-defined]
     Value,
 )
 
-__all__ = ["BaseManager", "SyncManager", "BaseProxy", "Token", "SharedMemoryManager",
-           "Namespace", "Value", "MakeProxyType", "AutoProxy", "DictProxy", "ListProxy",
-           "NamespaceProxy", "ValueProxy", "ArrayProxy", "AcquirerProxy",
-           "ConditionProxy", "EventProxy", "IteratorProxy", "PoolProxy", "BaseListProxy",
-           "RebuildProxy", "Server", "SetProxy"]
+__all__ = [
+    "BaseManager",
+    "SyncManager",
+    "BaseProxy",
+    "Token",
+    "SharedMemoryManager",
+    "Namespace",
+    "Value",
+    "MakeProxyType",
+    "AutoProxy",
+    "DictProxy",
+    "ListProxy",
+    "NamespaceProxy",
+    "ValueProxy",
+    "ArrayProxy",
+    "AcquirerProxy",
+    "ConditionProxy",
+    "EventProxy",
+    "IteratorProxy",
+    "PoolProxy",
+    "BaseListProxy",
+    "RebuildProxy",
+    "Server",
+    "SetProxy",
+]
 
 SERIALIZER = "mpnb"
 
@@ -57,12 +78,13 @@ class _ProxyInternals(Protocol):
     """``BaseProxy._callmethod`` as it is: it returns what the referent's method
     returned (typeshed says ``None``)."""
 
-    def _callmethod(self, methodname: str, args: tuple[Any, ...] = (),
-                    kwds: dict[Any, Any] | None = None) -> Any: ...
+    def _callmethod(
+        self, methodname: str, args: tuple[Any, ...] = (), kwds: dict[Any, Any] | None = None
+    ) -> Any: ...
 
 
 class _Exposing(Protocol):
-    _exposed_: tuple[str, ...]   # the methods a proxy class forwards to its referent
+    _exposed_: tuple[str, ...]  # the methods a proxy class forwards to its referent
 
 
 def _call(proxy: BaseProxy, name: str, args: tuple[Any, ...] = ()) -> Any:
@@ -74,14 +96,15 @@ def _call(proxy: BaseProxy, name: str, args: tuple[Any, ...] = ()) -> Any:
 # process arrive there with 'mpnb' where this module is loaded and 'pickle' elsewhere:
 # in mpnb's children the standard library's connections send with mpnb's pickler.
 cast(_ManagersModule, _std).listener_client.setdefault(
-    SERIALIZER, (connection.Listener, connection.Client))
+    SERIALIZER, (connection.Listener, connection.Client)
+)
 
 if TYPE_CHECKING:
     # A mixin over a manager class: to the type checker, a manager.
     _ManagerBase = _std.BaseManager
     _StdListProxy = _std.ListProxy
     _StdDictProxy = _std.DictProxy
-    _BaseSetProxy = BaseProxy   # the methods MakeProxyType adds are not seen statically
+    _BaseSetProxy = BaseProxy  # the methods MakeProxyType adds are not seen statically
 else:
     _ManagerBase = object
     # Subscriptable (``ListProxy[_T]``, as the type checker sees them) for the class
@@ -89,21 +112,60 @@ else:
     # class itself.
     _StdListProxy = types.GenericAlias(_std.ListProxy, (_T,))
     _StdDictProxy = types.GenericAlias(_std.DictProxy, (_KT, _VT))
-    _BaseSetProxy = MakeProxyType("_BaseSetProxy", (
-        "__and__", "__contains__", "__iand__", "__ior__", "__isub__", "__ixor__",
-        "__len__", "__or__", "__rand__", "__ror__", "__rsub__", "__rxor__", "__sub__",
-        "__xor__", "__ge__", "__gt__", "__le__", "__lt__", "add", "clear", "copy",
-        "difference", "difference_update", "discard", "intersection",
-        "intersection_update", "isdisjoint", "issubset", "issuperset", "pop", "remove",
-        "symmetric_difference", "symmetric_difference_update", "union", "update"))
+    _BaseSetProxy = MakeProxyType(
+        "_BaseSetProxy",
+        (
+            "__and__",
+            "__contains__",
+            "__iand__",
+            "__ior__",
+            "__isub__",
+            "__ixor__",
+            "__len__",
+            "__or__",
+            "__rand__",
+            "__ror__",
+            "__rsub__",
+            "__rxor__",
+            "__sub__",
+            "__xor__",
+            "__ge__",
+            "__gt__",
+            "__le__",
+            "__lt__",
+            "add",
+            "clear",
+            "copy",
+            "difference",
+            "difference_update",
+            "discard",
+            "intersection",
+            "intersection_update",
+            "isdisjoint",
+            "issubset",
+            "issuperset",
+            "pop",
+            "remove",
+            "symmetric_difference",
+            "symmetric_difference_update",
+            "union",
+            "update",
+        ),
+    )
 
 
 class _MpnbDefaults(_ManagerBase):
-    def __init__(self, address: str | tuple[str, int] | None = None,
-                 authkey: bytes | None = None, serializer: str = SERIALIZER,
-                 ctx: BaseContext | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        address: str | tuple[str, int] | None = None,
+        authkey: bytes | None = None,
+        serializer: str = SERIALIZER,
+        ctx: BaseContext | None = None,
+        **kwargs: Any,
+    ) -> None:
         if ctx is None:
             from .context import _default_context
+
             ctx = _default_context.get_context()
         super().__init__(address, authkey, serializer, ctx, **kwargs)
 
@@ -185,6 +247,7 @@ SyncManager.register("set", set, SetProxy)
 
 
 if hasattr(_std, "SharedMemoryManager"):
+
     class SharedMemoryManager(_MpnbDefaults, _std.SharedMemoryManager):
         """``multiprocessing.managers.SharedMemoryManager`` on mpnb's context."""
 else:  # pragma: no cover

@@ -32,32 +32,47 @@ Changed: no task/result handler threads or shared queues (one pipe per worker, s
 item of ``imap`` raises at its place and the iteration goes on; a non-sized ``imap``
 input is read by the consuming thread, a window ahead (``close()`` reads the rest).
 """
+
 from __future__ import annotations
 
+import multiprocessing.pool as _std_pool
 import sys
 import warnings
 import weakref
-import multiprocessing.pool as _std_pool
+from collections.abc import Callable, Iterable
 from multiprocessing.context import get_spawning_popen, set_spawning_popen
-from multiprocessing.pool import ThreadPool  # noqa: F401 - re-exported
+from multiprocessing.pool import ThreadPool
 from multiprocessing.process import BaseProcess
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from . import _routing
 from ._pickle import checked_dumps, in_band, segments_released_on_error
 from ._pool.core import RUN, TERMINATE, PoolCore, cpu_count
 from ._pool.feeder import Feeder
 from ._pool.protocol import MAP, STARMAP
-from ._pool.results import (ApplyResult, AsyncResult, Callback, IMapIterator,
-                            IMapUnorderedIterator, MapResult)
+from ._pool.results import (
+    ApplyResult,
+    AsyncResult,
+    Callback,
+    IMapIterator,
+    IMapUnorderedIterator,
+    MapResult,
+)
 from ._pool.tasks import TaskMaker, chunked
 from ._pool.telemetry import Progress, bar_hook, func_name, with_bar
 from ._pool.worker import Initializer
 from .errors import RemoteTraceback  # noqa: F401 - re-exported
 from .registry import REGISTRY
 
-__all__ = ["Pool", "ThreadPool", "AsyncResult", "ApplyResult", "MapResult",
-           "IMapIterator", "IMapUnorderedIterator"]
+__all__ = [
+    "Pool",
+    "ThreadPool",
+    "AsyncResult",
+    "ApplyResult",
+    "MapResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+]
 
 _pool_names = iter(range(1, sys.maxsize))
 
@@ -66,18 +81,24 @@ _It = TypeVar("_It", bound=IMapIterator)
 
 # -- the pool ---------------------------------------------------------------------------
 
+
 class Pool:
     """``multiprocessing.pool.Pool`` on an mpnb context (see the module docstring)."""
 
     _core: PoolCore | None = None
     _tasks: TaskMaker
 
-    def __init__(self, processes: int | None = None,
-                 initializer: Callable[..., object] | None = None,
-                 initargs: Iterable[Any] = (), maxtasksperchild: int | None = None,
-                 context: Any = None) -> None:
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+    ) -> None:
         if context is None:
             from .context import _default_context
+
             context = _default_context.get_context()
         if processes is None:
             processes = cpu_count()
@@ -91,8 +112,7 @@ class Pool:
         init = None
         if initializer is not None:
             initargs = tuple(initargs)
-            _check_sendable_at_start(initializer, initargs,
-                                     context.get_start_method() == "fork")
+            _check_sendable_at_start(initializer, initargs, context.get_start_method() == "fork")
             init = Initializer(initializer, initargs)
         self._ctx = context
         self._processes = processes
@@ -100,9 +120,14 @@ class Pool:
         self._lazy: weakref.WeakSet[Feeder] = weakref.WeakSet()
         REGISTRY.add_pool(self._name, processes, context.get_start_method())
         try:
-            self._core = PoolCore(context, processes, init,
-                                  func_name(initializer) if initializer else "",
-                                  maxtasksperchild, self._name)
+            self._core = PoolCore(
+                context,
+                processes,
+                init,
+                func_name(initializer) if initializer else "",
+                maxtasksperchild,
+                self._name,
+            )
         except BaseException:
             REGISTRY.update_pool(self._name, closed=True)
             raise
@@ -110,15 +135,23 @@ class Pool:
 
     # -- the standard library's API --
 
-    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (),
-              kwds: dict[str, Any] = {}) -> Any:  # noqa: B006 - the stdlib's signature
+    def apply(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: dict[str, Any] = {},  # noqa: B006 - the stdlib's signature
+    ) -> Any:
         """``func(*args, **kwds)`` in a worker; waits for the result."""
         return self.apply_async(func, args, kwds).get()
 
-    def apply_async(self, func: Callable[..., Any], args: Iterable[Any] = (),
-                    kwds: dict[str, Any] = {},  # noqa: B006 - the stdlib's signature
-                    callback: Callback | None = None,
-                    error_callback: Callback | None = None) -> ApplyResult:
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: dict[str, Any] = {},  # noqa: B006 - the stdlib's signature
+        callback: Callback | None = None,
+        error_callback: Callback | None = None,
+    ) -> ApplyResult:
         """``func(*args, **kwds)`` in a worker; returns at once."""
         core = self._check_running()
         with core.interrupting():
@@ -128,43 +161,111 @@ class Pool:
             core.submit(job, [self._tasks.apply(job, func, func_ref, args, kwds)])
         return job
 
-    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any],
-            chunksize: int | None = None, *, progress: bool = False) -> list[Any]:
+    def map(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: bool = False,
+    ) -> list[Any]:
         """``[func(x) for x in iterable]``, in the workers; ``progress=True`` shows a bar."""
-        return with_bar(progress, lambda hook: self._map_async(
-            func, iterable, MAP, chunksize, on_progress=hook).get(), _length(iterable))
+        return with_bar(
+            progress,
+            lambda hook: self._map_async(func, iterable, MAP, chunksize, on_progress=hook).get(),
+            _length(iterable),
+        )
 
-    def map_async(self, func: Callable[[Any], Any], iterable: Iterable[Any],
-                  chunksize: int | None = None, callback: Callback | None = None,
-                  error_callback: Callback | None = None, *,
-                  progress: bool = False) -> MapResult:
-        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback,
-                               bar_hook(progress, _length(iterable)))
+    def map_async(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callback | None = None,
+        error_callback: Callback | None = None,
+        *,
+        progress: bool = False,
+    ) -> MapResult:
+        return self._map_async(
+            func,
+            iterable,
+            MAP,
+            chunksize,
+            callback,
+            error_callback,
+            bar_hook(progress, _length(iterable)),
+        )
 
-    def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
-                chunksize: int | None = None, *, progress: bool = False) -> list[Any]:
+    def starmap(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        *,
+        progress: bool = False,
+    ) -> list[Any]:
         """``[func(*args) for args in iterable]``, in the workers."""
-        return with_bar(progress, lambda hook: self._map_async(
-            func, iterable, STARMAP, chunksize, on_progress=hook).get(), _length(iterable))
+        return with_bar(
+            progress,
+            lambda hook: self._map_async(
+                func, iterable, STARMAP, chunksize, on_progress=hook
+            ).get(),
+            _length(iterable),
+        )
 
-    def starmap_async(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
-                      chunksize: int | None = None, callback: Callback | None = None,
-                      error_callback: Callback | None = None, *,
-                      progress: bool = False) -> MapResult:
-        return self._map_async(func, iterable, STARMAP, chunksize, callback, error_callback,
-                               bar_hook(progress, _length(iterable)))
+    def starmap_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callback | None = None,
+        error_callback: Callback | None = None,
+        *,
+        progress: bool = False,
+    ) -> MapResult:
+        return self._map_async(
+            func,
+            iterable,
+            STARMAP,
+            chunksize,
+            callback,
+            error_callback,
+            bar_hook(progress, _length(iterable)),
+        )
 
-    def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any],
-             chunksize: int = 1, *, progress: bool = False) -> IMapIterator:
+    def imap(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        progress: bool = False,
+    ) -> IMapIterator:
         """Results of ``func`` over ``iterable``, in order, as they come."""
-        return self._imap(func, iterable, chunksize, IMapIterator,
-                          on_progress=bar_hook(progress, _length(iterable)))
+        return self._imap(
+            func,
+            iterable,
+            chunksize,
+            IMapIterator,
+            on_progress=bar_hook(progress, _length(iterable)),
+        )
 
-    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any],
-                       chunksize: int = 1, *, progress: bool = False) -> IMapUnorderedIterator:
+    def imap_unordered(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        progress: bool = False,
+    ) -> IMapUnorderedIterator:
         """Results of ``func`` over ``iterable``, in the order they complete."""
-        return self._imap(func, iterable, chunksize, IMapUnorderedIterator,
-                          on_progress=bar_hook(progress, _length(iterable)))
+        return self._imap(
+            func,
+            iterable,
+            chunksize,
+            IMapUnorderedIterator,
+            on_progress=bar_hook(progress, _length(iterable)),
+        )
 
     def close(self) -> None:
         """Take no more tasks; the workers exit once the queued ones are done."""
@@ -200,19 +301,18 @@ class Pool:
         self.terminate()
 
     def __reduce__(self) -> Any:
-        raise _NotPicklable(
-            "pool objects cannot be passed between processes or pickled")
+        raise _NotPicklable("pool objects cannot be passed between processes or pickled")
 
     def __repr__(self) -> str:
         cls = type(self)
-        return (f"<{cls.__module__}.{cls.__qualname__} state={self._state} "
-                f"pool_size={len(self._pool)}>")
+        return (
+            f"<{cls.__module__}.{cls.__qualname__} state={self._state} pool_size={len(self._pool)}>"
+        )
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         core = self._core
         if core is not None and core.state == RUN:
-            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning,
-                  source=self)
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
             core.request_terminate()
 
     # -- what the standard library's pool exposes, read-only --
@@ -234,10 +334,16 @@ class Pool:
         core.check()
         return core
 
-    def _map_async(self, func: Callable[..., Any], iterable: Iterable[Any], mode: int,
-                   chunksize: int | None, callback: Callback | None = None,
-                   error_callback: Callback | None = None,
-                   on_progress: Progress | None = None) -> MapResult:
+    def _map_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        mode: int,
+        chunksize: int | None,
+        callback: Callback | None = None,
+        error_callback: Callback | None = None,
+        on_progress: Progress | None = None,
+    ) -> MapResult:
         """``map_async``/``starmap_async``; ``on_progress(n)`` after each n items done."""
         core = self._check_running()
         with core.interrupting():
@@ -254,22 +360,33 @@ class Pool:
             route = _routing.capture()
             name = func_name(func)
             with segments_released_on_error():  # all or nothing
-                tasks = [self._tasks.chunk(job, func_ref, mode, name, chunk, start, True,
-                                           route, "iterable")
-                         for start, chunk in chunked(items, chunksize)]
+                tasks = [
+                    self._tasks.chunk(
+                        job, func_ref, mode, name, chunk, start, True, route, "iterable"
+                    )
+                    for start, chunk in chunked(items, chunksize)
+                ]
             core.submit(job, tasks)
         return job
 
-    def _imap(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int,
-              kind: type[_It], mode: int = MAP, on_progress: Progress | None = None) -> _It:
+    def _imap(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int,
+        kind: type[_It],
+        mode: int = MAP,
+        on_progress: Progress | None = None,
+    ) -> _It:
         core = self._check_running()
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         with core.interrupting():
             func_ref = self._tasks.function(func)
             it = kind(self, on_progress)
-            feeder = Feeder(self._tasks, self._processes, it, func, func_ref, mode,
-                            iterable, chunksize)
+            feeder = Feeder(
+                self._tasks, self._processes, it, func, func_ref, mode, iterable, chunksize
+            )
             if hasattr(iterable, "__len__"):
                 feeder.submit_all(list(iterable))
             else:
@@ -289,12 +406,13 @@ class _ProbePopen:
         return fd
 
     @staticmethod
-    def DupFd(fd: int) -> int:  # noqa: N802 - the standard library's name
+    def DupFd(fd: int) -> int:
         return fd
 
 
-def _check_sendable_at_start(initializer: Callable[..., object], initargs: tuple[Any, ...],
-                             fork: bool) -> None:
+def _check_sendable_at_start(
+    initializer: Callable[..., object], initargs: tuple[Any, ...], fork: bool
+) -> None:
     """Raise ``SerializationError`` (naming ``initializer`` or ``initargs[i]``) now if
     they could not be sent to a worker when it starts.
 

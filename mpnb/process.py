@@ -10,6 +10,7 @@ standard library's with one mixin that:
   ``run()`` (output routing, for instance);
 - records the process in ``registry.REGISTRY``.
 """
+
 from __future__ import annotations
 
 import multiprocessing.context as _std_context
@@ -25,9 +26,17 @@ from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, cast
 from . import _pickle, _routing, shutdown
 from .registry import REGISTRY, signal_name
 
-__all__ = ["Process", "SpawnProcess", "ForkServerProcess", "ForkProcess",
-           "add_start_hook", "remove_start_hook", "child_setups", "is_mpnb_process",
-           "signal_name"]
+__all__ = [
+    "Process",
+    "SpawnProcess",
+    "ForkServerProcess",
+    "ForkProcess",
+    "add_start_hook",
+    "remove_start_hook",
+    "child_setups",
+    "is_mpnb_process",
+    "signal_name",
+]
 
 # Start hooks run in the parent just before a process starts; each may return a
 # picklable callable that the child runs before the target (``None`` for nothing).
@@ -63,7 +72,7 @@ class _ProcessInternals(Protocol):
     _target: Callable[..., object] | None
     _args: tuple[Any, ...]
     _kwargs: dict[str, Any]
-    _popen: Any   # the start method's Popen object, None before start()
+    _popen: Any  # the start method's Popen object, None before start()
     _start_method: str | None
 
     def _check_closed(self) -> None: ...
@@ -110,8 +119,7 @@ class _MpnbProcess(_ProcessBase):
         if self._mpnb_method == "fork":
             std = _internals(self)
             _pickle.remember_namespaces(std._target, std._args, std._kwargs)
-        key = REGISTRY.add_process(self.name, self._mpnb_method,
-                                   pool=self._mpnb_pool, handle=self)
+        key = REGISTRY.add_process(self.name, self._mpnb_method, pool=self._mpnb_pool, handle=self)
         try:
             super().start()
         except BaseException:
@@ -125,6 +133,7 @@ class _MpnbProcess(_ProcessBase):
         if method:
             return method
         from .context import _default_context
+
         return _default_context.get_start_method()
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, tuple[Any, ...]]:
@@ -137,6 +146,7 @@ class _MpnbProcess(_ProcessBase):
         method = getattr(self, "_mpnb_method", None)
         if method is not None:
             from .context import _force_start_method
+
             _force_start_method(method)
         for setup in getattr(self, "_mpnb_child_setups", ()):
             setup()
@@ -173,6 +183,7 @@ class SpawnProcess(_MpnbProcess, _std_context.SpawnProcess):
     _start_method = "spawn"
 
     if sys.platform != "win32":
+
         @staticmethod
         def _Popen(process_obj: BaseProcess) -> popen_spawn_posix.Popen:
             return _SpawnPopen(process_obj)
@@ -189,7 +200,7 @@ if sys.platform != "win32":
         the arena's descriptor twice, which spawning refuses.
         """
 
-        _fds: list[int]   # the standard library's, set in __init__
+        _fds: list[int]  # the standard library's, set in __init__
 
         def duplicate_for_child(self, fd: int) -> int:
             if fd not in self._fds:
@@ -202,12 +213,14 @@ class ForkProcess(_MpnbProcess, _std_context.ForkProcess):
 
 
 if sys.platform != "win32":
+
     class ForkServerProcess(_MpnbProcess, _std_context.ForkServerProcess):
         _start_method = "forkserver"
 
         @staticmethod
         def _Popen(process_obj: BaseProcess) -> popen_forkserver.Popen:
             from .context import prepare_forkserver
+
             prepare_forkserver()
             return _std_context.ForkServerProcess._Popen(process_obj)
 else:  # pragma: no cover - Windows has no forkserver
@@ -222,12 +235,14 @@ class Process(_MpnbProcess, BaseProcess):
     @staticmethod
     def _Popen(process_obj: BaseProcess) -> Any:
         from .context import _default_context
+
         process_class = cast(_ProcessClass, _default_context.get_context().Process)
         return process_class._Popen(process_obj)
 
     @staticmethod
     def _after_fork() -> None:
         from .context import _default_context
+
         cast(_ProcessClass, _default_context.get_context().Process)._after_fork()
 
 

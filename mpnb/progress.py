@@ -5,6 +5,7 @@ iterable of unknown length, done and rate only); ``update`` is cheap
 (redraws at most ``MIN_REDRAW`` apart); ``close(failed=True)`` turns the bar red.
 ipywidgets is imported only when a widget bar is built.
 """
+
 from __future__ import annotations
 
 import sys
@@ -36,8 +37,14 @@ def _format_eta(seconds: float) -> str:
 class ProgressBar:
     """done/total, rate, ETA and failures of a run of ``total`` items."""
 
-    def __init__(self, total: int | None, description: str = "", *, widget: bool | None = None,
-                 stream: Any = None) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        description: str = "",
+        *,
+        widget: bool | None = None,
+        stream: Any = None,
+    ) -> None:
         self.total = total
         self.description = description
         self.done = 0
@@ -57,9 +64,13 @@ class ProgressBar:
             from IPython.display import display
         except ImportError as exc:  # pragma: no cover - ipywidgets is a dependency
             raise ImportError("the progress bar needs ipywidgets: pip install ipywidgets") from exc
-        bar = ipywidgets.IntProgress(min=0, max=max(self.total or 1, 1), value=0,
-                                     description=self.description,
-                                     bar_style="info")
+        bar = ipywidgets.IntProgress(
+            min=0,
+            max=max(self.total or 1, 1),
+            value=0,
+            description=self.description,
+            bar_style="info",
+        )
         label = ipywidgets.HTML(value=self.text())
         box = ipywidgets.HBox([bar, label])
         box.add_class("mpnb-progress")
@@ -79,8 +90,7 @@ class ProgressBar:
         if self.total is None:  # an iterable of unknown length
             return f"{self.done} done [{rate:.1f} items/s{failures}]"
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        return (f"{self.done}/{self.total} [{rate:.1f} items/s, "
-                f"ETA {_format_eta(eta)}{failures}]")
+        return f"{self.done}/{self.total} [{rate:.1f} items/s, ETA {_format_eta(eta)}{failures}]"
 
     def update(self, done: int = 1, failed: int = 0) -> None:
         """Count ``done`` more finished items, ``failed`` of them failures."""

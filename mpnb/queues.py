@@ -21,6 +21,7 @@ standard library contexts see no difference.
 
 ``get`` is the standard library's.
 """
+
 from __future__ import annotations
 
 import multiprocessing.queues as _std
@@ -44,13 +45,13 @@ _T = TypeVar("_T")
 class _QueuesModule(Protocol):
     """What ``multiprocessing.queues`` has and typeshed leaves out."""
 
-    _ForkingPickler: Any   # the pickler its feeder threads send with
+    _ForkingPickler: Any  # the pickler its feeder threads send with
 
 
 class _QueueClass(Protocol):
     """The private static method of ``multiprocessing.queues.Queue`` used here."""
 
-    _feed: Callable[..., None]   # the feeder thread's target
+    _feed: Callable[..., None]  # the feeder thread's target
 
 
 class _SemLockState(Protocol):
@@ -103,7 +104,7 @@ class BoundedSemaphore(synchronize.BoundedSemaphore):
 
 
 class _FeederState(threading.local):
-    mpnb: bool | None = None   # whether this thread feeds a queue of an mpnb context
+    mpnb: bool | None = None  # whether this thread feeds a queue of an mpnb context
 
 
 _feeder_state = _FeederState()
@@ -116,7 +117,8 @@ def _feeds_mpnb_queue() -> bool:
         thread = threading.current_thread()
         feed = cast(_QueueClass, _std.Queue)._feed
         state.mpnb = getattr(thread, "_target", None) is feed and any(
-            isinstance(arg, BoundedSemaphore) for arg in getattr(thread, "_args", ()))
+            isinstance(arg, BoundedSemaphore) for arg in getattr(thread, "_args", ())
+        )
     return state.mpnb
 
 

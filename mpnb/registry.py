@@ -6,6 +6,7 @@ nothing of mpnb and nothing outside the standard library, so any layer may use i
 Records are mutable only through the registry's methods, under one lock; readers get
 copies (``snapshot``), never the live objects.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,13 +80,15 @@ class Registry:
         self._handles: dict[int, Any] = {}
 
     # -- processes ---------------------------------------------------------------
-    def add_process(self, name: str, start_method: str, *, pool: str | None = None,
-                    handle: Any = None) -> int:
+    def add_process(
+        self, name: str, start_method: str, *, pool: str | None = None, handle: Any = None
+    ) -> int:
         """Record a process about to start; returns its key."""
         with self._lock:
             key = next(self._keys)
-            self._live[key] = ProcessRecord(key=key, name=name, start_method=start_method,
-                                            pool=pool, started_at=time.time())
+            self._live[key] = ProcessRecord(
+                key=key, name=name, start_method=start_method, pool=pool, started_at=time.time()
+            )
             if handle is not None:
                 self._handles[key] = handle
             return key
@@ -119,8 +122,9 @@ class Registry:
     # -- pools -------------------------------------------------------------------
     def add_pool(self, name: str, processes: int, start_method: str) -> PoolRecord:
         with self._lock:
-            record = PoolRecord(name=name, processes=processes, start_method=start_method,
-                                created_at=time.time())
+            record = PoolRecord(
+                name=name, processes=processes, start_method=start_method, created_at=time.time()
+            )
             self._pools[name] = record
             return dataclasses.replace(record)
 
@@ -132,8 +136,7 @@ class Registry:
             for field, value in changes.items():
                 setattr(record, field, value)
 
-    def count_pool(self, name: str, *, submitted: int = 0, done: int = 0,
-                   failed: int = 0) -> None:
+    def count_pool(self, name: str, *, submitted: int = 0, done: int = 0, failed: int = 0) -> None:
         """Add to a pool's counters."""
         with self._lock:
             record = self._pools.get(name)

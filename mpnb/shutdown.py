@@ -20,6 +20,7 @@ resource tracker (with bounded waits), and the kernel exits at once, cleanly.
 Pool workers also watch the process that owns their pool and exit when it dies (a
 kernel killed with SIGKILL runs none of this).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -38,6 +39,7 @@ __all__ = ["GRACE", "watch", "track", "stopping", "stop_all"]
 
 
 # The standard library's private parts used at kernel shutdown (typeshed leaves them out).
+
 
 class _UtilModule(Protocol):
     def _run_finalizers(self, minpriority: int | None = None) -> None: ...
@@ -58,6 +60,7 @@ class _ResourceTrackerInternals(Protocol):
     _lock: AbstractContextManager[Any]
     _fd: int | None
     _pid: int | None
+
 
 # Seconds a process gets between SIGTERM and SIGKILL at shutdown.
 GRACE = 1.0
@@ -89,6 +92,7 @@ def watch() -> None:
         if _watching_pid == os.getpid():
             return
         import multiprocessing.util  # noqa: F401 - its atexit handler must come first
+
         atexit.register(_at_exit)
         _watching_pid = os.getpid()
     _hook_kernel()
@@ -106,9 +110,12 @@ def stop_all(grace: float = GRACE, everything: bool = True) -> None:
     pools = list(_tracked)
     for core in pools:
         core.request_terminate()
-    handles = [p for p in REGISTRY.live_handles().values()
-               if getattr(p, "_parent_pid", None) == pid
-               and (everything or p.daemon or getattr(p, "_mpnb_pool", None))]
+    handles = [
+        p
+        for p in REGISTRY.live_handles().values()
+        if getattr(p, "_parent_pid", None) == pid
+        and (everything or p.daemon or getattr(p, "_mpnb_pool", None))
+    ]
     live = []
     for p in handles:
         try:
@@ -131,6 +138,7 @@ def stop_all(grace: float = GRACE, everything: bool = True) -> None:
 
 def _wait(processes: list[Any], timeout: float) -> None:
     from multiprocessing.connection import wait
+
     deadline = time.monotonic() + timeout
     pending = [p for p in processes if p.exitcode is None]
     while pending:
@@ -139,8 +147,6 @@ def _wait(processes: list[Any], timeout: float) -> None:
             return
         wait([p.sentinel for p in pending], left)
         pending = [p for p in pending if p.exitcode is None]
-
-
 
 
 def _at_exit() -> None:
@@ -162,9 +168,11 @@ def _interactive() -> bool:
 
 # -- ipykernel --------------------------------------------------------------------------
 
+
 def _hook_kernel() -> None:
     """Wrap the running ipykernel's ``do_shutdown`` (see the module docstring)."""
     from ._compat import kernel_of_app
+
     kernel = kernel_of_app()
     if kernel is None or getattr(kernel, "_mpnb_do_shutdown", None) is not None:
         return
@@ -175,6 +183,7 @@ def _hook_kernel() -> None:
             kernel_shutdown()
         except Exception:  # never block the kernel's own shutdown
             import traceback
+
             traceback.print_exc()
         return original(restart)
 
@@ -188,6 +197,7 @@ def kernel_shutdown() -> None:
         return
     stop_all()
     from multiprocessing import util
+
     cast(_UtilModule, util)._run_finalizers(0)
     _stop_forkserver()
     _stop_resource_tracker()
@@ -242,12 +252,13 @@ def _stop_forkserver() -> None:
 
 def _stop_resource_tracker() -> None:
     from multiprocessing import resource_tracker
+
     tracker = cast(_ResourceTrackerInternals, resource_tracker._resource_tracker)
     with tracker._lock:
         fd, pid = tracker._fd, tracker._pid
         if fd is None or pid is None:
             return
-        os.close(fd)   # the tracker exits once every copy of this descriptor is closed
+        os.close(fd)  # the tracker exits once every copy of this descriptor is closed
         tracker._fd = None
         tracker._pid = None
         _reaped(pid, HELPER_GRACE)

@@ -14,6 +14,7 @@ Exit status: 0 if every notebook ran clean, 1 if a cell failed, timed out, or pr
 outlived the kernel, 2 if a notebook is missing or unreadable.
 A cell tagged ``raises-exception`` may fail without failing the run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,7 +82,9 @@ def _kernel_manager():
 
     class ThisInterpreter(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-            return KernelSpec(argv=argv, display_name="Python 3", language="python", metadata={}, resource_dir="")
+            return KernelSpec(
+                argv=argv, display_name="Python 3", language="python", metadata={}, resource_dir=""
+            )
 
     return KernelManager(kernel_name="python3", kernel_spec_manager=ThisInterpreter())
 
@@ -185,9 +188,14 @@ def _first_line(source: str) -> str:
 # -- running ----------------------------------------------------------------------------
 
 
-def run_notebook(path: Path, timeout: float = 300, lines: int = DEFAULT_LINES,
-                 keep_going: bool = False, output_dir: Path | None = None,
-                 echo: bool = True) -> NotebookReport:
+def run_notebook(
+    path: Path,
+    timeout: float = 300,
+    lines: int = DEFAULT_LINES,
+    keep_going: bool = False,
+    output_dir: Path | None = None,
+    echo: bool = True,
+) -> NotebookReport:
     """Run one notebook; print each cell's summary as it finishes when ``echo``."""
     import nbformat
     from nbclient import NotebookClient
@@ -213,9 +221,11 @@ def run_notebook(path: Path, timeout: float = 300, lines: int = DEFAULT_LINES,
         log_path = Path(tmp) / "kernel.log"
         with open(log_path, "wb", buffering=0) as log, open(log_path, "rb") as log_reader:
             try:
-                with client.setup_kernel(stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT):
+                with client.setup_kernel(
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                ):
                     client.reset_execution_trackers()
-                    for n, (index, cell) in enumerate(code_cells):
+                    for index, cell in code_cells:
                         cr = CellReport(index + 1, cell.source, "ok")
                         report.cells.append(cr)
                         if report.failure and not keep_going:
@@ -236,12 +246,15 @@ def run_notebook(path: Path, timeout: float = 300, lines: int = DEFAULT_LINES,
                             if out.get("output_type") == "error" and cr.status == "ok":
                                 cr.status = "expected-error"
                         term = "\n".join(
-                            ln for ln in log_reader.read().decode(errors="replace").splitlines()
+                            ln
+                            for ln in log_reader.read().decode(errors="replace").splitlines()
                             if not any(noise in ln for noise in _KERNEL_NOISE)
                         )
                         cr.lines += [("term", ln) for ln in _head(term, lines)]
                         if cr.status in ("error", "timeout") and not report.failure:
-                            report.failure = f"cell {cr.index} ({_first_line(cr.source)}): {cr.error}"
+                            report.failure = (
+                                f"cell {cr.index} ({_first_line(cr.source)}): {cr.error}"
+                            )
                         _print_cell(cr, say)
                         if cr.status == "error" and "kernel died" in cr.error:
                             break
@@ -271,7 +284,13 @@ def run_notebook(path: Path, timeout: float = 300, lines: int = DEFAULT_LINES,
 
 
 def _print_cell(cr: CellReport, say) -> None:
-    mark = {"ok": "ok", "expected-error": "ok*", "error": "ERROR", "timeout": "TIMEOUT", "not-run": "--"}
+    mark = {
+        "ok": "ok",
+        "expected-error": "ok*",
+        "error": "ERROR",
+        "timeout": "TIMEOUT",
+        "not-run": "--",
+    }
     secs = f"{cr.seconds:6.2f} s" if cr.status != "not-run" else "  not run"
     say(f"[{cr.index:3}] {mark[cr.status]:<7} {secs}  {_first_line(cr.source)}")
     for label, text in cr.lines:
@@ -298,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help=f"run every notebook in {HERE}")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per cell (default 300)")
     parser.add_argument("--lines", type=int, default=DEFAULT_LINES, help="lines shown per output")
-    parser.add_argument("--keep-going", action="store_true", help="run the cells after a failed one")
+    parser.add_argument(
+        "--keep-going", action="store_true", help="run the cells after a failed one"
+    )
     parser.add_argument("--output", type=Path, help="write the executed notebooks to this folder")
     args = parser.parse_args(argv)
 
@@ -319,15 +340,19 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     for path in paths:
         try:
-            reports.append(run_notebook(path, args.timeout, args.lines, args.keep_going, args.output))
+            reports.append(
+                run_notebook(path, args.timeout, args.lines, args.keep_going, args.output)
+            )
         except Exception as exc:  # unreadable notebook
             print(f"error: cannot run {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
         print()
     if len(reports) > 1:
         failed = [r.path.name for r in reports if not r.ok]
-        print(f"{len(reports) - len(failed)} of {len(reports)} notebooks passed"
-              + (f"; failed: {', '.join(failed)}" if failed else ""))
+        print(
+            f"{len(reports) - len(failed)} of {len(reports)} notebooks passed"
+            + (f"; failed: {', '.join(failed)}" if failed else "")
+        )
     return 0 if all(r.ok for r in reports) else 1
 
 

@@ -6,6 +6,7 @@ The server runs in a temporary Jupyter environment (config, runtime, settings,
 workspaces, IPython profile), answers only on 127.0.0.1 with a random port and token,
 and is shut down with every kernel and every process they started.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,13 +28,21 @@ __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "JupyterLab", "missing", "launch_chromiu
 
 CHROMIUM = "/usr/bin/chromium"
 # No sandbox (containers, root), no GPU, and nothing that reaches the network.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 # JupyterLab settings that keep news and update checks (network, pop-ups) away.
 _LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
-        "fetchNews": "false", "checkForUpdates": False},
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
 }
 
 
@@ -76,9 +85,13 @@ class JupyterLab:
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                         ("JUPYTERLAB_SETTINGS_DIR", "settings"),
-                         ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"), ("IPYTHONDIR", "ipython")):
+        for var, sub in (
+            ("JUPYTER_CONFIG_DIR", "config"),
+            ("JUPYTER_RUNTIME_DIR", "runtime"),
+            ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+            ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
+            ("IPYTHONDIR", "ipython"),
+        ):
             path = self.home / sub
             path.mkdir(parents=True, exist_ok=True)
             env[var] = str(path)
@@ -92,35 +105,51 @@ class JupyterLab:
 
     def start(self, timeout: float = 120.0) -> JupyterLab:
         command = [
-            self.python, "-m", "jupyterlab",
-            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
-            "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.root_dir={self.root}", "--ServerApp.open_browser=False",
+            self.python,
+            "-m",
+            "jupyterlab",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
+            "--ServerApp.open_browser=False",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False",
+            "--LabApp.extension_manager=readonly",
+            "--ServerApp.terminals_enabled=False",
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             command.append("--allow-root")
         env = self._environment()
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, cwd=self.root,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.root,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"JupyterLab exited with {self.process.returncode}:\n{self.log()}"
+                )
             try:
                 self.api("GET", "/api/status")
                 return self
-            except (urllib.error.URLError, ConnectionError, OSError):
+            except (urllib.error.URLError, ConnectionError, OSError) as exc:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not answer in {timeout}s:\n{self.log()}")
+                    raise RuntimeError(
+                        f"JupyterLab did not answer in {timeout}s:\n{self.log()}"
+                    ) from exc
                 time.sleep(0.25)
 
     def api(self, method: str, path: str, timeout: float = 10.0) -> Any:
-        request = urllib.request.Request(self.base + path, method=method,
-                                         headers={"Authorization": f"token {self.token}"})
+        request = urllib.request.Request(
+            self.base + path, method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
         return json.loads(body) if body else None
@@ -173,4 +202,3 @@ class JupyterLab:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-

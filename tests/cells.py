@@ -1,4 +1,5 @@
 """Code as a notebook cell defines it: in a ``__main__`` that no child can import."""
+
 from __future__ import annotations
 
 import textwrap
@@ -13,5 +14,6 @@ def cell(source: str) -> types.SimpleNamespace:
     """
     module = types.ModuleType("__main__")
     exec(compile(textwrap.dedent(source), "<cell>", "exec"), module.__dict__)
-    return types.SimpleNamespace(**{k: v for k, v in module.__dict__.items()
-                                    if not k.startswith("__")})
+    return types.SimpleNamespace(
+        **{k: v for k, v in module.__dict__.items() if not k.startswith("__")}
+    )

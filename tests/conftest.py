@@ -17,6 +17,7 @@
 Every test has a timeout (``timeout`` in pyproject.toml; ``@pytest.mark.timeout(s)``
 for a shorter one).
 """
+
 from __future__ import annotations
 
 import gc
@@ -30,8 +31,8 @@ import pytest
 # Before anything imports jupyter_core: use the platformdirs paths, without the warning.
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
 
-import leaks  # noqa: E402
-from kernel_harness import KernelHarness  # noqa: E402
+import leaks
+from kernel_harness import KernelHarness
 
 START_METHODS = ("spawn", "forkserver", "fork")
 KERNEL_FIXTURES = frozenset({"kernel", "module_kernel", "make_kernel"})
@@ -204,5 +205,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     found = config.stash.get(_SESSION_LEAKS, None)
     if found:
-        terminalreporter.section("leaks found at the end of the session", sep="=", red=True, bold=True)
+        terminalreporter.section(
+            "leaks found at the end of the session", sep="=", red=True, bold=True
+        )
         terminalreporter.line(found.report(), red=True)

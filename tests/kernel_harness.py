@@ -17,6 +17,7 @@ interpreter running the tests, whatever kernelspecs are installed) and offers:
 What the kernel process writes to its own stdout/stderr (what a user would see in the
 terminal that runs Jupyter) goes to a log file: ``terminal_output()``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -27,12 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import psutil
+from typing import Any
 
 import leaks
+import psutil
 
 __all__ = ["ExecResult", "KernelError", "KernelHarness", "strip_ansi"]
 
@@ -142,7 +143,9 @@ def _spec_manager():
 class KernelHarness:
     """One running ipykernel and a client connected to it. Build it with ``start()``."""
 
-    def __init__(self, km: Any, kc: Any, log_path: str, tmpdir: tempfile.TemporaryDirectory, log: Any):
+    def __init__(
+        self, km: Any, kc: Any, log_path: str, tmpdir: tempfile.TemporaryDirectory, log: Any
+    ):
         self.km = km
         self.kc = kc
         self._log_path = log_path
@@ -307,8 +310,7 @@ class KernelHarness:
         # stop_on_error=False: every cell here is sent after the previous one finished, so
         # there is never a queued cell to abort; ipykernel < 7 also aborts a request that
         # comes right after a failed cell (a race), and these tests send them that fast.
-        msg_id = self.kc.execute(code, store_history=True, allow_stdin=False,
-                                 stop_on_error=False)
+        msg_id = self.kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
         self._start_index[msg_id] = len(self._iopub)
         self._codes[msg_id] = code
         return msg_id
@@ -366,7 +368,9 @@ class KernelHarness:
         return got
 
     @staticmethod
-    def stream_text(messages: list[dict[str, Any]], name: str | None = None, parent: str | None = None) -> str:
+    def stream_text(
+        messages: list[dict[str, Any]], name: str | None = None, parent: str | None = None
+    ) -> str:
         """Concatenated text of the stream messages in ``messages`` (filtered by stream
         name and parent msg_id when given)."""
         return "".join(
@@ -436,7 +440,9 @@ class KernelHarness:
             if kind == "stream":
                 streams.append((content.get("name", ""), content.get("text", ""), _parent_id(m)))
                 if mine:
-                    (out if content.get("name") == "stdout" else err).append(content.get("text", ""))
+                    (out if content.get("name") == "stdout" else err).append(
+                        content.get("text", "")
+                    )
             elif not mine:
                 continue
             elif kind == "error":
@@ -454,7 +460,9 @@ class KernelHarness:
         status = rc.get("status", "unknown")
         if error is None and status == "error":
             error = KernelError(
-                rc.get("ename", ""), rc.get("evalue", ""), [strip_ansi(x) for x in rc.get("traceback", [])]
+                rc.get("ename", ""),
+                rc.get("evalue", ""),
+                [strip_ansi(x) for x in rc.get("traceback", [])],
             )
         return ExecResult(
             msg_id=msg_id,

@@ -11,6 +11,7 @@ live as long as the process that started them. They are recognised by their comm
 the workers a forkserver forks carry the same command line, so only the topmost process of
 such a chain is exempt, never what it forked.
 """
+
 from __future__ import annotations
 
 import fnmatch

@@ -3,6 +3,7 @@
 A release of a dependency that renames or changes one of them fails here, loudly,
 instead of changing what users see.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -38,7 +39,10 @@ def test_code_location_survives_the_pickler():
         copy(1)
     frame = traceback.extract_tb(info.value.__traceback__)[-1]
     assert (frame.filename, frame.lineno, frame.name) == (
-        "/tmp/ipykernel_1/cell-42.py", 3, "cell_function")
+        "/tmp/ipykernel_1/cell-42.py",
+        3,
+        "cell_function",
+    )
 
 
 def test_nested_code_keeps_its_location_too():
@@ -70,8 +74,10 @@ def test_methods_of_importable_classes_go_by_reference():
 
 
 def test_cell_label_names_cells_of_the_shell():
-    from IPython.core.compilerop import CachingCompiler
     import types
+
+    from IPython.core.compilerop import CachingCompiler
+
     compiler = CachingCompiler()
     filename = compiler.cache("a = 1\n", 3)
     shell = types.SimpleNamespace(compile=compiler)

@@ -1,5 +1,6 @@
 """The drop-in API: names, contexts, start methods, and every family of objects that
 crosses a process boundary, with code defined as a cell defines it."""
+
 from __future__ import annotations
 
 import ctypes
@@ -12,9 +13,9 @@ import threading
 import types
 
 import pytest
+from cells import cell
 
 import mpnb
-from cells import cell
 
 pytestmark = [pytest.mark.core, pytest.mark.timeout(90)]
 
@@ -97,8 +98,11 @@ def c() -> types.SimpleNamespace:
 
 
 def test_every_public_name_of_multiprocessing_is_there():
-    public = {n for n in dir(multiprocessing) if not n.startswith("_")
-              and not isinstance(getattr(multiprocessing, n), types.ModuleType)}
+    public = {
+        n
+        for n in dir(multiprocessing)
+        if not n.startswith("_") and not isinstance(getattr(multiprocessing, n), types.ModuleType)
+    }
     missing = sorted(public - set(dir(mpnb)))
     assert missing == []
     for name in ("reduction", "util", "spawn", "resource_tracker", "synchronize"):
@@ -106,12 +110,14 @@ def test_every_public_name_of_multiprocessing_is_there():
 
 
 def test_submodules_users_import_from():
-    import mpnb.connection
     import mpnb.dummy
+    import mpnb.shared_memory
+
+    import mpnb.connection
     import mpnb.managers
     import mpnb.pool
-    import mpnb.shared_memory
     import mpnb.sharedctypes
+
     assert mpnb.shared_memory.SharedMemory is multiprocessing.shared_memory.SharedMemory
     assert set(mpnb.sharedctypes.__all__) == set(multiprocessing.sharedctypes.__all__)
     assert callable(mpnb.dummy.Pool) and callable(mpnb.connection.wait)
@@ -159,9 +165,9 @@ def test_importing_mpnb_changes_nothing_global():
         "import mpnb\n"
         "after = state()\n"
         "assert before == after, (before, after)\n"
-        "print('unchanged')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
+        "print('unchanged')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "unchanged", out.stderr
 
 
@@ -302,7 +308,9 @@ def test_custom_manager_registering_a_cell_class(ctx, c):
 
 def test_importable_objects_still_go_by_reference():
     import math
+
     from mpnb import _pickle
+
     stdlib = mpnb.reduction.ForkingPickler
     for obj in (math.sqrt, {"a": [1, 2.0, "x"]}, _pickle.Pickler, mpnb.Process):
         assert bytes(_pickle.dumps(obj)) == bytes(stdlib.dumps(obj, _pickle.PROTOCOL))
@@ -311,14 +319,18 @@ def test_importable_objects_still_go_by_reference():
 # -- what cannot be sent -------------------------------------------------------------------
 
 UNSENDABLE = [
-    pytest.param(lambda: (1, {"conn": sqlite3.connect(":memory:")}), "args[1]['conn']",
-                 "sqlite3.Connection", "database path", id="sqlite3"),
-    pytest.param(lambda: (open(__file__),), "args[0]", "TextIOWrapper", "file's path",
-                 id="open-file"),
-    pytest.param(lambda: ((x for x in "ab"),), "args[0]", "generator", "list(gen)",
-                 id="generator"),
-    pytest.param(lambda: (threading.Lock(),), "args[0]", "lock", "mpnb.Lock()",
-                 id="thread-lock"),
+    pytest.param(
+        lambda: (1, {"conn": sqlite3.connect(":memory:")}),
+        "args[1]['conn']",
+        "sqlite3.Connection",
+        "database path",
+        id="sqlite3",
+    ),
+    pytest.param(
+        lambda: (open(__file__),), "args[0]", "TextIOWrapper", "file's path", id="open-file"
+    ),
+    pytest.param(lambda: ((x for x in "ab"),), "args[0]", "generator", "list(gen)", id="generator"),
+    pytest.param(lambda: (threading.Lock(),), "args[0]", "lock", "mpnb.Lock()", id="thread-lock"),
 ]
 
 
@@ -332,7 +344,7 @@ def test_unsendable_argument_fails_at_start_naming_it(make_args, path, type_name
             p.start()
     finally:
         for arg in args:
-            for obj in (arg.values() if isinstance(arg, dict) else [arg]):
+            for obj in arg.values() if isinstance(arg, dict) else [arg]:
                 getattr(obj, "close", lambda: None)()
     message = str(info.value)
     assert path in message and type_name in message and advice in message
@@ -380,6 +392,7 @@ def test_ctypes_structure_is_plain_ctypes():
 
 def _psm_entries() -> set[str]:
     import os
+
     return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
 
 
@@ -387,8 +400,9 @@ def _psm_entries() -> set[str]:
 def test_large_arrays_travel_through_shared_memory(ctx):
     np = pytest.importorskip("numpy")
     from mpnb import _pickle
+
     before = _psm_entries()
-    big = np.arange(300_000, dtype=np.float64).reshape(600, 500)       # 2.4 MB
+    big = np.arange(300_000, dtype=np.float64).reshape(600, 500)  # 2.4 MB
     fortran = np.asfortranarray(big)
     frozen = big.copy()
     frozen.flags.writeable = False
@@ -441,7 +455,7 @@ def test_values_sent_later_still_arrive_in_warm_workers(ctx):
     ns = cell(GLOBALS)
     with ctx.Pool(1, initializer=ns.init, initargs=([1, 2],)) as pool:
         assert pool.apply(ns.use, (1,)) == 2
-        ns.use.__globals__["scale"] = 5          # the notebook changes a value
+        ns.use.__globals__["scale"] = 5  # the notebook changes a value
         assert pool.apply(ns.use, (1,)) == 10
 
 
@@ -474,7 +488,7 @@ def test_shared_arrays_of_undelivered_payloads_are_removed(ctx):
     big = np.zeros(300_000)
     q = ctx.Queue(maxsize=1)
     q.put(1)
-    with pytest.raises(Exception):          # queue.Full
+    with pytest.raises(Exception):  # queue.Full
         q.put(big, timeout=0.1)
     with ctx.Pool(1) as pool:
         with pytest.raises(mpnb.SerializationError):
@@ -492,6 +506,7 @@ def test_shared_arrays_of_undelivered_payloads_are_removed(ctx):
 def test_a_full_dev_shm_means_in_band_not_a_crash(monkeypatch):
     import errno
     import os
+
     np = pytest.importorskip("numpy")
     from mpnb import _pickle
 
@@ -502,7 +517,7 @@ def test_a_full_dev_shm_means_in_band_not_a_crash(monkeypatch):
     monkeypatch.setattr(os, "posix_fallocate", no_space)
     big = np.ones(300_000)
     payload = _pickle.dumps(big)
-    assert len(payload) > big.nbytes           # the data went inside the pickle
+    assert len(payload) > big.nbytes  # the data went inside the pickle
     assert np.array_equal(pickle.loads(payload), big)
     assert _psm_entries() <= before
 
@@ -522,7 +537,7 @@ def test_the_core_imports_no_notebook_package_in_a_script_or_its_children():
         "        with mpnb.get_context(method).Pool(1) as pool:\n"
         "            seen.update(*pool.map(loaded, range(2)))\n"
         "    seen.update(loaded(0))\n"
-        "    print(sorted(seen))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=90)
+        "    print(sorted(seen))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
     assert out.stdout.strip() == "[]", out.stderr

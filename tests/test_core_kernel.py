@@ -1,5 +1,6 @@
 """Cell-defined code in a real ipykernel: every API family, under every start method,
 and ``%load_ext mpnb`` for code written against the standard library."""
+
 from __future__ import annotations
 
 import pytest
@@ -113,7 +114,8 @@ def test_unsendable_argument_error_in_the_kernel(module_kernel):
     res = module_kernel.execute(
         "import sqlite3\n"
         "p = mp.Process(target=print, args=(1, {'conn': sqlite3.connect(':memory:')}))\n"
-        "p.start()")
+        "p.start()"
+    )
     assert res.error is not None and res.error.ename == "SerializationError"
     assert "args[1]['conn']" in res.error.evalue and "sqlite3.Connection" in res.error.evalue
     assert module_kernel.evaluate("len(mp.active_children())") == 0
@@ -138,13 +140,18 @@ def test_load_ext_makes_the_stdlib_work_and_unload_undoes_it(kernel):
     kernel.ensure_ok(DEFINITIONS)
     kernel.ensure_ok("%load_ext mpnb")
     out = kernel.evaluate(STDLIB.strip(), timeout=200)
-    assert out == {"spawn": [0, 1, 8], "forkserver": [0, 1, 8],
-                   "spawn-executor": [0, 1, 8], "forkserver-executor": [0, 1, 8]}
+    assert out == {
+        "spawn": [0, 1, 8],
+        "forkserver": [0, 1, 8],
+        "spawn-executor": [0, 1, 8],
+        "forkserver-executor": [0, 1, 8],
+    }
     kernel.ensure_ok("%unload_ext mpnb")
     res = kernel.execute(
         "import multiprocessing.reduction as r, pickle\n"
         "try:\n"
         "    pickle.loads(bytes(r.ForkingPickler.dumps(lambda: 1)))\n"
         "except Exception as exc:\n"
-        "    print(type(exc).__name__)\n")
+        "    print(type(exc).__name__)\n"
+    )
     assert "PicklingError" in res.stdout or "AttributeError" in res.stdout

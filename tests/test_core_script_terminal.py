@@ -1,4 +1,5 @@
 """mpnb works the same in a plain script and in terminal IPython."""
+
 from __future__ import annotations
 
 import os
@@ -38,13 +39,17 @@ def main(method):
 
 def test_plain_script(tmp_path):
     script = tmp_path / "script.py"
-    script.write_text(BODY + textwrap.dedent("""
+    script.write_text(
+        BODY
+        + textwrap.dedent("""
         if __name__ == "__main__":
             for method in mp.get_all_start_methods():
                 main(method)
-    """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=150, cwd=tmp_path)
+    """)
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=150, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     lines = sorted(out.stdout.split("\n"))[1:]
     for method, line in zip(sorted(["fork", "forkserver", "spawn"]), lines):
@@ -54,9 +59,22 @@ def test_plain_script(tmp_path):
 def test_terminal_ipython():
     code = BODY + "\nfor method in mp.get_all_start_methods():\n    main(method)\n\nexit()\n"
     env = dict(os.environ, TERM="dumb")
-    out = subprocess.run([sys.executable, "-m", "IPython", "--simple-prompt", "--no-banner",
-                          "--colors=nocolor", "--HistoryManager.enabled=False"],
-                         input=code, capture_output=True, text=True, timeout=150, env=env)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "IPython",
+            "--simple-prompt",
+            "--no-banner",
+            "--colors=nocolor",
+            "--HistoryManager.enabled=False",
+        ],
+        input=code,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     for method in ("fork", "forkserver", "spawn"):
         assert f"{method} [0, 1, 4, 9, 16] [2] True True 7 0" in out.stdout, out.stdout

@@ -5,6 +5,7 @@ a pool at work; the rendered dashboard must show their pids, states, exit codes,
 pool's progress and one CPU bar per core, and keep the last snapshot once stopped, also
 in the saved file. A screenshot is kept in tests/artifacts/.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ from typing import Any
 
 import psutil
 import pytest
-
 from browser_harness import JupyterLab, launch_chromium, missing
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -73,9 +73,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     if reason:
         pytest.skip(f"browser test needs Chromium, Playwright and JupyterLab: {reason}")
     import nbformat
+
     root = tmp_path_factory.mktemp("lab-root")
-    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {
-        "name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}})
+    notebook = nbformat.v4.new_notebook(
+        metadata={
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            }
+        }
+    )
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
     nbformat.write(notebook, root / "dashboard.ipynb")
     server = JupyterLab(root, tmp_path_factory.mktemp("lab-home")).start()
@@ -89,6 +97,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def page(lab: JupyterLab):
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
@@ -152,9 +161,14 @@ def test_dashboard_in_jupyterlab(lab: JupyterLab, page: Any) -> None:
     assert found, printed
     ok, bad, victim = map(int, found.groups()[:3])
     assert found.groups()[3:] == ("0", "1", "-9")
-    for pid, state, code in ((ok, "finished", "0"), (bad, "failed", "1"),
-                             (victim, "killed", "-9 SIGKILL")):
-        row = wait_until(lambda: process_row(dashboard, pid, (state,)), f"{pid} {state}")
+    for pid, state, code in (
+        (ok, "finished", "0"),
+        (bad, "failed", "1"),
+        (victim, "killed", "-9 SIGKILL"),
+    ):
+        row = wait_until(
+            lambda pid=pid, state=state: process_row(dashboard, pid, (state,)), f"{pid} {state}"
+        )
         cells = row.split("\t")
         assert str(pid) in cells and state in cells and code in cells, row
 
@@ -162,19 +176,26 @@ def test_dashboard_in_jupyterlab(lab: JupyterLab, page: Any) -> None:
     workers = [int(pid) for pid in re.search(r"WORKERS ([\d ]+)", printed).group(1).split()]
     assert len(workers) == 2
     for pid in workers:
-        wait_until(lambda: process_row(dashboard, pid, ("running", "sleeping")), f"worker {pid}")
+        wait_until(
+            lambda pid=pid: process_row(dashboard, pid, ("running", "sleeping")), f"worker {pid}"
+        )
     wait_until(lambda: "slow_square" in dashboard.inner_text(), "a worker's task")
-    wait_until(lambda: re.search(rf"[1-9]\d*/{TASKS} done", dashboard.inner_text()), "pool progress")
+    wait_until(
+        lambda: re.search(rf"[1-9]\d*/{TASKS} done", dashboard.inner_text()), "pool progress"
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     dashboard.screenshot(path=str(ARTIFACTS / "dashboard.png"))
     page.screenshot(path=str(ARTIFACTS / "dashboard-page.png"))
 
     printed = run_cell(page, lab, 4)
     assert f"SQUARES {sum(x * x for x in range(TASKS))}" in printed
-    wait_until(lambda: f"{TASKS}/{TASKS} done, 0 failed" in dashboard.inner_text(),
-               "the pool's work done")
+    wait_until(
+        lambda: f"{TASKS}/{TASKS} done, 0 failed" in dashboard.inner_text(), "the pool's work done"
+    )
     for pid in workers:
-        wait_until(lambda: process_row(dashboard, pid, ("finished", "killed")), f"{pid} ended")
+        wait_until(
+            lambda pid=pid: process_row(dashboard, pid, ("finished", "killed")), f"{pid} ended"
+        )
     assert not snapshot.is_visible()
 
     # Saved while live: the widget, and under it a recent snapshot for viewers without it.

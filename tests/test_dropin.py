@@ -1,6 +1,7 @@
 """What code written for the standard library's ``multiprocessing`` finds in mpnb: every
 module, name and exception type, the start method a child reports, and the stdlib's
 behaviour where a test of CPython's own suite pins it."""
+
 from __future__ import annotations
 
 import importlib
@@ -10,9 +11,9 @@ import subprocess
 import sys
 
 import pytest
+from cells import cell
 
 import mpnb
-from cells import cell
 
 pytestmark = [pytest.mark.core, pytest.mark.timeout(90)]
 
@@ -39,24 +40,26 @@ def test_stdlib_submodules_import_under_mpnbs_name(name):
 
 
 def test_import_statements_of_the_stdlib_work_after_the_rename():
-    code = ("import mpnb.util, mpnb.resource_tracker, mpnb.forkserver\n"
-            "from mpnb import heap, synchronize, reduction\n"
-            "from mpnb.connection import families, BUFSIZE, Listener\n"
-            "from mpnb.shared_memory import _SHM_NAME_PREFIX\n"
-            "from mpnb.managers import RemoteError\n"
-            "from mpnb.dummy import Value, Array, connection\n"
-            "from mpnb.pool import MaybeEncodingError, RemoteTraceback, ThreadPool\n"
-            "from mpnb.queues import Empty, Full\n"
-            "print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
+    code = (
+        "import mpnb.util, mpnb.resource_tracker, mpnb.forkserver\n"
+        "from mpnb import heap, synchronize, reduction\n"
+        "from mpnb.connection import families, BUFSIZE, Listener\n"
+        "from mpnb.shared_memory import _SHM_NAME_PREFIX\n"
+        "from mpnb.managers import RemoteError\n"
+        "from mpnb.dummy import Value, Array, connection\n"
+        "from mpnb.pool import MaybeEncodingError, RemoteTraceback, ThreadPool\n"
+        "from mpnb.queues import Empty, Full\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
 
 
 def test_an_unknown_name_still_raises_attribute_error():
     import mpnb.connection
+
     with pytest.raises(AttributeError, match="no_such_name"):
-        mpnb.connection.no_such_name  # noqa: B018
+        mpnb.connection.no_such_name
 
 
 def test_the_default_context_has_a_repr_and_reading_it_fixes_nothing():
@@ -101,6 +104,7 @@ def _add_under_lock(value, array):
 def test_sharedctypes_locks_go_to_mpnb_children(start_method):
     """``mpnb.sharedctypes`` takes mpnb's context, not the stdlib's default (fork)."""
     from mpnb import sharedctypes
+
     before = mpnb.get_start_method(allow_none=True)
     try:
         mpnb.set_start_method(start_method, force=True)
@@ -151,8 +155,7 @@ def _items_then_error(total, when):
         yield i
 
 
-@pytest.mark.parametrize("when, chunksize, results", [(0, 1, 0), (3, 1, 3), (7, 2, 6),
-                                                      (7, 4, 4)])
+@pytest.mark.parametrize("when, chunksize, results", [(0, 1, 0), (3, 1, 3), (7, 2, 6), (7, 4, 4)])
 def test_imap_drops_the_chunk_the_iterable_spoiled(ctx, when, chunksize, results):
     """As the standard library: the results before that chunk, then the iterable's error."""
     with ctx.Pool(2) as pool:
@@ -169,6 +172,7 @@ def test_imap_drops_the_chunk_the_iterable_spoiled(ctx, when, chunksize, results
 
 def _sleep_until_interrupted(conn):
     import time
+
     try:
         conn.send("ready")
         time.sleep(60)
@@ -231,8 +235,9 @@ globals().update((f"FailingThird_{m}", _failing_third(m)) for m in mpnb.get_all_
 
 def test_a_pool_whose_worker_cannot_start_leaves_no_worker_behind(ctx, start_method):
     """CPython's ``test_release_unused_processes``, with real processes."""
-    context = type("FailingContext", (type(ctx),),
-                   {"Process": globals()[f"FailingThird_{start_method}"]})()
+    context = type(
+        "FailingContext", (type(ctx),), {"Process": globals()[f"FailingThird_{start_method}"]}
+    )()
     _started.clear()
     with pytest.raises(OSError, match="Manually induced"):
         mpnb.pool.Pool(5, context=context)
@@ -246,6 +251,7 @@ def test_a_pool_whose_worker_cannot_start_leaves_no_worker_behind(ctx, start_met
 def test_an_unclosed_running_pool_warns_and_stops_when_collected(ctx):
     """CPython's ``test_resource_warning``, without reaching into ``_state``."""
     import gc
+
     pool = ctx.Pool(1)
     assert pool.apply(abs, (-1,)) == 1
     with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
@@ -266,4 +272,5 @@ def test_workers_are_replaced_after_maxtasksperchild(ctx):
 
 def _pid(_):
     import os
+
     return os.getpid()

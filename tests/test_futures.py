@@ -1,5 +1,6 @@
 """``mpnb.ProcessPoolExecutor``: the ``concurrent.futures`` interface on mpnb's pool, under
 every start method; and the standard library's executor with an mpnb context."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -13,9 +14,9 @@ from concurrent.futures import CancelledError
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
+from cells import cell
 
 import mpnb
-from cells import cell
 from mpnb.errors import RemoteTraceback, TaskCancelledError
 from mpnb.futures import BrokenInitializerError, BrokenWorkerError
 
@@ -71,8 +72,7 @@ def failing_initializer():
 def gated(ctx):
     """An executor of one worker, whose ``wait_gate`` calls run until ``gate.set()``."""
     gate = ctx.Event()
-    ex = mpnb.ProcessPoolExecutor(1, mp_context=ctx, initializer=keep_gate,
-                                  initargs=(gate,))
+    ex = mpnb.ProcessPoolExecutor(1, mp_context=ctx, initializer=keep_gate, initargs=(gate,))
     yield ex, gate
     gate.set()
     ex.shutdown(wait=True)
@@ -89,13 +89,20 @@ def test_submit_map_and_the_context_manager(ctx):
         assert list(ex.map(square, range(10), chunksize=3)) == [x * x for x in range(10)]
         assert list(ex.map(pow, [2, 3, 4], [3, 2])) == [8, 9]
         assert list(ex.map(square, [])) == []
-        assert list(ex.map(square, iter(range(7)), chunksize=2, buffersize=2)) == \
-            [x * x for x in range(7)]
+        assert list(ex.map(square, iter(range(7)), chunksize=2, buffersize=2)) == [
+            x * x for x in range(7)
+        ]
         futures = [ex.submit(square, x) for x in range(6)]
         done, not_done = concurrent.futures.wait(futures, timeout=WAIT)
         assert len(done) == 6 and not not_done
-        assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == \
-            [0, 1, 4, 9, 16, 25]
+        assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == [
+            0,
+            1,
+            4,
+            9,
+            16,
+            25,
+        ]
         assert ex._max_workers == 2 and "max_workers=2" in repr(ex)
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(square, 1)
@@ -105,8 +112,9 @@ def test_submit_map_and_the_context_manager(ctx):
 def test_initializer_and_max_tasks_per_child(ctx):
     gate = ctx.Event()
     gate.set()
-    with mpnb.ProcessPoolExecutor(1, mp_context=ctx, initializer=keep_gate,
-                                  initargs=(gate,), max_tasks_per_child=1) as ex:
+    with mpnb.ProcessPoolExecutor(
+        1, mp_context=ctx, initializer=keep_gate, initargs=(gate,), max_tasks_per_child=1
+    ) as ex:
         assert [ex.submit(wait_gate, x).result(WAIT) for x in range(3)] == [0, 1, 2]
         assert len({ex.submit(getpid).result(WAIT) for _ in range(3)}) == 3
 
@@ -117,7 +125,7 @@ def test_an_error_keeps_its_type_and_the_worker_traceback(ctx):
             ex.submit(divide, 3).result(WAIT)
         assert isinstance(info.value.__cause__, RemoteTraceback)
         assert "return 1 / (x - 3)" in str(info.value.__cause__)
-        results = ex.map(divide, range(6), chunksize=2)   # a failed chunk fails whole
+        results = ex.map(divide, range(6), chunksize=2)  # a failed chunk fails whole
         assert [next(results), next(results)] == [-1 / 3, -1 / 2]
         with pytest.raises(ZeroDivisionError) as info:
             next(results)
@@ -157,11 +165,11 @@ def test_a_pending_future_can_be_cancelled(gated, tmp_path):
     running = ex.submit(wait_gate, "opened")
     pending = ex.submit(touch, str(tmp_path / "ran"))
     assert pending.cancel() and pending.cancelled()
-    done, _ = concurrent.futures.wait([pending], timeout=WAIT)   # waiters are told
+    done, _ = concurrent.futures.wait([pending], timeout=WAIT)  # waiters are told
     assert done == {pending}
     with pytest.raises(CancelledError):
         pending.result(0)
-    assert not running.cancel()   # already sent to the worker
+    assert not running.cancel()  # already sent to the worker
     gate.set()
     assert running.result(WAIT) == "opened"
     assert ex.submit(square, 3).result(WAIT) == 9
@@ -187,7 +195,7 @@ def test_shutdown_can_cancel_the_pending_futures(gated, tmp_path):
 def test_a_map_timeout_cancels_the_rest(gated):
     ex, gate = gated
     results = ex.map(wait_gate, range(4), timeout=0.2)
-    with pytest.raises(concurrent.futures.TimeoutError):   # TimeoutError from 3.11
+    with pytest.raises(concurrent.futures.TimeoutError):  # TimeoutError from 3.11
         next(results)
     gate.set()
     assert ex.submit(square, 2).result(WAIT) == 4
@@ -195,6 +203,7 @@ def test_a_map_timeout_cancels_the_rest(gated):
 
 # A worker stopped while it waits on a multiprocessing Event leaves that Event unusable:
 # the tests that stop running calls run ``sleep_for`` instead.
+
 
 @pytest.mark.parametrize("how", ["terminate_workers", "kill_workers"])
 def test_terminate_and_kill_workers(ctx, how):
@@ -224,7 +233,7 @@ def test_an_interrupt_while_waiting_cancels_the_pending_futures(ctx):
         with pytest.raises(TaskCancelledError):
             running.result(WAIT)
         assert all(f.cancelled() for f in pending)
-        assert ex.submit(square, 3).result(WAIT) == 9   # the executor answers at once
+        assert ex.submit(square, 3).result(WAIT) == 9  # the executor answers at once
 
 
 def test_an_interrupt_in_the_with_block_cancels_everything(ctx):
@@ -241,10 +250,12 @@ def test_an_interrupt_in_the_with_block_cancels_everything(ctx):
 
 def test_progress_bar_on_map(ctx, capsys):
     with mpnb.ProcessPoolExecutor(2, mp_context=ctx) as ex:
-        assert list(ex.map(square, range(12), chunksize=5, progress=True)) == \
-            [x * x for x in range(12)]
-        assert list(ex.map(square, iter(range(5)), buffersize=1, progress=True)) == \
-            [x * x for x in range(5)]
+        assert list(ex.map(square, range(12), chunksize=5, progress=True)) == [
+            x * x for x in range(12)
+        ]
+        assert list(ex.map(square, iter(range(5)), buffersize=1, progress=True)) == [
+            x * x for x in range(5)
+        ]
     err = capsys.readouterr().err
     assert "12/12" in err and "5/5" in err, err
 
@@ -264,8 +275,7 @@ def test_bad_arguments_are_refused_like_the_standard_library(ctx):
     with pytest.raises(TypeError, match="mp_context must be a multiprocessing context"):
         mpnb.ProcessPoolExecutor(1, mp_context="spawn")
     with pytest.raises(mpnb.SerializationError, match=r"initargs\[0\]"):
-        mpnb.ProcessPoolExecutor(1, mp_context=ctx, initializer=print,
-                                 initargs=(threading.Lock(),))
+        mpnb.ProcessPoolExecutor(1, mp_context=ctx, initializer=print, initargs=(threading.Lock(),))
     assert not mpnb.active_children()
     with mpnb.ProcessPoolExecutor(1, mp_context=ctx) as ex:
         with pytest.raises(ValueError, match="chunksize must be >= 1"):
@@ -317,7 +327,7 @@ def test_only_queues_of_mpnb_contexts_send_with_mpnb(start_method):
     ours.put(fn)
     assert ours.get(timeout=WAIT)(2) == 8 and ours.errors == []
     theirs = _SpyQueue(multiprocessing.get_context(start_method))
-    theirs.put(fn)      # the standard library's pickler: refused, dropped
+    theirs.put(fn)  # the standard library's pickler: refused, dropped
     theirs.put("next")
     assert theirs.get(timeout=WAIT) == "next"
     assert len(theirs.errors) == 1

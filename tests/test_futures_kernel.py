@@ -1,6 +1,7 @@
 """Executors in a real kernel: cell-defined functions through the standard library's
 ``ProcessPoolExecutor`` with an mpnb context (no ``%load_ext``), and through
 ``mpnb.ProcessPoolExecutor``."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,7 +41,9 @@ out
 def test_the_standard_library_executor_runs_cell_code_with_an_mpnb_context(module_kernel):
     module_kernel.ensure_ok(DEFINITIONS)
     assert module_kernel.evaluate(STDLIB.strip(), timeout=150) == {
-        "spawn": ([0, 2, 16], 3), "forkserver": ([0, 2, 16], 3)}
+        "spawn": ([0, 2, 16], 3),
+        "forkserver": ([0, 2, 16], 3),
+    }
     # The standard library's own pickler was left alone (no %load_ext).
     assert module_kernel.evaluate("mp._pickle.installed()") is False
 
@@ -49,10 +52,9 @@ def test_mpnb_executor_with_cell_code(module_kernel):
     module_kernel.ensure_ok(DEFINITIONS)
     module_kernel.ensure_ok("ex = mp.ProcessPoolExecutor(2)")
     try:
-        assert module_kernel.evaluate("list(ex.map(cube, range(4), chunksize=2))") == \
-            [0, 2, 16, 54]
+        assert module_kernel.evaluate("list(ex.map(cube, range(4), chunksize=2))") == [0, 2, 16, 54]
         res = module_kernel.ensure_ok("ex.submit(shout, 7).result(60)")
-        assert "item 7" in res.stdout   # the worker's output, in the cell that submitted
+        assert "item 7" in res.stdout  # the worker's output, in the cell that submitted
 
         res = module_kernel.execute("ex.submit(bad, 2).result(60)")
         assert res.error.ename == "ZeroDivisionError"

@@ -1,14 +1,14 @@
 """The test machinery itself: the kernel harness and the leak checks."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
 
+import leaks
 import psutil
 import pytest
-
-import leaks
 from kernel_harness import KernelHarness
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,7 +55,10 @@ def test_display_data_is_collected(module_kernel):
 def test_interrupt_stops_a_sleeping_cell_quickly(module_kernel):
     msg_id = module_kernel.submit("import time\ntime.sleep(30)")
     module_kernel.collect_iopub(
-        10, until=lambda m: m["msg_type"] == "execute_input" and m["parent_header"].get("msg_id") == msg_id
+        10,
+        until=lambda m: (
+            m["msg_type"] == "execute_input" and m["parent_header"].get("msg_id") == msg_id
+        ),
     )
     time.sleep(0.3)
     t0 = time.monotonic()
@@ -78,7 +81,9 @@ def test_late_output_from_a_thread_is_collected(module_kernel):
         "t.start()"
     )
     assert "late line" not in res.stdout
-    msgs = module_kernel.collect_iopub(10, until=lambda m: "late line" in m["content"].get("text", ""))
+    msgs = module_kernel.collect_iopub(
+        10, until=lambda m: "late line" in m["content"].get("text", "")
+    )
     assert "late line" in KernelHarness.stream_text(msgs, name="stdout")
     module_kernel.ensure_ok("t.join()")
 
@@ -161,7 +166,9 @@ def test_what_an_older_process_starts_is_its_own():
         assert not leaks.descends_from(child, set())
         assert not leaks.descends_from(psutil.Process(parent.pid), {psutil.Process(parent.pid)})
     finally:
-        leaks.reap([psutil.Process(parent.pid)] + psutil.Process(parent.pid).children(recursive=True))
+        leaks.reap(
+            [psutil.Process(parent.pid)] + psutil.Process(parent.pid).children(recursive=True)
+        )
         parent.wait()
 
 

@@ -1,6 +1,7 @@
 """The kernel's interrupt (SIGINT to its process group, as a frontend's button sends it)
 while a cell waits on a pool or a process: control comes back with KeyboardInterrupt,
 queued tasks are cancelled, running ones stopped, and the pool answers the next cell."""
+
 from __future__ import annotations
 
 import os
@@ -81,8 +82,9 @@ def test_twenty_interrupted_maps_leave_no_stray_process(kernel, marks):
         assert len(os.listdir(marks)) <= 2, "a queued task ran after the interrupt"
         children = _settle(kernel, 2)
         assert len(children) == 2, f"cycle {cycle}: {children}"
-    print(f"control back after {max(times):.2f} s at most, {sum(times) / len(times):.2f} s "
-          f"on average")
+    print(
+        f"control back after {max(times):.2f} s at most, {sum(times) / len(times):.2f} s on average"
+    )
     kernel.ensure_ok("pool.terminate()")
     assert _settle(kernel, 0) == []
 
@@ -98,7 +100,7 @@ def test_interrupted_get_imap_and_join(kernel, marks):
     assert len(_settle(kernel, 2)) == 2
 
     _interrupt(kernel, "pool.apply_async(slow, (1,))\npool.close()\npool.join()", marks)
-    kernel.ensure_ok("pool.join()")   # the running task was stopped: join returns at once
+    kernel.ensure_ok("pool.join()")  # the running task was stopped: join returns at once
     assert _settle(kernel, 0) == []
 
 

@@ -1,5 +1,6 @@
 """``%%mp_pool`` and ``%mp_pool`` in a real kernel: both forms, the options, errors,
 notebook names that change between runs, and every usage error."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,13 +28,16 @@ def k(module_kernel):
 
 
 def test_map_form_collects_in_input_order(k):
-    k.ensure_ok("%%mp_pool --no-progress for x in range(10)\ny = scale(x)\nmath.sqrt(y) if x < 0 else y + 1")
+    k.ensure_ok(
+        "%%mp_pool --no-progress for x in range(10)\ny = scale(x)\nmath.sqrt(y) if x < 0 else y + 1"
+    )
     assert k.evaluate("mp_results") == [2 * x + 1 for x in range(10)]
 
 
 def test_several_loop_names_and_out(k):
-    k.ensure_ok("%%mp_pool --no-progress -o pairs for i, (a, b) in enumerate([(1, 2), (3, 4)])\n"
-                "(i, a * b)")
+    k.ensure_ok(
+        "%%mp_pool --no-progress -o pairs for i, (a, b) in enumerate([(1, 2), (3, 4)])\n(i, a * b)"
+    )
     assert k.evaluate("pairs") == [(0, 2), (1, 12)]
 
 
@@ -86,13 +90,19 @@ def test_first_failure_stops_and_names_the_item(k):
 def test_keep_going_collects_exceptions(k):
     res = k.ensure_ok("%%mp_pool --no-progress --keep-going -o r for x in range(5)\n10 // (x - 2)")
     assert "1 of 5 items failed" in res.stdout
-    assert k.evaluate("[type(v).__name__ for v in r]") == ["int", "int", "ZeroDivisionError",
-                                                           "int", "int"]
+    assert k.evaluate("[type(v).__name__ for v in r]") == [
+        "int",
+        "int",
+        "ZeroDivisionError",
+        "int",
+        "int",
+    ]
 
 
 def test_timeout(k):
-    res = k.execute("%%mp_pool --no-progress --timeout 0.5 for x in range(2)\n"
-                    "import time\ntime.sleep(5)")
+    res = k.execute(
+        "%%mp_pool --no-progress --timeout 0.5 for x in range(2)\nimport time\ntime.sleep(5)"
+    )
     assert res.error is not None and "TimeoutError" in res.error.text
     k.ensure_ok("%mp_pool --restart")
     k.ensure_ok("%%mp_pool --no-progress -o r for x in range(2)\nx")
@@ -101,8 +111,11 @@ def test_timeout(k):
 
 def test_progress_bar_widget(k):
     res = k.ensure_ok("%%mp_pool -o r for x in range(20)\nx")
-    views = [d for d in res.displays if "application/vnd.jupyter.widget-view+json" in
-             d.get("content", d).get("data", {})]
+    views = [
+        d
+        for d in res.displays
+        if "application/vnd.jupyter.widget-view+json" in d.get("content", d).get("data", {})
+    ]
     assert views, res.displays
 
 
@@ -123,20 +136,23 @@ def test_help_text(k):
     assert "--keep-going" in text and "mp_rank" in text
 
 
-@pytest.mark.parametrize("line, message", [
-    ("%%mp_pool for x in\nx", "cannot read the loop"),
-    ("%%mp_pool for 1 in range(3)\nx", "is not a loop target"),
-    ("%%mp_pool for x in range(\nx", "is not an expression"),
-    ("%%mp_pool\nx", "nothing to run in parallel"),
-    ("%%mp_pool -n 0 for x in [1]\nx", "-n/--processes must be 1 or more"),
-    ("%%mp_pool --chunksize 0 for x in [1]\nx", "--chunksize must be 1 or more"),
-    ("%%mp_pool --timeout -1 for x in [1]\nx", "--timeout must be a positive"),
-    ("%%mp_pool -o 1bad for x in [1]\nx", "is not a Python name"),
-    ("%%mp_pool -n 2 --unordered\nx", "need a loop"),
-    ("%%mp_pool --bogus for x in [1]\nx", "unrecognized arguments"),
-    ("%%mp_pool for x in [1]\n", "empty"),
-    ("%mp_pool --shutdown -n 2", "--shutdown takes no other option"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("%%mp_pool for x in\nx", "cannot read the loop"),
+        ("%%mp_pool for 1 in range(3)\nx", "is not a loop target"),
+        ("%%mp_pool for x in range(\nx", "is not an expression"),
+        ("%%mp_pool\nx", "nothing to run in parallel"),
+        ("%%mp_pool -n 0 for x in [1]\nx", "-n/--processes must be 1 or more"),
+        ("%%mp_pool --chunksize 0 for x in [1]\nx", "--chunksize must be 1 or more"),
+        ("%%mp_pool --timeout -1 for x in [1]\nx", "--timeout must be a positive"),
+        ("%%mp_pool -o 1bad for x in [1]\nx", "is not a Python name"),
+        ("%%mp_pool -n 2 --unordered\nx", "need a loop"),
+        ("%%mp_pool --bogus for x in [1]\nx", "unrecognized arguments"),
+        ("%%mp_pool for x in [1]\n", "empty"),
+        ("%mp_pool --shutdown -n 2", "--shutdown takes no other option"),
+    ],
+)
 def test_usage_errors(k, line, message):
     res = k.execute(line)
     assert res.error is not None and res.error.ename == "UsageError", res.error
@@ -144,15 +160,18 @@ def test_usage_errors(k, line, message):
 
 
 def test_item_output_lands_in_the_cell(k):
-    res = k.ensure_ok("%%mp_pool --no-progress -o r for x in range(4)\n"
-                      "print(f'item {x} says hi')\nx")
+    res = k.ensure_ok(
+        "%%mp_pool --no-progress -o r for x in range(4)\nprint(f'item {x} says hi')\nx"
+    )
     lines = [line.split("] ")[-1] for line in res.stdout.splitlines()]
     assert sorted(line for line in lines if "says hi" in line) == [
-        f"item {x} says hi" for x in range(4)]
+        f"item {x} says hi" for x in range(4)
+    ]
 
 
 def test_interrupt_mid_run_then_the_pool_answers(k):
     import time
+
     msg_id = k.submit("%%mp_pool --no-progress for x in range(40)\nimport time\ntime.sleep(0.5)\nx")
     time.sleep(1.5)
     k.interrupt()
@@ -160,8 +179,9 @@ def test_interrupt_mid_run_then_the_pool_answers(k):
     assert res.error is not None and res.error.ename == "KeyboardInterrupt", res.error
     k.ensure_ok("%%mp_pool --no-progress -o r for x in range(4)\nx * 10", timeout=30)
     assert k.evaluate("r") == [0, 10, 20, 30]
-    workers = k.evaluate("[w['alive'] for w in "
-                         "__import__('mpnb.magics.warm', fromlist=['_']).describe()['workers']]")
+    workers = k.evaluate(
+        "[w['alive'] for w in __import__('mpnb.magics.warm', fromlist=['_']).describe()['workers']]"
+    )
     assert workers == [True, True]
 
 

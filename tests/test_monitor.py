@@ -1,4 +1,5 @@
 """The monitor's sampler on real processes, its renderings, the dashboard and ``%mp_monitor``."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -66,8 +67,14 @@ def no_sampler_left():
     assert not left, "a sampler thread was left running"
 
 
-def start(registry: Registry, children: list[Any], name: str, target: Any,
-          *args: Any, pool: str | None = None) -> tuple[int, Any]:
+def start(
+    registry: Registry,
+    children: list[Any],
+    name: str,
+    target: Any,
+    *args: Any,
+    pool: str | None = None,
+) -> tuple[int, Any]:
     """Start a process the way mpnb's core does: record, start, record its pid."""
     process = CTX.Process(target=target, args=args, name=name)
     key = registry.add_process(name, "forkserver", pool=pool, handle=process)
@@ -86,10 +93,17 @@ def sample_until(sampler: Sampler, key: int, states: set[str], timeout: float = 
 
 
 # -- exit codes -------------------------------------------------------------------------
-@pytest.mark.parametrize("code, text", [
-    (None, ""), (0, "0"), (1, "1"), (-9, "-9 SIGKILL"), (-15, "-15 SIGTERM"),
-    (-200, "-200 signal 200"),
-])
+@pytest.mark.parametrize(
+    "code, text",
+    [
+        (None, ""),
+        (0, "0"),
+        (1, "1"),
+        (-9, "-9 SIGKILL"),
+        (-15, "-15 SIGTERM"),
+        (-200, "-200 signal 200"),
+    ],
+)
 def test_describe_exitcode(code: int | None, text: str) -> None:
     assert describe_exitcode(code) == text
 
@@ -140,8 +154,12 @@ def test_exit_code_the_core_wrote_is_kept(registry: Registry, children: list[Any
 def test_busy_process_is_running_with_cpu(registry: Registry, children: list[Any]) -> None:
     sampler = Sampler(registry=registry)
     key, _ = start(registry, children, "spinner", spin, 60.0)
-    busy = wait_for(lambda: (r := row(sampler.sample(), key)).state == "running"
-                    and (r.cpu_percent or 0) > 5 and r, step=0.2)
+    busy = wait_for(
+        lambda: (
+            (r := row(sampler.sample(), key)).state == "running" and (r.cpu_percent or 0) > 5 and r
+        ),
+        step=0.2,
+    )
     assert busy.cpu_percent <= 100 * psutil.cpu_count() + 1
 
 
@@ -151,13 +169,12 @@ def test_exit_codes_survive_concurrent_joins(registry: Registry, children: list[
     sampler = Sampler(0.005, registry=registry).start()
     try:
         for round_ in range(3):
-            started = [start(registry, children, f"p{round_}-{i}", os._exit, i)
-                       for i in range(4)]
+            started = [start(registry, children, f"p{round_}-{i}", os._exit, i) for i in range(4)]
             for i, (_key, process) in enumerate(started):
                 process.join(30)
                 assert process.exitcode == i
             for i, (key, _process) in enumerate(started):
-                wait_for(lambda: row(sampler.latest, key).exitcode == i)
+                wait_for(lambda key=key, i=i: row(sampler.latest, key).exitcode == i)
     finally:
         sampler.stop()
 
@@ -166,6 +183,7 @@ def test_exit_codes_survive_concurrent_joins(registry: Registry, children: list[
 def test_mpnb_processes_and_pool(children: list[Any]) -> None:
     import mpnb
     from mpnb.registry import REGISTRY
+
     ctx = mpnb.get_context("forkserver")
     sampler = Sampler()
     ok = ctx.Process(target=time.sleep, args=(0.1,), name="mpnb-ok")
@@ -181,12 +199,16 @@ def test_mpnb_processes_and_pool(children: list[Any]) -> None:
 
     with ctx.Pool(2) as pool:
         result = pool.map_async(time.sleep, [0.3] * 6, chunksize=1)
-        busy = wait_for(lambda: [p for p in sampler.sample().processes
-                                 if p.task and p.task.startswith("sleep(")])
+        busy = wait_for(
+            lambda: [
+                p for p in sampler.sample().processes if p.task and p.task.startswith("sleep(")
+            ]
+        )
         name = busy[0].pool
         result.get(60)
-        (progress,) = wait_for(lambda: [p for p in sampler.sample().pools
-                                        if p.name == name and p.done == 6])
+        (progress,) = wait_for(
+            lambda: [p for p in sampler.sample().pools if p.name == name and p.done == 6]
+        )
         assert (progress.submitted, progress.failed) == (6, 0)
     assert {p.pool for p in busy} == {name}
     assert not REGISTRY.live_handles().keys() & {key_ok, key_victim}
@@ -291,10 +313,13 @@ def test_renderings_show_pids_states_exit_codes_and_cores(registry: Registry) ->
     snapshot = Sampler(registry=registry).sample()
     text = render_text(snapshot)
     page = render_html(snapshot)
-    for key, state, code in ((ok, "finished", "0"), (bad, "failed", "1"),
-                             (killed, "killed", "-9 SIGKILL")):
+    for key, state, code in (
+        (ok, "finished", "0"),
+        (bad, "failed", "1"),
+        (killed, "killed", "-9 SIGKILL"),
+    ):
         assert f'data-pid="{100000 + key}" data-state="{state}"' in page
-        line = next(l for l in text.splitlines() if str(100000 + key) in l)
+        line = next(ln for ln in text.splitlines() if str(100000 + key) in ln)
         assert state in line and code in line
     assert page.count('class="mpnb-core"') == psutil.cpu_count()
     assert "<script" not in page
@@ -344,6 +369,7 @@ def test_dashboard_pool_bars(registry: Registry) -> None:
 
 def test_monitor_replaces_the_previous_dashboard() -> None:
     from mpnb.dashboard.widget import monitor
+
     first = monitor(interval=0.05)
     second = monitor(interval=0.05)
     assert first.closed and not second.closed
@@ -360,15 +386,20 @@ def test_text_outside_a_kernel(registry: Registry) -> None:
 def test_psutil_and_ipywidgets_stay_out_of_the_core() -> None:
     import subprocess
     import sys
-    code = ("import sys, mpnb, mpnb.registry, mpnb.process, mpnb.pool; "
-            "print(sorted(m for m in ('psutil', 'ipywidgets') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+
+    code = (
+        "import sys, mpnb, mpnb.registry, mpnb.process, mpnb.pool; "
+        "print(sorted(m for m in ('psutil', 'ipywidgets') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     assert out.strip() == "[]"
 
 
 def test_missing_ipywidgets_says_what_to_install(registry: Registry, monkeypatch) -> None:
     import sys
+
     monkeypatch.setitem(sys.modules, "ipywidgets", None)
     dashboard = Dashboard(Sampler(registry=registry))
     with pytest.raises(ImportError, match="pip install 'ipywidgets>=8'"):
@@ -382,20 +413,25 @@ def shell():
     from IPython.core.interactiveshell import InteractiveShell
 
     from mpnb.magics.dashboard import MonitorMagics
+
     ip = InteractiveShell.instance()
     ip.register_magics(MonitorMagics)
     return ip
 
 
-@pytest.mark.parametrize("line, message", [
-    ("--interval 0", "--interval must be a positive"),
-    ("--history -1", "--history must be 0 or more"),
-    ("--stop --interval 1", "takes no other option"),
-    ("--bogus", "unrecognized arguments"),
-    ("--interval soon", "invalid float value"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("--interval 0", "--interval must be a positive"),
+        ("--history -1", "--history must be 0 or more"),
+        ("--stop --interval 1", "takes no other option"),
+        ("--bogus", "unrecognized arguments"),
+        ("--interval soon", "invalid float value"),
+    ],
+)
 def test_magic_bad_usage(shell: Any, line: str, message: str) -> None:
     from IPython.core.error import UsageError
+
     with pytest.raises(UsageError, match=message):
         shell.run_line_magic("mp_monitor", line)
 
@@ -419,20 +455,28 @@ def test_magic_help(shell: Any) -> None:
 
 
 def test_module_constants() -> None:
-    assert set(monitor_module.STATES) >= {"starting", "running", "sleeping", "finished",
-                                          "failed", "killed"}
+    assert set(monitor_module.STATES) >= {
+        "starting",
+        "running",
+        "sleeping",
+        "finished",
+        "failed",
+        "killed",
+    }
 
 
 def test_mpnb_monitor_stays_callable() -> None:
     import mpnb
-    import mpnb.dashboard.sampler  # noqa: F401 - importing the sampler must not shadow mpnb.monitor
-    import mpnb.dashboard.widget  # noqa: F401
+    import mpnb.dashboard.sampler
+    import mpnb.dashboard.widget
+
     assert callable(mpnb.monitor)
     mpnb.monitor(interval=0.05).close()
 
 
 def test_unload_ext_stops_every_dashboard(shell: Any) -> None:
     from mpnb.dashboard.widget import monitor
+
     shell.run_line_magic("load_ext", "mpnb")
     dashboard = monitor(interval=0.05)
     sampler = Sampler(0.05, registry=Registry()).start()
@@ -454,19 +498,28 @@ def test_in_a_kernel_updates_while_a_cell_runs_and_stop_freezes(kernel: Any) -> 
     snapshot_id = snapshot["transient"]["display_id"]
 
     busy = kernel.ensure_ok("import time\ntime.sleep(2)")
-    updates = [m for m in busy.messages if m["msg_type"] == "comm_msg"
-               and "state" in m["content"]["data"]]
+    updates = [
+        m for m in busy.messages if m["msg_type"] == "comm_msg" and "state" in m["content"]["data"]
+    ]
     assert len(updates) >= 4, "the widget did not update while the cell ran"
     (refreshed,) = [d for d in busy.displays if d["msg_type"] == "update_display_data"]
     assert refreshed["transient"]["display_id"] == snapshot_id
     assert "mpnb monitor (live" in refreshed["data"]["text/html"]
 
     stopped = kernel.ensure_ok("%mp_monitor --stop").displays
-    frozen = {d["transient"]["display_id"]: d["data"] for d in stopped
-              if d["msg_type"] == "update_display_data"}
+    frozen = {
+        d["transient"]["display_id"]: d["data"]
+        for d in stopped
+        if d["msg_type"] == "update_display_data"
+    }
     assert WIDGET_VIEW not in frozen[widget_id]
     assert "mpnb monitor (stopped" in frozen[widget_id]["text/html"]
     assert frozen[snapshot_id] == {"text/plain": ""}
-    assert kernel.evaluate("len(__import__('mpnb.dashboard.sampler', fromlist=['_']).running_samplers())") == 0
+    assert (
+        kernel.evaluate(
+            "len(__import__('mpnb.dashboard.sampler', fromlist=['_']).running_samplers())"
+        )
+        == 0
+    )
     after = kernel.ensure_ok("1 + 1")
     assert not after.displays, "a stopped dashboard still refreshes its snapshot"

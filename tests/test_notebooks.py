@@ -7,6 +7,7 @@ the notebook means to show. No process may outlive the kernel.
 
 The saved files must carry no error outputs: the gallery is committed without outputs.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -60,20 +61,24 @@ def test_saved_without_error_outputs(path: Path):
     nbformat.validate(nb)
     errors = [
         f"cell {i + 1}: {out.get('ename')}: {out.get('evalue')}"
-        for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
-        for out in cell.get("outputs", []) if out.get("output_type") == "error"
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "error"
     ]
     assert not errors, (
         f"{path.name} was saved with error outputs; clear the outputs before saving "
-        f"(Edit > Clear Outputs of All Cells):\n" + "\n".join(errors))
+        f"(Edit > Clear Outputs of All Cells):\n" + "\n".join(errors)
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", _params(marks=pytest.mark.timeout(NOTEBOOK_TIMEOUT)))
 def test_notebook_runs_clean(path: Path):
     report = _runner().run_notebook(path, timeout=CELL_TIMEOUT, echo=True)
-    assert report.ok, (f"{path.name}: {report.failure or 'processes outlived the kernel'}"
-                       + "".join(f"\n  left behind: {line}" for line in report.leftovers))
+    assert report.ok, f"{path.name}: {report.failure or 'processes outlived the kernel'}" + "".join(
+        f"\n  left behind: {line}" for line in report.leftovers
+    )
 
     nb = nbformat.read(path, as_version=4)
     by_index = {c.index: c for c in report.cells}
@@ -84,6 +89,7 @@ def test_notebook_runs_clean(path: Path):
         if _tagged(cell):
             assert status == "expected-error", (
                 f"{path.name}, cell {i + 1} is tagged {RAISES} but did not raise "
-                f"(status {status}):\n{cell.source}")
+                f"(status {status}):\n{cell.source}"
+            )
         else:
             assert status == "ok", f"{path.name}, cell {i + 1}: {status}\n{cell.source}"

@@ -5,6 +5,7 @@ messages: their parent header (the cell that started the work), their stream nam
 whole lines, the order of each process's lines, and tracebacks that show the cell's
 source line. No assertion is about time: children wait on events the cells set.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -50,19 +51,21 @@ BOOM = """def boom():
     raise ValueError("boom in child")
 """
 
+
 def _pool_routes_tasks() -> bool:
     """Whether mpnb's pool captures each task's route where it is submitted and enters it
     in the worker; until it does, a task writes into the cell that made the pool."""
     import mpnb
 
     root = pathlib.Path(mpnb.__file__).parent
-    sources = [path.read_text() for path in root.rglob("*.py")
-               if path.name not in ("_routing.py", "process.py")
-               and root / "output" not in path.parents]
-    return all(any(f"_routing.{call}(" in text for text in sources)
-               for call in ("capture", "enter"))
-
-
+    sources = [
+        path.read_text()
+        for path in root.rglob("*.py")
+        if path.name not in ("_routing.py", "process.py") and root / "output" not in path.parents
+    ]
+    return all(
+        any(f"_routing.{call}(" in text for text in sources) for call in ("capture", "enter")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +85,21 @@ def test_every_way_of_writing_lands_in_the_cell(nb, start_method):
         "print('after join', p.exitcode)"
     )
     out, err = untagged(res.stdout), untagged(res.stderr)
-    assert out == [f"hello from {start_method}", "part one, part two", "raw fd 1",
-                   "from a shell", "after join 0"]
-    assert sorted(err) == sorted([f"to stderr {start_method}",
-                                  f"WARNING:root:a warning from {start_method}",
-                                  "raw fd 2", "shell error"])
+    assert out == [
+        f"hello from {start_method}",
+        "part one, part two",
+        "raw fd 1",
+        "from a shell",
+        "after join 0",
+    ]
+    assert sorted(err) == sorted(
+        [
+            f"to stderr {start_method}",
+            f"WARNING:root:a warning from {start_method}",
+            "raw fd 2",
+            "shell error",
+        ]
+    )
     # Every stream message of the run belongs to this cell.
     assert {parent for _, _, parent in res.streams} == {res.msg_id}
     # Nothing went to the terminal that runs the kernel.
@@ -114,9 +127,7 @@ def test_logging_configured_in_the_kernel_writes_once_into_the_cell(nb, start_me
 
 def test_output_after_the_cell_finished_goes_to_that_cell(nb):
     first = nb.ensure_ok(
-        "ev = mp.Event()\n"
-        "p_late = mp.Process(target=late, args=(ev,))\n"
-        "p_late.start()"
+        "ev = mp.Event()\np_late = mp.Process(target=late, args=(ev,))\np_late.start()"
     )
     # Without a newline nor a flush, the line shows while the child still waits.
     seen = list(first.messages)
@@ -134,7 +145,8 @@ def test_output_after_the_cell_finished_goes_to_that_cell(nb):
         "print('second cell done')"
     )
     late_msgs = second.messages + nb.collect_iopub(
-        30, until=lambda m: "late error line" in m["content"].get("text", ""))
+        30, until=lambda m: "late error line" in m["content"].get("text", "")
+    )
     for needle in (" released", "late error line"):
         found = messages_with(late_msgs, needle)
         assert found, f"{needle!r} never published"
@@ -164,7 +176,7 @@ def test_concurrent_processes_write_whole_tagged_lines(nb):
             assert tag.group(1) == "stdout"
             source = names.index(tag.group(2))
             tagged.add(source)
-            line = line[tag.end():]
+            line = line[tag.end() :]
         match = re.fullmatch(r"P(\d) (\d{4}) x{40}", line)
         assert match, f"not a whole line: {line!r}"
         k = int(match.group(1))
@@ -177,7 +189,8 @@ def test_concurrent_processes_write_whole_tagged_lines(nb):
     err = untagged(res.stderr)
     for k in range(3):
         assert [line for line in err if line.startswith(f"P{k}")] == [
-            f"P{k} {i:04d} err" for i in range(0, n, 50)]
+            f"P{k} {i:04d} err" for i in range(0, n, 50)
+        ]
 
 
 def test_tags_can_be_switched_off(nb):
@@ -196,8 +209,9 @@ def test_tags_can_be_switched_off(nb):
     assert all(re.fullmatch(r"P\d \d{4} x{40}", line) for line in lines)
 
 
-@pytest.mark.parametrize("outer,inner", [("spawn", "forkserver"), ("forkserver", "fork"),
-                                         ("fork", "spawn")])
+@pytest.mark.parametrize(
+    "outer,inner", [("spawn", "forkserver"), ("forkserver", "fork"), ("fork", "spawn")]
+)
 def test_grandchildren_write_into_the_same_cell(nb, outer, inner):
     res = nb.ensure_ok(
         "def grandchild(tag):\n"
@@ -232,7 +246,8 @@ def test_a_pool_in_a_child_writes_into_the_cell(nb):
     assert {parent for _, _, parent in res.streams} == {res.msg_id}
     out = untagged(res.stdout)
     assert sorted(line for line in out if line.startswith("square of")) == [
-        f"square of {i}" for i in range(4)]
+        f"square of {i}" for i in range(4)
+    ]
     assert "child got [0, 1, 4, 9]" in out
 
 
@@ -285,22 +300,18 @@ def noisy(x):
 
 def test_pool_task_output_comes_before_the_result(nb):
     nb.ensure_ok(NOISY)
-    res = nb.ensure_ok(
-        "with mp.Pool(2) as pool:\n"
-        "    squares = pool.map(noisy, range(6))\n"
-        "squares"
-    )
+    res = nb.ensure_ok("with mp.Pool(2) as pool:\n    squares = pool.map(noisy, range(6))\nsquares")
     assert res.result == "[0, 1, 4, 9, 16, 25]"
     assert {parent for _, _, parent in res.streams} == {res.msg_id}
     assert sorted(untagged(res.stdout)) == sorted(f"task {x} says hello" for x in range(6))
     assert sorted(untagged(res.stderr)) == sorted(f"task {x} complains" for x in range(6))
-    kinds = [m["msg_type"] for m in res.messages
-             if m["msg_type"] in ("stream", "execute_result")]
+    kinds = [m["msg_type"] for m in res.messages if m["msg_type"] in ("stream", "execute_result")]
     assert kinds[-1] == "execute_result", "task output arrived after the result"
 
 
-@pytest.mark.xfail(not _pool_routes_tasks(), strict=False,
-                   reason="mpnb.Pool does not enter each task's route yet")
+@pytest.mark.xfail(
+    not _pool_routes_tasks(), strict=False, reason="mpnb.Pool does not enter each task's route yet"
+)
 def test_pool_tasks_write_into_the_cell_that_submitted_them(nb):
     nb.ensure_ok(NOISY)
     created = nb.ensure_ok("pool = mp.Pool(2)")
@@ -310,8 +321,11 @@ def test_pool_tasks_write_into_the_cell_that_submitted_them(nb):
     finally:
         nb.ensure_ok("pool.close(); pool.join()")
     assert sorted(untagged(res.stdout)) == sorted(f"task {x} says hello" for x in range(4))
-    misplaced = [m for m in streams(later) + streams(res.messages)
-                 if "task" in m["content"]["text"] and parent_of(m) != res.msg_id]
+    misplaced = [
+        m
+        for m in streams(later) + streams(res.messages)
+        if "task" in m["content"]["text"] and parent_of(m) != res.msg_id
+    ]
     assert not misplaced, f"task output in another cell (pool made in {created.msg_id})"
 
 
@@ -326,6 +340,8 @@ def test_kernel_and_child_lines_keep_their_order(kernel):
         "print('kernel: first')\n"
         "time.sleep(1.0)\n"
         "print('kernel: third')\n"
-        "p.join()\n", timeout=120)
+        "p.join()\n",
+        timeout=120,
+    )
     order = [line for line in res.stdout.splitlines() if line]
     assert order == ["kernel: first", "child: second", "kernel: third"], res.stdout

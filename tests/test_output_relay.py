@@ -4,6 +4,7 @@ Fast and deterministic: no kernel, no child process; each "child" is a socket th
 speaks the relay's protocol, so the tests can cut lines, markers and UTF-8 characters
 wherever they like.
 """
+
 from __future__ import annotations
 
 import linecache
@@ -37,8 +38,11 @@ class Sent:
 
     def text(self, route: str | None = None, stream: str | None = None) -> str:
         with self.cond:
-            return "".join(t for r, s, t in self.items
-                           if (route is None or r == route) and (stream is None or s == stream))
+            return "".join(
+                t
+                for r, s, t in self.items
+                if (route is None or r == route) and (stream is None or s == stream)
+            )
 
     def wait_for(self, needle: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -66,8 +70,14 @@ def relay():
     assert not os.path.exists(r.address)
 
 
-def child(relay: Relay, name: str = "P-1", pid: int = 101, stream: str = "stdout",
-          route: str | None = "cell-a", token: str = TOKEN) -> socket.socket:
+def child(
+    relay: Relay,
+    name: str = "P-1",
+    pid: int = 101,
+    stream: str = "stdout",
+    route: str | None = "cell-a",
+    token: str = TOKEN,
+) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(relay.address)
     sock.sendall(hello(token, name, pid, stream, route))
@@ -109,7 +119,7 @@ def test_utf8_cut_anywhere(relay):
     s = child(relay)
     data = "été ✓ 🐍\n".encode()
     for i in range(len(data)):
-        s.sendall(data[i:i + 1])
+        s.sendall(data[i : i + 1])
     relay.drain()
     assert relay.sent.text() == "été ✓ 🐍\n"
     s.close()
@@ -131,7 +141,7 @@ def test_marker_cut_in_pieces_and_partial_line_before_it(relay):
     s = child(relay)
     data = b"half" + marker(TOKEN, "cell-b") + b"next\n" + marker(TOKEN, None) + b"none\n"
     for i in range(0, len(data), 3):
-        s.sendall(data[i:i + 3])
+        s.sendall(data[i : i + 3])
     relay.drain()
     assert ("cell-a", "stdout", "half") in relay.sent.items
     assert relay.sent.text("cell-b") == "next\n"
@@ -219,14 +229,18 @@ def test_drain_by_pid_reads_that_process_only(relay):
 
 
 def test_traceback_frames_in_cells(relay, monkeypatch):
-    monkeypatch.setitem(linecache.cache, "/tmp/cell-7.py",
-                        (40, None, ["def boom():\n", "    raise ValueError('x')\n"],
-                         "/tmp/cell-7.py"))
+    monkeypatch.setitem(
+        linecache.cache,
+        "/tmp/cell-7.py",
+        (40, None, ["def boom():\n", "    raise ValueError('x')\n"], "/tmp/cell-7.py"),
+    )
     s = child(relay, stream="stderr")
-    s.sendall(b"Traceback (most recent call last):\n"
-              b'  File "/usr/lib/python3/x.py", line 3, in run\n'
-              b"    f()\n"
-              b'  File "/tmp/cell-7.py", line 2, in boom\n')
+    s.sendall(
+        b"Traceback (most recent call last):\n"
+        b'  File "/usr/lib/python3/x.py", line 3, in run\n'
+        b"    f()\n"
+        b'  File "/tmp/cell-7.py", line 2, in boom\n'
+    )
     relay.drain()
     # The cell's frame waits for its next line: is it the source line or not?
     assert "cell-7" not in relay.sent.text()
@@ -238,25 +252,28 @@ def test_traceback_frames_in_cells(relay, monkeypatch):
         "    f()\n"
         "  Cell In[7], line 2, in boom\n"
         "    raise ValueError('x')\n"
-        "ValueError: x\n")
+        "ValueError: x\n"
+    )
     s.close()
 
 
 def test_traceback_source_line_is_not_repeated(relay, monkeypatch):
-    monkeypatch.setitem(linecache.cache, "/tmp/cell-7.py",
-                        (40, None, ["def boom():\n", "    raise ValueError('x')\n"],
-                         "/tmp/cell-7.py"))
+    monkeypatch.setitem(
+        linecache.cache,
+        "/tmp/cell-7.py",
+        (40, None, ["def boom():\n", "    raise ValueError('x')\n"], "/tmp/cell-7.py"),
+    )
     s = child(relay, stream="stderr")
-    s.sendall(b'  File "/tmp/cell-7.py", line 2, in boom\n'
-              b"    raise ValueError('x')\n")
+    s.sendall(b"  File \"/tmp/cell-7.py\", line 2, in boom\n    raise ValueError('x')\n")
     relay.drain()
     assert relay.sent.text() == "  Cell In[7], line 2, in boom\n    raise ValueError('x')\n"
     s.close()
 
 
 def test_held_frame_line_is_published_after_the_delay(relay, monkeypatch):
-    monkeypatch.setitem(linecache.cache, "/tmp/cell-7.py",
-                        (10, None, ["x = 1 / 0\n"], "/tmp/cell-7.py"))
+    monkeypatch.setitem(
+        linecache.cache, "/tmp/cell-7.py", (10, None, ["x = 1 / 0\n"], "/tmp/cell-7.py")
+    )
     s = child(relay, stream="stderr")
     s.sendall(b'  File "/tmp/cell-7.py", line 1, in <module>\n')
     relay.sent.wait_for("x = 1 / 0")

@@ -3,6 +3,7 @@
 Children write to the file descriptors they inherit, as with the standard library:
 nothing is tagged, framed or lost, and stderr stays stderr.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,15 +46,26 @@ def _expected(methods: list[str]) -> tuple[list[str], list[str]]:
     out, err = [], []
     for m in methods:
         out += [f"hello from {m}", f"raw fd 1 {m}", f"shell {m}", f"exitcodes {m} 0 1"]
-        err += [f"to stderr {m}", f"WARNING:root:a warning from {m}", f"shell error {m}",
-                "ValueError: boom in child"]
+        err += [
+            f"to stderr {m}",
+            f"WARNING:root:a warning from {m}",
+            f"shell error {m}",
+            "ValueError: boom in child",
+        ]
     return sorted(out + ["routing False False"]), sorted(err)
 
 
 def _run(argv: list[str], cwd: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=150)
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -73,9 +85,12 @@ def test_script_output_passes_through(tmp_path):
 
     methods = multiprocessing.get_all_start_methods()
     script = tmp_path / "script.py"
-    script.write_text(CHILD_CODE + f"\nMETHODS = {methods!r}\n"
-                      + "if __name__ == '__main__':\n"
-                      + textwrap.indent(PARENT_CODE, "    "))
+    script.write_text(
+        CHILD_CODE
+        + f"\nMETHODS = {methods!r}\n"
+        + "if __name__ == '__main__':\n"
+        + textwrap.indent(PARENT_CODE, "    ")
+    )
     _check(_run([sys.executable, str(script)], str(tmp_path)), methods)
 
 
@@ -84,6 +99,8 @@ def test_terminal_ipython_output_passes_through(tmp_path):
 
     methods = multiprocessing.get_all_start_methods()
     code = "%load_ext mpnb\n" + CHILD_CODE + f"\nMETHODS = {methods!r}\n" + PARENT_CODE
-    proc = _run([sys.executable, "-m", "IPython", "--quick", "--no-banner",
-                 "--colors=NoColor", "-c", code], str(tmp_path))
+    proc = _run(
+        [sys.executable, "-m", "IPython", "--quick", "--no-banner", "--colors=NoColor", "-c", code],
+        str(tmp_path),
+    )
     _check(proc, methods)

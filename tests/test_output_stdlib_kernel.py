@@ -7,6 +7,7 @@ terminated the workers), stdout and stderr apart, whole lines, tagged as mpnb's 
 children are. ``%unload_ext mpnb`` leaves no attribute of the standard library patched.
 No assertion is about time: tasks wait for a file that a later cell creates.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -58,7 +59,6 @@ def stdlib_attributes():
 """
 
 
-
 @pytest.fixture(scope="module")
 def nb(module_kernel):
     module_kernel.ensure_ok(SETUP)
@@ -81,7 +81,9 @@ def test_pool_output_lands_in_its_cell_after_with_pool_exits(nb, start_method):
         "        pool.apply(divmod, (1, 0))\n"
         "    except ZeroDivisionError as exc:\n"
         "        caught = type(exc).__name__\n"
-        "print('after the pool', squares, one, more, unordered, caught)", timeout=120)
+        "print('after the pool', squares, one, more, unordered, caught)",
+        timeout=120,
+    )
     assert {parent for _, _, parent in res.streams} == {res.msg_id}
     out, err = untagged(res.stdout), untagged(res.stderr)
     assert out[-1] == "after the pool [0, 1, 4, 9] 16 [25, 36] [49, 64] ZeroDivisionError"
@@ -96,8 +98,10 @@ def test_a_task_writes_into_the_cell_that_submitted_it(nb, start_method, kind):
         make = f"runner = multiprocessing.get_context({start_method!r}).Pool(2)"
         submit, get, stop = "runner.apply_async", ".get(120)", "runner.close(); runner.join()"
     else:
-        make = ("runner = concurrent.futures.ProcessPoolExecutor(2, mp_context="
-                f"multiprocessing.get_context({start_method!r}))")
+        make = (
+            "runner = concurrent.futures.ProcessPoolExecutor(2, mp_context="
+            f"multiprocessing.get_context({start_method!r}))"
+        )
         submit, get, stop = "runner.submit", ".result(120)", "runner.shutdown()"
     created = nb.ensure_ok(f"{make}\npath = new_path()")
     try:
@@ -108,7 +112,9 @@ def test_a_task_writes_into_the_cell_that_submitted_it(nb, start_method, kind):
         second = nb.ensure_ok(
             f"print({submit}(noisy, {'(1,)' if kind == 'pool' else '1'}){get})\n"
             "open(path, 'w').close()\n"
-            f"print('A gave', r_a{get})", timeout=150)
+            f"print('A gave', r_a{get})",
+            timeout=150,
+        )
     finally:
         nb.ensure_ok(f"{stop}\nos.unlink(path) if os.path.exists(path) else None", timeout=120)
     # Published before r_a's result came back, while the second cell ran, into the first.
@@ -120,8 +126,9 @@ def test_a_task_writes_into_the_cell_that_submitted_it(nb, start_method, kind):
     assert out[-2:] == ["1", "A gave A"], second.stdout
     assert (sorted(out[:-2]), err) == (noisy_lines(range(1, 2))[0], ["task 1 complains"])
     assert first.stdout == first.stderr == ""
-    assert not [m for m in streams(first.messages + second.messages)
-                if parent_of(m) == created.msg_id]
+    assert not [
+        m for m in streams(first.messages + second.messages) if parent_of(m) == created.msg_id
+    ]
 
 
 def test_a_process_writes_into_its_cell_also_after_it_finished(nb, start_method):
@@ -130,9 +137,12 @@ def test_a_process_writes_into_its_cell_also_after_it_finished(nb, start_method)
         f"proc = multiprocessing.get_context({start_method!r}).Process(\n"
         "    target=wait_for, args=(path, 'P'))\n"
         "proc.start()\n"
-        "print('started')")
-    second = nb.ensure_ok("open(path, 'w').close()\nproc.join(120)\nos.unlink(path)\n"
-                          "print('joined', proc.exitcode)", timeout=150)
+        "print('started')"
+    )
+    second = nb.ensure_ok(
+        "open(path, 'w').close()\nproc.join(120)\nos.unlink(path)\nprint('joined', proc.exitcode)",
+        timeout=150,
+    )
     assert first.stdout == "started\n"
     for needle in ("P released", "P raw fd 1", "P error line"):
         found = messages_with(second.messages, needle)
@@ -145,7 +155,9 @@ def test_a_process_writes_into_its_cell_also_after_it_finished(nb, start_method)
     res = nb.ensure_ok(
         f"proc = multiprocessing.get_context({start_method!r}).Process(target=noisy, args=(0,))\n"
         "proc.start(); proc.join(120)\n"
-        "print('exit code', proc.exitcode)", timeout=150)
+        "print('exit code', proc.exitcode)",
+        timeout=150,
+    )
     assert {parent for _, _, parent in res.streams} == {res.msg_id}
     out, err = untagged(res.stdout), untagged(res.stderr)
     assert out == ["task 0 says hello", "task 0 in parts", "exit code 0"]
@@ -159,7 +171,9 @@ def test_executor_output_lands_in_its_cell(nb, start_method):
         "    squares = list(ex.map(noisy, range(4)))\n"
         "    chunked = list(ex.map(noisy, range(4, 8), chunksize=2))\n"
         "    last = ex.submit(noisy, 8).result()\n"
-        "print('after the executor', squares, chunked, last)", timeout=120)
+        "print('after the executor', squares, chunked, last)",
+        timeout=120,
+    )
     assert {parent for _, _, parent in res.streams} == {res.msg_id}
     out, err = untagged(res.stdout), untagged(res.stderr)
     assert out[-1] == "after the executor [0, 1, 4, 9] [16, 25, 36, 49] 64", res.stdout
@@ -171,26 +185,34 @@ def test_a_thread_pool_is_left_as_it_is(nb):
         "from multiprocessing.pool import ThreadPool\n"
         "with ThreadPool(2) as tp:\n"
         "    got = tp.map(lambda f: type(f).__name__, [noisy])\n"
-        "got")
+        "got"
+    )
     assert res.result == "['function']"
 
 
 def test_unload_ext_leaves_nothing_patched(kernel):
     kernel.ensure_ok(ATTRIBUTES + "\nimport multiprocessing, sys\nbefore = stdlib_attributes()")
     kernel.ensure_ok("%load_ext mpnb\nimport mpnb.output.stdlib")
-    changed = kernel.evaluate("sorted(k for k, v in stdlib_attributes().items() "
-                              "if before.get(k) != v)")
+    changed = kernel.evaluate(
+        "sorted(k for k, v in stdlib_attributes().items() if before.get(k) != v)"
+    )
     assert "multiprocessing.process.BaseProcess.start" in changed
     assert "multiprocessing.pool.Pool.apply_async" in changed
     assert "concurrent.futures.process.ProcessPoolExecutor.submit" in changed
     kernel.ensure_ok(
         "p = multiprocessing.get_context('fork').Process(target=print, args=('routed',))\n"
         "p.start(); p.join()\n"
-        "assert '_mpnb_stdlib_setups' in vars(p), vars(p)")
+        "assert '_mpnb_stdlib_setups' in vars(p), vars(p)"
+    )
     kernel.ensure_ok("%unload_ext mpnb")
     assert kernel.evaluate("mpnb.output.stdlib.patched()") == []
-    assert kernel.evaluate("sorted(k for k in set(before) | set(stdlib_attributes()) "
-                           "if before.get(k) != stdlib_attributes().get(k))") == []
+    assert (
+        kernel.evaluate(
+            "sorted(k for k in set(before) | set(stdlib_attributes()) "
+            "if before.get(k) != stdlib_attributes().get(k))"
+        )
+        == []
+    )
     # Plain behaviour again: nothing rides with a process, a pool worker calls the
     # function itself, the pool reads its results as it did.
     kernel.ensure_ok(
@@ -202,7 +224,9 @@ def test_unload_ext_leaves_nothing_patched(kernel):
         "    assert p.exitcode == 3 and '_mpnb_stdlib_setups' not in vars(p), vars(p)\n"
         "with multiprocessing.get_context('fork').Pool(1) as pool:\n"
         "    assert pool.apply(caller) == 'worker'\n"
-        "    assert pool._quick_get.__name__ == 'recv', pool._quick_get", timeout=120)
+        "    assert pool._quick_get.__name__ == 'recv', pool._quick_get",
+        timeout=120,
+    )
 
 
 def test_items_of_chunks_is_an_imap_iterator():
@@ -211,6 +235,7 @@ def test_items_of_chunks_is_an_imap_iterator():
     from multiprocessing.pool import ThreadPool
 
     from mpnb.output.stdlib import _ItemsOfChunks
+
     with ThreadPool(1) as pool:
         items = _ItemsOfChunks(pool.imap(list, [[1, 2], [], [3]]))
         assert items.next(timeout=10) == 1

@@ -1,4 +1,5 @@
 """``mpnb.Pool``: the standard library's API and semantics, under every start method."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -85,10 +86,9 @@ def test_map_family_gives_the_standard_library_results(ctx):
         assert list(pool.imap(square, range(6))) == [0, 1, 4, 9, 16, 25]
         assert list(pool.imap(square, numbers(9), chunksize=4)) == [x * x for x in range(9)]
         assert sorted(pool.imap_unordered(square, numbers(6))) == [0, 1, 4, 9, 16, 25]
-        assert sorted(pool.imap_unordered(square, range(30), 7)) == \
-            sorted(x * x for x in range(30))
+        assert sorted(pool.imap_unordered(square, range(30), 7)) == sorted(x * x for x in range(30))
         assert list(pool.imap(square, [])) == []
-        assert pool.map(lambda x: x + 1, [1, 2]) == [2, 3]   # by value
+        assert pool.map(lambda x: x + 1, [1, 2]) == [2, 3]  # by value
         result = pool.map_async(square, range(100))
         assert result.get(WAIT) == [x * x for x in range(100)]
         assert result.ready() and result.successful()
@@ -122,7 +122,7 @@ def test_a_raising_callback_does_not_stop_the_pool(ctx, capfd):
 
 
 def test_an_exception_keeps_its_type_and_brings_its_traceback(ctx):
-    class CellError(Exception):   # not importable: travels by value, comes back the same
+    class CellError(Exception):  # not importable: travels by value, comes back the same
         pass
 
     def raise_cell_error(x):
@@ -150,7 +150,7 @@ def test_an_exception_keeps_its_type_and_brings_its_traceback(ctx):
         assert [next(it), next(it), next(it)] == [-1 / 3, -1 / 2, -1.0]
         with pytest.raises(ZeroDivisionError):
             next(it)
-        assert list(it) == [1.0, 0.5]   # the iteration goes on after a failed item
+        assert list(it) == [1.0, 0.5]  # the iteration goes on after a failed item
 
         it = pool.imap(square, failing_numbers(5, 3))
         assert [next(it) for _ in range(3)] == [0, 1, 4]
@@ -237,7 +237,7 @@ def test_unpicklable_argument_raises_at_the_call_and_submits_nothing(ctx):
             pool.imap(square, [1, lock])
         with pytest.raises(mpnb.SerializationError, match="func"):
             pool.map(lambda x: lock, [1])
-        it = pool.imap(square, iter([1, 2, lock]))   # read lazily: the error at its place
+        it = pool.imap(square, iter([1, 2, lock]))  # read lazily: the error at its place
         assert [next(it), next(it)] == [1, 4]
         with pytest.raises(mpnb.SerializationError, match=r"iterable\[2\]"):
             next(it)
@@ -255,17 +255,17 @@ def test_function_is_pickled_once_per_call_and_sent_once_per_worker(ctx, monkeyp
     monkeypatch.setattr(pool_core, "send_frames", spy)
     factor = 3
 
-    def times(x):   # defined here: pickled by value
+    def times(x):  # defined here: pickled by value
         return x * factor
 
     with ctx.Pool(2) as pool:
-        pool.map(square, [1, 2])   # both workers ready
+        pool.map(square, [1, 2])  # both workers ready
         sent.clear()
         assert pool.map(times, range(40), chunksize=1) == [x * 3 for x in range(40)]
         func_messages = [m for m in sent if pickle.loads(m)[0] == 1]
         assert 1 <= len(func_messages) <= 2
         assert len(sent) == 40 + len(func_messages)
-        factor = 4   # a new call pickles the function again: with its globals as they are
+        factor = 4  # a new call pickles the function again: with its globals as they are
         assert pool.map(times, [1]) == [4]
 
 
@@ -274,16 +274,20 @@ def test_default_chunksize_and_progress_hook(ctx):
     with ctx.Pool(2) as pool:
         result = pool._map_async(square, range(100), 1, None, on_progress=sizes.append)
         assert result.get(WAIT) == [x * x for x in range(100)]
-        assert sorted(sizes) == sorted([13] * 7 + [9])   # ceil(100 / (2 * 4)), as stdlib
+        assert sorted(sizes) == sorted([13] * 7 + [9])  # ceil(100 / (2 * 4)), as stdlib
         got = []
-        assert len(list(pool._imap(square, range(10), 3, IMapIterator,
-                                   on_progress=got.append))) == 10
+        assert (
+            len(list(pool._imap(square, range(10), 3, IMapIterator, on_progress=got.append))) == 10
+        )
         assert sum(got) == 10
 
 
 def test_registry_names_workers_and_shows_running_tasks(ctx, start_method):
-    prefix = {"spawn": "SpawnPoolWorker-", "forkserver": "ForkServerPoolWorker-",
-              "fork": "ForkPoolWorker-"}[start_method]
+    prefix = {
+        "spawn": "SpawnPoolWorker-",
+        "forkserver": "ForkServerPoolWorker-",
+        "fork": "ForkPoolWorker-",
+    }[start_method]
     with ctx.Pool(2) as pool:
         workers = pool._pool
         assert len(workers) == 2
@@ -305,8 +309,12 @@ def test_registry_names_workers_and_shows_running_tasks(ctx, start_method):
             if record.done == 11:
                 break
             time.sleep(0.02)
-        assert (record.processes, record.start_method, record.submitted, record.done) == \
-            (2, start_method, 11, 11)
+        assert (record.processes, record.start_method, record.submitted, record.done) == (
+            2,
+            start_method,
+            11,
+            11,
+        )
 
 
 def test_keyboard_interrupt_cancels_queued_and_stops_running_tasks(ctx):
@@ -320,14 +328,13 @@ def test_keyboard_interrupt_cancels_queued_and_stops_running_tasks(ctx):
             pool.map(sleep_for, [30] * 10, chunksize=1)
         assert time.monotonic() - started < WAIT
         queued = pool.apply_async(square, (3,))
-        assert queued.get(WAIT) == 9   # the pool answers at once
+        assert queued.get(WAIT) == 9  # the pool answers at once
         assert pool.map(square, range(5)) == [0, 1, 4, 9, 16]
         deadline = time.monotonic() + WAIT
         while len(pool._pool) != 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         after = {w.pid for w in pool._pool}
-        assert len(after) == 2 and not before & after   # both busy workers were replaced
-
+        assert len(after) == 2 and not before & after  # both busy workers were replaced
 
 
 def _use_inherited_pool(pool, queue):
@@ -355,8 +362,8 @@ def test_many_and_big_functions_are_resent_when_a_worker_dropped_them(ctx):
     def make(k, payload=b""):
         return lambda x: x * k + len(payload)
 
-    small = [make(k) for k in range(40)]   # more than a worker keeps
-    big = [make(k, bytes(5 * 2**20)) for k in range(5)]   # more bytes than it keeps
+    small = [make(k) for k in range(40)]  # more than a worker keeps
+    big = [make(k, bytes(5 * 2**20)) for k in range(5)]  # more bytes than it keeps
     with ctx.Pool(1) as pool:
         for funcs in (small, big):
             for _ in range(2):
@@ -364,17 +371,18 @@ def test_many_and_big_functions_are_resent_when_a_worker_dropped_them(ctx):
                     assert pool.apply(func, (1,)) == k + (5 * 2**20 if funcs is big else 0)
 
 
-
 @pytest.mark.filterwarnings("ignore:unclosed running multiprocessing pool:ResourceWarning")
 def test_a_pending_result_keeps_its_pool_alive(ctx):
     import gc
-    result = ctx.Pool(1).map_async(sleep_for, [0.2])   # nothing else refers to the pool
+
+    result = ctx.Pool(1).map_async(sleep_for, [0.2])  # nothing else refers to the pool
     gc.collect()
-    assert isinstance(result.get(WAIT)[0], int)   # then the pool goes, as stdlib's does
+    assert isinstance(result.get(WAIT)[0], int)  # then the pool goes, as stdlib's does
 
 
 def test_a_function_that_refers_to_its_pool_cannot_be_sent(ctx):
     with ctx.Pool(1) as pool:
+
         def uses_pool(x):
             return pool.map(square, [x])
 

@@ -2,6 +2,7 @@
 start method. Each case must end in a clear error (never a hang: every wait has a
 limit, and the test a hard timeout), leave the pool usable, and leave no process behind
 (the suite's leak check)."""
+
 from __future__ import annotations
 
 import ctypes
@@ -22,6 +23,7 @@ BAD = 3
 
 
 # -- tasks ------------------------------------------------------------------------------
+
 
 def exit_at(x):
     if x == BAD:
@@ -56,6 +58,7 @@ def over_memory_limit_at(x):
     if x != BAD:
         return x
     import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (_vm_size() + 64 * 2**20, hard))
     try:
@@ -69,7 +72,7 @@ def failing_initializer():
 
 
 class NeedsTwoArgs(Exception):
-    def __init__(self, a, b):   # pickles, but cannot be rebuilt from its args
+    def __init__(self, a, b):  # pickles, but cannot be rebuilt from its args
         super().__init__(f"{a} {b}")
 
 
@@ -173,6 +176,7 @@ def assert_usable_one(pool):
 
 # -- memory -----------------------------------------------------------------------------
 
+
 def test_a_memory_limit_raises_memory_error_in_the_parent(ctx):
     with ctx.Pool(2) as pool:
         with pytest.raises(MemoryError) as info:
@@ -182,6 +186,7 @@ def test_a_memory_limit_raises_memory_error_in_the_parent(ctx):
 
 
 # -- initializer ------------------------------------------------------------------------
+
 
 def test_an_initializer_that_raises_breaks_the_pool_once(ctx):
     with ctx.Pool(2, initializer=failing_initializer) as pool:
@@ -194,7 +199,7 @@ def test_an_initializer_that_raises_breaks_the_pool_once(ctx):
             pool.apply_async(inc, (1,))
         time.sleep(0.3)
         started = [r for r in REGISTRY.snapshot()[0] if r.pool == pool._name]
-        assert len(started) <= 2   # no endless respawn
+        assert len(started) <= 2  # no endless respawn
     pool.join()
 
 
@@ -207,6 +212,7 @@ def test_an_initializer_that_kills_its_worker_breaks_the_pool(ctx):
 
 
 # -- what cannot be sent back -----------------------------------------------------------
+
 
 def test_an_unpicklable_result_fails_that_task(ctx):
     with ctx.Pool(2) as pool:
@@ -235,6 +241,7 @@ def test_an_unpicklable_exception_comes_back_as_a_stand_in(ctx):
 
 
 # -- plain processes --------------------------------------------------------------------
+
 
 def sleep_forever():
     time.sleep(60)

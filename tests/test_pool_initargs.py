@@ -2,6 +2,7 @@
 queues, locks, semaphores, events and shared ctypes (which may only be shared through
 inheritance) work there, for workers respawned later too; what can never be sent still
 fails at ``Pool()``, naming it."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -116,7 +117,7 @@ def test_a_respawned_worker_gets_a_working_queue(ctx):
         assert [pool.apply(put, (x,)) for x in range(3)] == [0, 1, 2]
         got = [q.get(timeout=WAIT) for _ in range(3)]
     assert sorted(x for _, x in got) == [0, 1, 2]
-    assert len({pid for pid, _ in got}) == 3   # three workers, each with the queue
+    assert len({pid for pid, _ in got}) == 3  # three workers, each with the queue
 
 
 def test_a_worker_replaced_after_a_crash_gets_a_working_queue(ctx):
@@ -130,7 +131,7 @@ def test_a_worker_replaced_after_a_crash_gets_a_working_queue(ctx):
 
 def test_a_large_array_in_initargs_reaches_every_worker(ctx):
     numpy = pytest.importorskip("numpy")
-    array = numpy.arange(1 << 18, dtype=numpy.int64)   # 2 MiB: shared memory if it can
+    array = numpy.arange(1 << 18, dtype=numpy.int64)  # 2 MiB: shared memory if it can
     with ctx.Pool(2, initializer=keep, initargs=(array,), maxtasksperchild=1) as pool:
         assert pool.map(total, range(4), chunksize=1) == [int(array.sum())] * 4
 
@@ -151,7 +152,7 @@ def test_a_lock_of_a_fork_context_goes_only_to_forked_workers(ctx, start_method)
     if start_method == "fork":
         with ctx.Pool(1, initializer=keep, initargs=(lock,)) as pool:
             check_lock(pool, lock)
-    else:   # the standard library's own error, at Pool() rather than at a worker's start
+    else:  # the standard library's own error, at Pool() rather than at a worker's start
         with pytest.raises(RuntimeError, match="fork context"):
             ctx.Pool(1, initializer=keep, initargs=(lock,))
         assert not mpnb.active_children()
@@ -170,7 +171,7 @@ class LoadsNowhere:
 
 def test_an_initializer_that_cannot_be_loaded_breaks_the_pool_once(ctx, start_method):
     with ctx.Pool(2, initializer=keep, initargs=(LoadsNowhere(),)) as pool:
-        if start_method == "fork":   # inherited, never pickled
+        if start_method == "fork":  # inherited, never pickled
             assert pool.apply(abs, (-1,)) == 1
             return
         with pytest.raises(mpnb.InitializerError, match="keep") as info:

@@ -1,4 +1,5 @@
 """Pools in a real kernel: errors of cell-defined code read like the cell's own."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,10 +25,10 @@ def test_a_cell_function_error_shows_the_cell_line_from_the_worker(kernel):
 
 
 def test_a_cell_exception_class_comes_back_as_itself(kernel):
-    kernel.ensure_ok("class Oops(Exception):\n    pass\n"
-                     "def fail(x):\n    raise Oops(x)")
-    assert kernel.evaluate("try:\n    pool.apply(fail, (3,))\nexcept Oops as e:\n"
-                           "    caught = e.args\ncaught") == (3,)
+    kernel.ensure_ok("class Oops(Exception):\n    pass\ndef fail(x):\n    raise Oops(x)")
+    assert kernel.evaluate(
+        "try:\n    pool.apply(fail, (3,))\nexcept Oops as e:\n    caught = e.args\ncaught"
+    ) == (3,)
 
 
 def test_a_crash_in_a_cell_function_is_reported_and_the_pool_goes_on(kernel):

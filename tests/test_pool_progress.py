@@ -1,4 +1,5 @@
 """``progress=True`` on the map family: a text bar outside Jupyter, a widget in it."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,7 +43,10 @@ def test_widget_bar_in_a_kernel(module_kernel):
     module_kernel.ensure_ok("import mpnb\npool = mpnb.Pool(2)\ndef sq(x):\n    return x * x")
     res = module_kernel.ensure_ok("pool.map(sq, range(30), progress=True)[-1]")
     assert res.result == "841"
-    views = [d for d in res.displays
-             if "application/vnd.jupyter.widget-view+json" in d.get("content", d).get("data", {})]
+    views = [
+        d
+        for d in res.displays
+        if "application/vnd.jupyter.widget-view+json" in d.get("content", d).get("data", {})
+    ]
     assert views, res.displays
     module_kernel.ensure_ok("pool.terminate(); pool.join()")

@@ -1,5 +1,6 @@
 """Kernel restarts and interpreter exits stop every process mpnb started, and leave
 nothing in /dev/shm and no resource tracker warning behind."""
+
 from __future__ import annotations
 
 import os
@@ -8,9 +9,8 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 import leaks
+import pytest
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -42,9 +42,8 @@ def test_kernel_restart_stops_every_child_and_frees_dev_shm(make_kernel):
     kernel = make_kernel()
     kernel.ensure_ok(BUSY_KERNEL)
     children = set(kernel.children())
-    assert len(children) >= 5, children   # 3 workers, 1 process, forkserver, tracker
-    names = kernel.evaluate("[s._semlock.name for s in (queue._rlock, queue._wlock, "
-                            "queue._sem)]")
+    assert len(children) >= 5, children  # 3 workers, 1 process, forkserver, tracker
+    names = kernel.evaluate("[s._semlock.name for s in (queue._rlock, queue._wlock, queue._sem)]")
     shm = {"sem." + name.lstrip("/") for name in names}
     assert shm <= set(os.listdir(leaks.SHM_DIR)), "the queue's semaphores are in /dev/shm"
 
@@ -59,8 +58,9 @@ def test_kernel_restart_stops_every_child_and_frees_dev_shm(make_kernel):
     print(f"restart took {took:.2f} s")
 
     # the new kernel starts pools again (a new fork server, a new tracker)
-    kernel.ensure_ok("import mpnb as mp\nwith mp.Pool(2) as pool:\n"
-                     "    assert pool.map(abs, [-1, -2]) == [1, 2]")
+    kernel.ensure_ok(
+        "import mpnb as mp\nwith mp.Pool(2) as pool:\n    assert pool.map(abs, [-1, -2]) == [1, 2]"
+    )
 
 
 def test_kernel_shutdown_is_quick_and_clean(make_kernel):
@@ -78,12 +78,14 @@ def test_kernel_shutdown_is_quick_and_clean(make_kernel):
 
 def test_killed_kernel_leaves_no_pool_worker(make_kernel):
     kernel = make_kernel()
-    kernel.ensure_ok("import mpnb as mp, time\npool = mp.Pool(2)\n"
-                     "busy = pool.map_async(time.sleep, [60] * 4)\n"
-                     "spawned = mp.get_context('spawn').Pool(1)\n"
-                     "spawned_busy = spawned.map_async(time.sleep, [60])")
+    kernel.ensure_ok(
+        "import mpnb as mp, time\npool = mp.Pool(2)\n"
+        "busy = pool.map_async(time.sleep, [60] * 4)\n"
+        "spawned = mp.get_context('spawn').Pool(1)\n"
+        "spawned_busy = spawned.map_async(time.sleep, [60])"
+    )
     children = set(kernel.children())
-    kernel.restart(now=True)   # SIGKILL: no exit handler runs; the workers see it
+    kernel.restart(now=True)  # SIGKILL: no exit handler runs; the workers see it
     left = leaks.wait_gone(children, GONE_WITHIN)
     assert not left, leaks.describe(left)
 
@@ -120,14 +122,19 @@ def test_script_exit_stops_pools_and_daemons_and_waits_for_the_others(tmp_path):
     script.write_text(SCRIPT)
     marker = tmp_path / "finished"
     started = time.monotonic()
-    out = subprocess.run([sys.executable, str(script), str(marker)], capture_output=True,
-                         text=True, timeout=120, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(script), str(marker)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     took = time.monotonic() - started
     assert out.returncode == 0, out.stderr
     assert out.stdout == "exiting\n"
     assert marker.read_text() == "done"
     assert not [w for w in WARNINGS if w in out.stderr], out.stderr
-    print(f"script took {took:.2f} s")   # the leak check fails the test if anything is left
+    print(f"script took {took:.2f} s")  # the leak check fails the test if anything is left
 
 
 @pytest.mark.core
@@ -141,9 +148,22 @@ def test_interactive_exit_stops_every_process(tmp_path):
         exit()
     """)
     env = dict(os.environ, TERM="dumb")
-    out = subprocess.run([sys.executable, "-m", "IPython", "--simple-prompt", "--no-banner",
-                          "--colors=nocolor", "--HistoryManager.enabled=False"],
-                         input=code, capture_output=True, text=True, timeout=120, env=env,
-                         cwd=tmp_path)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "IPython",
+            "--simple-prompt",
+            "--no-banner",
+            "--colors=nocolor",
+            "--HistoryManager.enabled=False",
+        ],
+        input=code,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert not [w for w in WARNINGS if w in out.stderr], out.stderr

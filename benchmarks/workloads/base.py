@@ -1,9 +1,11 @@
 """What a workload is, and what its code sees inside a case process."""
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .. import harness, peers
 
@@ -30,7 +32,7 @@ class Workload:
     #: "lower" or "higher" is better; "outcome" for the crash and interrupt cases
     better: str
     #: runs one case inside its own interpreter
-    run: Callable[["Case"], None]
+    run: Callable[[Case], None]
     #: (peer, case variant) pairs, in table order
     cases: tuple[tuple[str, str], ...]
     repeat: int = 5
@@ -72,8 +74,9 @@ class Case:
             else:
                 from .. import tasks
 
-                self._functions = {n: getattr(tasks, n) for n in dir(tasks)
-                                   if not n.startswith("_")}
+                self._functions = {
+                    n: getattr(tasks, n) for n in dir(tasks) if not n.startswith("_")
+                }
         return self._functions[name]
 
     def row(self, variant: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -87,8 +90,9 @@ class Case:
         if extra:
             self.record.extra(row, **extra)
 
-    def stage(self, seconds: float, row: dict[str, Any], what: str,
-              **on_hang: Any) -> harness.Watchdog:
+    def stage(
+        self, seconds: float, row: dict[str, Any], what: str, **on_hang: Any
+    ) -> harness.Watchdog:
         """A watchdog for one step: past ``seconds`` the row records a hang and the case
         ends. ``on_hang`` gives the fields to set instead of the default status."""
         fields = on_hang or {"status": "hang", "reason": f"{what}: nothing after {seconds:g} s"}
@@ -105,7 +109,7 @@ def call_with_timeout(fn: Callable[[], Any], timeout: float) -> tuple[str, Any, 
         try:
             box["value"] = fn()
             box["state"] = "ok"
-        except BaseException as exc:  # noqa: BLE001 - reported, whatever it is
+        except BaseException as exc:
             box["value"] = exc
             box["state"] = "raised"
         box["elapsed"] = harness.now() - t0
@@ -118,8 +122,9 @@ def call_with_timeout(fn: Callable[[], Any], timeout: float) -> tuple[str, Any, 
     return box["state"], box["value"], box["elapsed"]
 
 
-def call_one(handle: peers.Handle, fn: Callable[[Any], Any], arg: Any,
-             timeout: float | None = None) -> Any:
+def call_one(
+    handle: peers.Handle, fn: Callable[[Any], Any], arg: Any, timeout: float | None = None
+) -> Any:
     """One task through the pool: ``submit`` where the peer has it, else a map of one."""
     try:
         pending = handle.submit(fn, arg)
@@ -135,7 +140,9 @@ def describe_exc(exc: BaseException, limit: int = 140) -> str:
 
 
 def mpnb_rows(rows: list[dict[str, Any]], variant: str | None = None) -> list[dict[str, Any]]:
-    return [r for r in rows if r["peer"] in peers.MPNB and (variant is None or r["variant"] == variant)]
+    return [
+        r for r in rows if r["peer"] in peers.MPNB and (variant is None or r["variant"] == variant)
+    ]
 
 
 def find(rows: list[dict[str, Any]], peer: str, variant: str) -> dict[str, Any] | None:

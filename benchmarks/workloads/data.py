@@ -1,5 +1,6 @@
 """W6 and W9: moving data, a big numpy array to a worker and many small items through a
 Queue."""
+
 from __future__ import annotations
 
 import statistics
@@ -15,6 +16,7 @@ MB = 2**20
 
 
 # -- W6 ---------------------------------------------------------------------------------
+
 
 def run_w6(c: Case) -> None:
     import numpy as np
@@ -42,39 +44,59 @@ def run_w6(c: Case) -> None:
             return elapsed * 1e3
 
         samples = harness.repeat_timed(once, c.repeat, c.budget)
-    c.finish(row, samples, rss_growth_mb=statistics.median(rss),
-             mem_growth_mb=statistics.median(total))
+    c.finish(
+        row, samples, rss_growth_mb=statistics.median(rss), mem_growth_mb=statistics.median(total)
+    )
 
 
 def targets_w6(rows: list[dict[str, Any]]) -> list[Target]:
     mine_row = find(rows, "mpnb", "import")
     mine = median(mine_row)
-    stdlib = [m for m in (median(find(rows, p, "import"))
-                          for p in ("mp:fork", "mp:forkserver", "mp:spawn")) if m]
+    stdlib = [
+        m
+        for m in (median(find(rows, p, "import")) for p in ("mp:fork", "mp:forkserver", "mp:spawn"))
+        if m
+    ]
     ratio = mine / min(stdlib) if mine and stdlib else None
-    out = [Target("mpnb time <= 0.1x stdlib", "n/a" if ratio is None else f"{ratio:.3g}x",
-                  None if ratio is None else ratio <= 0.1)]
+    out = [
+        Target(
+            "mpnb time <= 0.1x stdlib",
+            "n/a" if ratio is None else f"{ratio:.3g}x",
+            None if ratio is None else ratio <= 0.1,
+        )
+    ]
     growth = (mine_row or {}).get("extra", {}).get("rss_growth_mb") if mine else None
     limit = 0.2 * W6_BYTES / MB
-    out.append(Target(f"mpnb peak RSS growth <= 0.2x the array ({limit:.0f} MB)",
-                      "n/a" if growth is None else f"{growth:.0f} MB",
-                      None if growth is None else growth <= limit))
+    out.append(
+        Target(
+            f"mpnb peak RSS growth <= 0.2x the array ({limit:.0f} MB)",
+            "n/a" if growth is None else f"{growth:.0f} MB",
+            None if growth is None else growth <= limit,
+        )
+    )
     return out
 
 
 W6 = Workload(
-    id="W6", title="a 256 MB float64 numpy array to a worker, return its sum", unit="ms",
-    better="lower", run=run_w6,
-    cases=tuple((p, "import") for p in ("serial",) + peers.POOLS), repeat=3, budget=15,
+    id="W6",
+    title="a 256 MB float64 numpy array to a worker, return its sum",
+    unit="ms",
+    better="lower",
+    run=run_w6,
+    cases=tuple((p, "import") for p in ("serial",) + peers.POOLS),
+    repeat=3,
+    budget=15,
     timeout=120,
     columns=(("rss_growth_mb", "RSS+ MB", ".0f"), ("mem_growth_mb", "PSS+shm+ MB", ".0f")),
     targets=targets_w6,
     note="RSS+ = peak growth of the summed RSS of the process tree (a page mapped by two "
-         "processes counts twice); PSS+shm+ = peak growth of the summed PSS plus /dev/shm "
-         "in use (each page once; /dev/shm is shared by the machine, so it is noisy)")
+    "processes counts twice); PSS+shm+ = peak growth of the summed PSS plus /dev/shm "
+    "in use (each page once; /dev/shm is shared by the machine, so it is noisy)",
+)
 
 
 # -- W9 ---------------------------------------------------------------------------------
+
 
 def run_w9(c: Case) -> None:
     ctx = c.peer.context()
@@ -123,17 +145,29 @@ def targets_w9(rows: list[dict[str, Any]]) -> list[Target]:
             stdlib_peer = f"mp:{method}"
         ref = median(find(rows, stdlib_peer, "import"))
         ratio = mine / ref if mine and ref else None
-        out.append(Target(f"{mine_peer} <= 1.1x {stdlib_peer}",
-                          "n/a" if ratio is None else f"{ratio:.3g}x",
-                          None if ratio is None else ratio <= 1.1))
+        out.append(
+            Target(
+                f"{mine_peer} <= 1.1x {stdlib_peer}",
+                "n/a" if ratio is None else f"{ratio:.3g}x",
+                None if ratio is None else ratio <= 1.1,
+            )
+        )
     return out
 
 
 W9 = Workload(
-    id="W9", title=f"{W9_ITEMS:,} small dicts through a Queue to a child and back",
-    unit="s", better="lower", run=run_w9,
-    cases=tuple((p, "import") for p in peers.PROCESS_API), repeat=5, budget=15, timeout=90,
-    targets=targets_w9, note="one child echoes a Queue into another; the parent puts all, "
-    "then gets all; only peers with a Queue")
+    id="W9",
+    title=f"{W9_ITEMS:,} small dicts through a Queue to a child and back",
+    unit="s",
+    better="lower",
+    run=run_w9,
+    cases=tuple((p, "import") for p in peers.PROCESS_API),
+    repeat=5,
+    budget=15,
+    timeout=90,
+    targets=targets_w9,
+    note="one child echoes a Queue into another; the parent puts all, "
+    "then gets all; only peers with a Queue",
+)
 
 WORKLOADS = (W6, W9)

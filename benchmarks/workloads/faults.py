@@ -4,6 +4,7 @@ Each case runs in its own interpreter under a hard timeout; inside it, every wai
 limit of its own, so a hang is recorded as an outcome and the case goes on to check
 whether the pool is still usable.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,12 +61,13 @@ class _OpenPool:
                 self.cm.__exit__(None, None, None)
                 self.c.peer.shutdown()
                 text = f"{now() - t0:.2f} s"
-            except Exception as exc:  # noqa: BLE001 - an outcome like any other
+            except Exception as exc:
                 text = f"raised {describe_exc(exc, 50)}"
         self.c.record.update(self.row, shutdown=text)
 
 
 # -- W7 ---------------------------------------------------------------------------------
+
 
 def run_w7(c: Case) -> None:
     crash, inc = c.fn("crash_at"), c.fn("inc")
@@ -79,28 +81,35 @@ def run_w7(c: Case) -> None:
             _crash_map(c, row, opened.pool, crash, items)
         else:
             _crash_submit(c, row, opened.pool, crash, items)
-        state, value, _ = call_with_timeout(lambda: list(opened.pool.map(inc, [1, 2, 3])),
-                                            USABLE_WAIT)
+        state, value, _ = call_with_timeout(
+            lambda: list(opened.pool.map(inc, [1, 2, 3])), USABLE_WAIT
+        )
         c.record.update(row, usable=_usable(state, value, [2, 3, 4]))
     finally:
         opened.close()
     c.record.update(row, status="ok")
 
 
-def _crash_map(c: Case, row: dict[str, Any], pool: peers.Handle, crash: Any,
-               items: list[Any]) -> None:
+def _crash_map(
+    c: Case, row: dict[str, Any], pool: peers.Handle, crash: Any, items: list[Any]
+) -> None:
     state, value, elapsed = call_with_timeout(lambda: pool.map(crash, items), W7_HANG_AFTER)
     if state == "raised":
-        c.record.update(row, outcome=type(value).__name__, error=describe_exc(value, 300),
-                        s_to_error=round(elapsed, 3))
+        c.record.update(
+            row,
+            outcome=type(value).__name__,
+            error=describe_exc(value, 300),
+            s_to_error=round(elapsed, 3),
+        )
     elif state == "hang":
         c.record.update(row, outcome=f"hang (nothing in {W7_HANG_AFTER:g} s)")
     else:
         c.record.update(row, outcome=f"no error, returned {list(value)!r:.40}")
 
 
-def _crash_submit(c: Case, row: dict[str, Any], pool: peers.Handle, crash: Any,
-                  items: list[Any]) -> None:
+def _crash_submit(
+    c: Case, row: dict[str, Any], pool: peers.Handle, crash: Any, items: list[Any]
+) -> None:
     t0 = now()
     pending = [pool.submit(crash, item) for item in items]
     states: list[str | None] = [None] * len(items)
@@ -115,19 +124,24 @@ def _crash_submit(c: Case, row: dict[str, Any], pool: peers.Handle, crash: Any,
                 states[i] = "ok"
             except TimeoutError:
                 continue
-            except Exception as exc:  # noqa: BLE001 - the crash shows up here
+            except Exception as exc:
                 values[i], states[i] = exc, "raised"
             times[i] = now() - t0
     bad = W7_BAD
     if states[bad] == "raised":
-        c.record.update(row, outcome=type(values[bad]).__name__,
-                        error=describe_exc(values[bad], 300), s_to_error=round(times[bad], 3))
+        c.record.update(
+            row,
+            outcome=type(values[bad]).__name__,
+            error=describe_exc(values[bad], 300),
+            s_to_error=round(times[bad], 3),
+        )
     elif states[bad] is None:
         c.record.update(row, outcome=f"hang (nothing in {W7_HANG_AFTER:g} s)")
     else:
         c.record.update(row, outcome=f"no error, returned {values[bad]!r:.30}")
-    good = sum(1 for i, (s, v) in enumerate(zip(states, values))
-               if i != bad and s == "ok" and v == i + 1)
+    good = sum(
+        1 for i, (s, v) in enumerate(zip(states, values)) if i != bad and s == "ok" and v == i + 1
+    )
     c.record.update(row, intact=f"{good}/{len(items) - 1}")
 
 
@@ -136,9 +150,14 @@ def targets_w7(rows: list[dict[str, Any]]) -> list[Target]:
     for variant in ("map", "submit"):
         r = find(rows, "mpnb", variant)
         if not r or r.get("status") != "ok":
-            out.append(Target(f"mpnb {variant}: clear error < 1 s, pool usable"
-                              + (", others intact" if variant == "submit" else ""),
-                              "n/a", None))
+            out.append(
+                Target(
+                    f"mpnb {variant}: clear error < 1 s, pool usable"
+                    + (", others intact" if variant == "submit" else ""),
+                    "n/a",
+                    None,
+                )
+            )
             continue
         s = r.get("s_to_error")
         ok = s is not None and s < 1 and r.get("usable") == "yes"
@@ -147,26 +166,44 @@ def targets_w7(rows: list[dict[str, Any]]) -> list[Target]:
         measured = f"{r.get('outcome')}, {s} s, usable {r.get('usable')}"
         if variant == "submit":
             measured += f", intact {r.get('intact')}"
-        out.append(Target(f"mpnb {variant}: clear error < 1 s, pool usable"
-                          + (", others intact" if variant == "submit" else ""), measured, ok))
+        out.append(
+            Target(
+                f"mpnb {variant}: clear error < 1 s, pool usable"
+                + (", others intact" if variant == "submit" else ""),
+                measured,
+                ok,
+            )
+        )
     return out
 
 
 W7 = Workload(
-    id="W7", title=f"os._exit(1) in 1 of {W7_TASKS} tasks (task {W7_BAD}, "
+    id="W7",
+    title=f"os._exit(1) in 1 of {W7_TASKS} tasks (task {W7_BAD}, "
     f"{W7_TASK_SECONDS} s each), pool of 2",
-    unit="", better="outcome", run=run_w7,
-    cases=tuple((p, v) for v in ("map", "submit") for p in peers.POOLS), repeat=1,
-    budget=30, timeout=30,
-    columns=(("outcome", "outcome", "s"), ("s_to_error", "s to error", "s"),
-             ("usable", "pool usable after", "s"), ("intact", "others intact", "s"),
-             ("shutdown", "shutdown", "s")),
-    targets=targets_w7, ratio=False,
+    unit="",
+    better="outcome",
+    run=run_w7,
+    cases=tuple((p, v) for v in ("map", "submit") for p in peers.POOLS),
+    repeat=1,
+    budget=30,
+    timeout=30,
+    columns=(
+        ("outcome", "outcome", "s"),
+        ("s_to_error", "s to error", "s"),
+        ("usable", "pool usable after", "s"),
+        ("intact", "others intact", "s"),
+        ("shutdown", "shutdown", "s"),
+    ),
+    targets=targets_w7,
+    ratio=False,
     note="map: the 10 tasks as one map; submit: 10 single tasks, each result collected; "
-    f"no error within {W7_HANG_AFTER:g} s is a hang; 'pool usable after' maps 3 more tasks")
+    f"no error within {W7_HANG_AFTER:g} s is a hang; 'pool usable after' maps 3 more tasks",
+)
 
 
 # -- W8 ---------------------------------------------------------------------------------
+
 
 def run_w8(c: Case) -> None:
     stamp, inc = c.fn("sleep_stamp"), c.fn("inc")
@@ -195,7 +232,7 @@ def run_w8(c: Case) -> None:
                 outcome = "completed, interrupt ignored"
             except KeyboardInterrupt:
                 outcome = "KeyboardInterrupt"
-            except BaseException as exc:  # noqa: BLE001 - an outcome like any other
+            except BaseException as exc:
                 outcome = type(exc).__name__
                 c.record.update(row, error=describe_exc(exc, 300))
             t_control, wall_control = now(), time.time()
@@ -211,10 +248,15 @@ def run_w8(c: Case) -> None:
         with c.stage(8, row, "shutdown", shutdown="hang"):
             c.peer.shutdown()
         offsets = _offsets(path, fired["wall"])
-        c.record.update(row, shutdown=f"{now() - t0:.2f} s", status="ok",
-                        started_after=len(offsets), started_after_ms=offsets,
-                        started_cell=_started_cell(offsets),
-                        started_after_control=_started_after(path, wall_control))
+        c.record.update(
+            row,
+            shutdown=f"{now() - t0:.2f} s",
+            status="ok",
+            started_after=len(offsets),
+            started_after_ms=offsets,
+            started_cell=_started_cell(offsets),
+            started_after_control=_started_after(path, wall_control),
+        )
     finally:
         os.unlink(path)
 
@@ -240,33 +282,50 @@ def _started_cell(offsets: list[float]) -> str:
 
 def targets_w8(rows: list[dict[str, Any]]) -> list[Target]:
     r = find(rows, "mpnb", "map")
-    text = (f"mpnb: control < 1 s, 0 tasks started after (beyond {W8_RACE_MS:g} ms), "
-            "0 orphans")
+    text = f"mpnb: control < 1 s, 0 tasks started after (beyond {W8_RACE_MS:g} ms), 0 orphans"
     if not r or r.get("status") != "ok" or r.get("s_to_control") is None:
         return [Target(text, "n/a", None)]
     s, orphans = r["s_to_control"], len(r.get("leftovers", []))
     late = sum(1 for o in r.get("started_after_ms", []) if o > W8_RACE_MS)
-    return [Target(text, f"{s} s, {r.get('started_cell')} started after ({late} beyond "
-                   f"{W8_RACE_MS:g} ms), {orphans} orphans", s < 1 and late == 0 and orphans == 0)]
+    return [
+        Target(
+            text,
+            f"{s} s, {r.get('started_cell')} started after ({late} beyond "
+            f"{W8_RACE_MS:g} ms), {orphans} orphans",
+            s < 1 and late == 0 and orphans == 0,
+        )
+    ]
 
 
 W8 = Workload(
-    id="W8", title=f"SIGINT to the parent {W8_SIGINT_AFTER:g} s into a map of "
+    id="W8",
+    title=f"SIGINT to the parent {W8_SIGINT_AFTER:g} s into a map of "
     f"{W8_TASKS} x {W8_TASK_SECONDS:g} s tasks, pool of 2",
-    unit="", better="outcome", run=run_w8,
-    cases=tuple((p, "map") for p in peers.POOLS), repeat=1, budget=30, timeout=30,
-    columns=(("outcome", "outcome", "s"), ("s_to_control", "s to control", "s"),
-             ("started_cell", "started after", "s"),
-             ("started_after_control", "after control", "s"),
-             ("alive_after", "workers alive", "s"),
-             ("orphans", "orphans", "s"), ("shutdown", "shutdown", "s")),
-    targets=targets_w8, ratio=False,
+    unit="",
+    better="outcome",
+    run=run_w8,
+    cases=tuple((p, "map") for p in peers.POOLS),
+    repeat=1,
+    budget=30,
+    timeout=30,
+    columns=(
+        ("outcome", "outcome", "s"),
+        ("s_to_control", "s to control", "s"),
+        ("started_cell", "started after", "s"),
+        ("started_after_control", "after control", "s"),
+        ("alive_after", "workers alive", "s"),
+        ("orphans", "orphans", "s"),
+        ("shutdown", "shutdown", "s"),
+    ),
+    targets=targets_w8,
+    ratio=False,
     note="code as in a cell: `with pool: pool.map(...)` (loky, joblib and dask keep their "
     "pool after the block by design); s to control: SIGINT to the exception leaving the "
     f"block; workers alive: non-helper processes {W8_SETTLE:g} s later; started after: "
     "tasks begun after SIGINT, with when (SIGINT falls on a task boundary: 1 s tasks, so the "
     "next tasks begin a few ms later), until the pool was shut down; after control: the "
     "same, counted from when control returned; "
-    "orphans: processes still alive after the case's interpreter exited")
+    "orphans: processes still alive after the case's interpreter exited",
+)
 
 WORKLOADS = (W7, W8)

@@ -2,6 +2,7 @@
 
 Both detect whether mpnb has the feature yet and report n/a with the reason when not.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,6 +24,7 @@ W11_TASK_SECONDS = 0.125
 
 # -- W10 --------------------------------------------------------------------------------
 
+
 def _shell() -> Any:
     from IPython.core.interactiveshell import InteractiveShell
 
@@ -42,7 +44,7 @@ def _run_cell(shell: Any, source: str) -> float:
 def _setup_magic(shell: Any) -> tuple[str, str]:
     try:
         importlib.import_module("mpnb.magics")
-    except Exception as exc:  # noqa: BLE001 - reported as the reason
+    except Exception as exc:
         raise peers.Unavailable(f"mpnb.magics: import failed: {describe_exc(exc)}") from exc
     result = shell.run_cell("%load_ext mpnb", store_history=False)
     if not result.success:
@@ -57,9 +59,12 @@ def _setup_pool(shell: Any, peer: peers.Peer) -> tuple[str, str]:
     if not isinstance(peer, peers.MpApiPeer):
         raise peers.NotSupported("not a multiprocessing-API pool")
     context = f"_mp.get_context({peer.method!r})" if peer.method else "_mp"
-    _run_cell(shell, f"import {peer.module_name} as _mp\n"
-                     "def inc(x):\n    return x + 1\n"
-                     f"pool = {context}.Pool(2)")
+    _run_cell(
+        shell,
+        f"import {peer.module_name} as _mp\n"
+        "def inc(x):\n    return x + 1\n"
+        f"pool = {context}.Pool(2)",
+    )
     return "pool.map(inc, range(4))", "pool.terminate()"
 
 
@@ -81,24 +86,36 @@ def run_w10(c: Case) -> None:
 
 def targets_w10(rows: list[dict[str, Any]]) -> list[Target]:
     mine = median(find(rows, "mpnb", "magic"))
-    return [Target("mpnb %%mp_pool warm re-run overhead < 10 ms",
-                   "n/a" if mine is None else f"{mine:.3g} ms",
-                   None if mine is None else mine < 10)]
+    return [
+        Target(
+            "mpnb %%mp_pool warm re-run overhead < 10 ms",
+            "n/a" if mine is None else f"{mine:.3g} ms",
+            None if mine is None else mine < 10,
+        )
+    ]
 
 
 W10 = Workload(
-    id="W10", title="re-run a trivial %%mp_pool cell (4 items, warm pool) in an IPython shell",
-    unit="ms overhead", better="lower", run=run_w10,
-    cases=(("mpnb", "magic"), ("mpnb", "pool.map"), ("mp:fork", "pool.map")), repeat=20,
-    budget=10, timeout=90,
+    id="W10",
+    title="re-run a trivial %%mp_pool cell (4 items, warm pool) in an IPython shell",
+    unit="ms overhead",
+    better="lower",
+    run=run_w10,
+    cases=(("mpnb", "magic"), ("mpnb", "pool.map"), ("mp:fork", "pool.map")),
+    repeat=20,
+    budget=10,
+    timeout=90,
     columns=(("cold_ms", "first run ms", ".3g"), ("plain_ms", "plain cell ms", ".3g")),
-    targets=targets_w10, ratio=False,
+    targets=targets_w10,
+    ratio=False,
     note=f"magic: `{MAGIC_CELL.splitlines()[0]}` / `x + 1`; pool.map: `pool.map(inc, "
     "range(4))` on a pool made in an earlier cell (inc defined in a cell); overhead = "
-    f"run_cell time minus that of the plain cell `{PLAIN_CELL}`")
+    f"run_cell time minus that of the plain cell `{PLAIN_CELL}`",
+)
 
 
 # -- W11 --------------------------------------------------------------------------------
+
 
 def _start_monitor(factory: Any) -> Any:
     monitor = factory()
@@ -168,26 +185,46 @@ def run_w11(c: Case) -> None:
             monitor_cpu.append((on[1] / on[0] - off[1] / off[0]) * 100)
             if now() - start > c.budget and i >= 2:
                 break
-    c.finish(row, slowdown, off_s=statistics.median(walls["off"]),
-             on_s=statistics.median(walls["on"]),
-             monitor_cpu_pct=statistics.median(monitor_cpu))
+    c.finish(
+        row,
+        slowdown,
+        off_s=statistics.median(walls["off"]),
+        on_s=statistics.median(walls["on"]),
+        monitor_cpu_pct=statistics.median(monitor_cpu),
+    )
 
 
 def targets_w11(rows: list[dict[str, Any]]) -> list[Target]:
     mine = median(find(rows, "mpnb", "monitor"))
-    return [Target("mpnb slow-down with the monitor sampling < 2%",
-                   "n/a" if mine is None else f"{mine:.2g}%",
-                   None if mine is None else mine < 2)]
+    return [
+        Target(
+            "mpnb slow-down with the monitor sampling < 2%",
+            "n/a" if mine is None else f"{mine:.2g}%",
+            None if mine is None else mine < 2,
+        )
+    ]
 
 
 W11 = Workload(
-    id="W11", title=f"CPU-bound map ({W11_TASKS} x ~{W11_TASK_SECONDS} s) with mpnb.monitor() "
-    "sampling", unit="% slow-down", better="lower", run=run_w11,
-    cases=(("mpnb", "monitor"),), repeat=9, budget=20, timeout=90,
-    columns=(("off_s", "without s", ".3g"), ("on_s", "with s", ".3g"),
-             ("monitor_cpu_pct", "parent CPU +%", ".2g")),
-    targets=targets_w11, params=calibrate_spin, ratio=False,
+    id="W11",
+    title=f"CPU-bound map ({W11_TASKS} x ~{W11_TASK_SECONDS} s) with mpnb.monitor() sampling",
+    unit="% slow-down",
+    better="lower",
+    run=run_w11,
+    cases=(("mpnb", "monitor"),),
+    repeat=9,
+    budget=20,
+    timeout=90,
+    columns=(
+        ("off_s", "without s", ".3g"),
+        ("on_s", "with s", ".3g"),
+        ("monitor_cpu_pct", "parent CPU +%", ".2g"),
+    ),
+    targets=targets_w11,
+    params=calibrate_spin,
+    ratio=False,
     note="pairs of runs without and with the monitor, alternating which goes first; "
-    "parent CPU +% = the parent's extra CPU time per wall second with the monitor on")
+    "parent CPU +% = the parent's extra CPU time per wall second with the monitor on",
+)
 
 WORKLOADS = (W10, W11)

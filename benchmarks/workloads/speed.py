@@ -1,4 +1,5 @@
 """W1-W5: starting processes and pools, throughput, latency, CPU scaling."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,9 @@ def _with_cell(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple((p, "import") for p in names) + tuple((p, "cell") for p in names)
 
 
-def _best(rows: list[dict[str, Any]], variant: str, better: str,
-          keep: Any = lambda r: True) -> tuple[str | None, float | None]:
+def _best(
+    rows: list[dict[str, Any]], variant: str, better: str, keep: Any = lambda r: True
+) -> tuple[str | None, float | None]:
     best_peer, best = None, None
     for r in rows:
         if r["variant"] != variant or r["peer"] in peers.MPNB or r["peer"] == "serial":
@@ -40,6 +42,7 @@ def _fmt(value: float | None, unit: str = "") -> str:
 
 
 # -- W1 ---------------------------------------------------------------------------------
+
 
 def run_w1(c: Case) -> None:
     ctx = c.peer.context()
@@ -70,22 +73,42 @@ def targets_w1(rows: list[dict[str, Any]]) -> list[Target]:
     spawn = median(find(rows, "mp:spawn", "import"))
     out = []
     ratio = mine / fork if mine and fork else None
-    out.append(Target("mpnb <= 1.5x stdlib fork", _fmt(ratio, "x fork"),
-                      None if ratio is None else ratio <= 1.5))
+    out.append(
+        Target(
+            "mpnb <= 1.5x stdlib fork",
+            _fmt(ratio, "x fork"),
+            None if ratio is None else ratio <= 1.5,
+        )
+    )
     speedup = spawn / mine if mine and spawn else None
-    out.append(Target("mpnb >= 3x faster than stdlib spawn", _fmt(speedup, "x faster"),
-                      None if speedup is None else speedup >= 3))
+    out.append(
+        Target(
+            "mpnb >= 3x faster than stdlib spawn",
+            _fmt(speedup, "x faster"),
+            None if speedup is None else speedup >= 3,
+        )
+    )
     return out
 
 
 W1 = Workload(
-    id="W1", title=f"start+join {W1_PROCESSES} Process(target=noop)", unit="ms/process",
-    better="lower", run=run_w1, cases=_with_cell(peers.PROCESS_API), repeat=7, budget=8,
-    timeout=60, columns=(("cold_ms", "first batch", ".3g"),), targets=targets_w1,
-    note="the first batch (cold: a forkserver starts) is not in the median")
+    id="W1",
+    title=f"start+join {W1_PROCESSES} Process(target=noop)",
+    unit="ms/process",
+    better="lower",
+    run=run_w1,
+    cases=_with_cell(peers.PROCESS_API),
+    repeat=7,
+    budget=8,
+    timeout=60,
+    columns=(("cold_ms", "first batch", ".3g"),),
+    targets=targets_w1,
+    note="the first batch (cold: a forkserver starts) is not in the median",
+)
 
 
 # -- W2 ---------------------------------------------------------------------------------
+
 
 def run_w2(c: Case) -> None:
     inc = c.fn("inc")
@@ -108,24 +131,39 @@ def run_w2(c: Case) -> None:
 
 def targets_w2(rows: list[dict[str, Any]]) -> list[Target]:
     mine = median(find(rows, "mpnb", "import"))
-    best_peer, best = _best(rows, "import", "lower",
-                            keep=lambda r: peers.start_method(r["peer"]) != "fork")
+    best_peer, best = _best(
+        rows, "import", "lower", keep=lambda r: peers.start_method(r["peer"]) != "fork"
+    )
     ratio = mine / best if mine and best else None
-    return [Target("mpnb <= best peer other than fork",
-                   f"{_fmt(ratio, 'x')} {best_peer or ''}".strip(),
-                   None if ratio is None else ratio <= 1.0)]
+    return [
+        Target(
+            "mpnb <= best peer other than fork",
+            f"{_fmt(ratio, 'x')} {best_peer or ''}".strip(),
+            None if ratio is None else ratio <= 1.0,
+        )
+    ]
 
 
 W2 = Workload(
-    id="W2", title="cold pool: create 2 workers, one trivial task, shut down", unit="ms",
-    better="lower", run=run_w2, cases=tuple((p, "import") for p in peers.POOLS), repeat=5,
-    budget=10, timeout=90, columns=(("first_ms", "first pool", ".3g"),), targets=targets_w2,
+    id="W2",
+    title="cold pool: create 2 workers, one trivial task, shut down",
+    unit="ms",
+    better="lower",
+    run=run_w2,
+    cases=tuple((p, "import") for p in peers.POOLS),
+    repeat=5,
+    budget=10,
+    timeout=90,
+    columns=(("first_ms", "first pool", ".3g"),),
+    targets=targets_w2,
     note="shut down = the pool's with-block exit, then stopping what a reusable pool keeps "
-         "(loky, joblib's executor, the dask cluster); the first pool of a case (imports, "
-         "forkserver start) is not in the median")
+    "(loky, joblib's executor, the dask cluster); the first pool of a case (imports, "
+    "forkserver start) is not in the median",
+)
 
 
 # -- W3 ---------------------------------------------------------------------------------
+
 
 def run_w3(c: Case) -> None:
     inc = c.fn("inc")
@@ -154,21 +192,34 @@ def targets_w3(rows: list[dict[str, Any]]) -> list[Target]:
         mine = median(find(rows, "mpnb", variant))
         best_peer, best = _best(rows, variant, "higher")
         ratio = mine / best if mine and best else None
-        out.append(Target(f"mpnb >= best peer ({variant})",
-                          f"{_fmt(ratio, 'x')} {best_peer or ''}".strip(),
-                          None if ratio is None else ratio >= 1.0))
+        out.append(
+            Target(
+                f"mpnb >= best peer ({variant})",
+                f"{_fmt(ratio, 'x')} {best_peer or ''}".strip(),
+                None if ratio is None else ratio >= 1.0,
+            )
+        )
     return out
 
 
 W3 = Workload(
-    id="W3", title=f"map(x+1) over {W3_ITEMS:,} ints, natural batching, warm pool of 2",
-    unit="tasks/s", better="higher", run=run_w3, cases=(("serial", "import"),)
-    + _with_cell(peers.POOLS), repeat=5, budget=12, timeout=90, targets=targets_w3,
+    id="W3",
+    title=f"map(x+1) over {W3_ITEMS:,} ints, natural batching, warm pool of 2",
+    unit="tasks/s",
+    better="higher",
+    run=run_w3,
+    cases=(("serial", "import"),) + _with_cell(peers.POOLS),
+    repeat=5,
+    budget=12,
+    timeout=90,
+    targets=targets_w3,
     note="cell = the function defined in a notebook cell (IPython shell, __main__); "
-         "a slow peer gets fewer repeats within the time budget")
+    "a slow peer gets fewer repeats within the time budget",
+)
 
 
 # -- W4 ---------------------------------------------------------------------------------
+
 
 def run_w4(c: Case) -> None:
     if not c.peer.has_submit:
@@ -215,22 +266,35 @@ def targets_w4(rows: list[dict[str, Any]]) -> list[Target]:
         mine = median(find(rows, "mpnb", variant))
         best_peer, best = _best(rows, variant, "lower")
         ratio = mine / best if mine and best else None
-        out.append(Target(f"mpnb <= best peer ({variant})",
-                          f"{_fmt(ratio, 'x')} {best_peer or ''}".strip(),
-                          None if ratio is None else ratio <= 1.0))
+        out.append(
+            Target(
+                f"mpnb <= best peer ({variant})",
+                f"{_fmt(ratio, 'x')} {best_peer or ''}".strip(),
+                None if ratio is None else ratio <= 1.0,
+            )
+        )
     return out
 
 
 W4 = Workload(
-    id="W4", title=f"{W4_TASKS:,} single tasks (apply_async/submit), warm pool of 2",
-    unit="us/task", better="lower", run=run_w4,
+    id="W4",
+    title=f"{W4_TASKS:,} single tasks (apply_async/submit), warm pool of 2",
+    unit="us/task",
+    better="lower",
+    run=run_w4,
     cases=tuple((p, "import") for p in ("serial",) + peers.POOLS),
-    repeat=5, budget=14, timeout=90, columns=(("tasks", "tasks", "d"),), targets=targets_w4,
+    repeat=5,
+    budget=14,
+    timeout=90,
+    columns=(("tasks", "tasks", "d"),),
+    targets=targets_w4,
     note="round-trip: submit, wait, next; pipelined: submit all, then collect; "
-         "joblib has no single-task API; a slow peer runs fewer tasks (column 'tasks')")
+    "joblib has no single-task API; a slow peer runs fewer tasks (column 'tasks')",
+)
 
 
 # -- W5 ---------------------------------------------------------------------------------
+
 
 def calibrate_spin(seconds: float = W5_TASK_SECONDS) -> dict[str, Any]:
     """The ``spin`` size that takes ``seconds`` here (best of a few tries)."""
@@ -275,16 +339,29 @@ def targets_w5(rows: list[dict[str, Any]]) -> list[Target]:
     mine = median(find(rows, "mpnb", "import"))
     cores = os.cpu_count() or 1
     goal = 0.95 * cores
-    return [Target(f"mpnb speed-up >= 0.95 x cores ({goal:.2g})", _fmt(mine, "x"),
-                   None if mine is None else mine >= goal)]
+    return [
+        Target(
+            f"mpnb speed-up >= 0.95 x cores ({goal:.2g})",
+            _fmt(mine, "x"),
+            None if mine is None else mine >= goal,
+        )
+    ]
 
 
 W5 = Workload(
-    id="W5", title=f"{W5_TASKS} CPU-bound tasks of ~{W5_TASK_SECONDS} s on all cores",
-    unit="x serial", better="higher", run=run_w5,
-    cases=tuple((p, "import") for p in ("serial",) + peers.POOLS), repeat=3, budget=14,
-    timeout=120, columns=(("parallel_s", "best s", ".3g"), ("workers", "workers", "d")),
-    targets=targets_w5, params=calibrate_spin,
-    note="speed-up = (16 x one task timed serially just before) / the map's time")
+    id="W5",
+    title=f"{W5_TASKS} CPU-bound tasks of ~{W5_TASK_SECONDS} s on all cores",
+    unit="x serial",
+    better="higher",
+    run=run_w5,
+    cases=tuple((p, "import") for p in ("serial",) + peers.POOLS),
+    repeat=3,
+    budget=14,
+    timeout=120,
+    columns=(("parallel_s", "best s", ".3g"), ("workers", "workers", "d")),
+    targets=targets_w5,
+    params=calibrate_spin,
+    note="speed-up = (16 x one task timed serially just before) / the map's time",
+)
 
 WORKLOADS = (W1, W2, W3, W4, W5)

@@ -9,22 +9,42 @@
 
 This module only re-exports what the rest of mpnb uses.
 """
+
 from .arrays import SHARED_ARRAY_MIN, in_band, release_segments, segments_released_on_error
 from .diagnose import (
-                       PICKLING_ERRORS,
-                       SerializationError,
-                       checked_dumps,
-                       describe_unpicklable,
-                       dumps_tracked,
-                       fails,
+    PICKLING_ERRORS,
+    SerializationError,
+    checked_dumps,
+    describe_unpicklable,
+    dumps_tracked,
+    fails,
 )
 from .namespaces import remember_namespaces
 from .pickler import PROTOCOL, Pickled, Pickler, dump, dumps, loads
 from .reducers import by_reference
 from .switch import install, installed, reduce_process, uninstall
 
-__all__ = ["Pickler", "PROTOCOL", "dumps", "loads", "dump", "Pickled", "SerializationError",
-           "PICKLING_ERRORS", "describe_unpicklable", "fails", "checked_dumps",
-           "dumps_tracked", "SHARED_ARRAY_MIN", "in_band", "release_segments",
-           "segments_released_on_error", "remember_namespaces", "by_reference", "install",
-           "uninstall", "installed", "reduce_process"]
+__all__ = [
+    "Pickler",
+    "PROTOCOL",
+    "dumps",
+    "loads",
+    "dump",
+    "Pickled",
+    "SerializationError",
+    "PICKLING_ERRORS",
+    "describe_unpicklable",
+    "fails",
+    "checked_dumps",
+    "dumps_tracked",
+    "SHARED_ARRAY_MIN",
+    "in_band",
+    "release_segments",
+    "segments_released_on_error",
+    "remember_namespaces",
+    "by_reference",
+    "install",
+    "uninstall",
+    "installed",
+    "reduce_process",
+]

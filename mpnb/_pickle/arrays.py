@@ -7,6 +7,7 @@ receiver, as it maps it, or the sender, when the payload is never delivered
 (``segments_released_on_error``, ``release_segments``). Within ``in_band()`` arrays go
 inside the pickle (a payload loaded more than once, or never).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol, cast
 
-__all__ = ["SHARED_ARRAY_MIN", "SHARED_ARRAYS", "in_band", "segments_released_on_error",
-           "release_segments", "reduce_large_array"]
+__all__ = [
+    "SHARED_ARRAY_MIN",
+    "SHARED_ARRAYS",
+    "in_band",
+    "segments_released_on_error",
+    "release_segments",
+    "reduce_large_array",
+]
 
 
 # An array this large is copied once into a shared-memory segment instead of into the
@@ -31,8 +38,8 @@ SHARED_ARRAYS = os.name == "posix"
 
 class _SegmentState(threading.local):
     def __init__(self) -> None:
-        self.in_band = 0                          # > 0: no segments (see ``in_band``)
-        self.created: list[str] | None = None     # names made while tracking
+        self.in_band = 0  # > 0: no segments (see ``in_band``)
+        self.created: list[str] | None = None  # names made while tracking
 
 
 _segments = _SegmentState()
@@ -80,14 +87,15 @@ def _posixshmem_module() -> _PosixShmem:
 class _SegmentInternals(Protocol):
     """The private attributes of ``shared_memory.SharedMemory`` used here."""
 
-    _fd: int      # its descriptor
-    _name: str    # its name as the OS knows it (``name`` may drop a leading '/')
+    _fd: int  # its descriptor
+    _name: str  # its name as the OS knows it (``name`` may drop a leading '/')
 
 
 def release_segments(names: list[str]) -> None:
     """Remove segments made for a payload that will not be delivered."""
     posixshmem = _posixshmem_module()
     from multiprocessing import resource_tracker
+
     for name in names:
         try:
             posixshmem.shm_unlink(name)
@@ -107,6 +115,7 @@ def reduce_large_array(array: Any) -> tuple[Any, tuple[Any, ...]] | None:
     else:
         return None  # strided views go in-band, as numpy pickles them
     from multiprocessing import shared_memory
+
     segment = shared_memory.SharedMemory(create=True, size=array.nbytes)
     std = cast(_SegmentInternals, segment)
     try:
@@ -119,22 +128,30 @@ def reduce_large_array(array: Any) -> tuple[Any, tuple[Any, ...]] | None:
         return None
     try:
         # ``buf`` is None only once the segment is closed.
-        cast(memoryview, segment.buf)[:array.nbytes] = array.reshape(-1, order=order).view("B")
+        cast(memoryview, segment.buf)[: array.nbytes] = array.reshape(-1, order=order).view("B")
     finally:
         segment.close()
     if _segments.created is not None:
         _segments.created.append(std._name)
-    return _array_from_shared, (std._name, array.dtype, array.shape, order,
-                                bool(array.flags.writeable))
+    return _array_from_shared, (
+        std._name,
+        array.dtype,
+        array.shape,
+        order,
+        bool(array.flags.writeable),
+    )
 
 
-def _array_from_shared(name: str, dtype: Any, shape: tuple[int, ...],
-                       order: Literal["C", "F"], writeable: bool) -> Any:
+def _array_from_shared(
+    name: str, dtype: Any, shape: tuple[int, ...], order: Literal["C", "F"], writeable: bool
+) -> Any:
     import mmap
 
     import numpy
+
     _posixshmem = _posixshmem_module()
     from multiprocessing import resource_tracker
+
     nbytes = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
     fd = _posixshmem.shm_open(name, os.O_RDWR, mode=0o600)
     try:

@@ -3,6 +3,7 @@
 ``checked_dumps`` pickles or raises ``SerializationError`` naming the innermost part
 that failed (``args[1]['conn']``, ``target.__globals__['log']``), its type and advice.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -12,8 +13,14 @@ from typing import Any
 from .arrays import in_band, segments_released_on_error
 from .pickler import PROTOCOL, dumps
 
-__all__ = ["SerializationError", "PICKLING_ERRORS", "describe_unpicklable", "fails",
-           "checked_dumps", "dumps_tracked"]
+__all__ = [
+    "SerializationError",
+    "PICKLING_ERRORS",
+    "describe_unpicklable",
+    "fails",
+    "checked_dumps",
+    "dumps_tracked",
+]
 
 
 class SerializationError(pickle.PicklingError, TypeError):
@@ -35,16 +42,24 @@ PICKLING_ERRORS = (pickle.PicklingError, TypeError, AttributeError)
 
 # What to do instead, by the kind of object that failed.
 _ADVICE = (
-    (("TextIOWrapper", "BufferedReader", "BufferedWriter", "BufferedRandom", "FileIO"),
-     "pass the file's path and open it in the child"),
+    (
+        ("TextIOWrapper", "BufferedReader", "BufferedWriter", "BufferedRandom", "FileIO"),
+        "pass the file's path and open it in the child",
+    ),
     (("socket",), "pass the address and connect in the child, or use mpnb.Pipe()/Queue()"),
-    (("Connection", "Cursor"),
-     "pass the database path or URL and connect in the child (sqlite3 connections "
-     "belong to one process)"),
-    (("generator", "async_generator", "coroutine"),
-     "pass a list (list(gen)) or the generator function and its arguments"),
-    (("lock", "RLock", "Condition", "Semaphore", "Event", "Barrier"),
-     "use mpnb.Lock(), mpnb.RLock(), mpnb.Event()... which work across processes"),
+    (
+        ("Connection", "Cursor"),
+        "pass the database path or URL and connect in the child (sqlite3 connections "
+        "belong to one process)",
+    ),
+    (
+        ("generator", "async_generator", "coroutine"),
+        "pass a list (list(gen)) or the generator function and its arguments",
+    ),
+    (
+        ("lock", "RLock", "Condition", "Semaphore", "Event", "Barrier"),
+        "use mpnb.Lock(), mpnb.RLock(), mpnb.Event()... which work across processes",
+    ),
     (("Thread",), "threads cannot move between processes; start the thread in the child"),
 )
 
@@ -73,8 +88,11 @@ def _children(obj: Any) -> list[tuple[str, Any]]:
             except ValueError:
                 continue
         names = _code_names(obj.__code__)
-        parts += [(f".__globals__[{name!r}]", obj.__globals__[name])
-                  for name in names if name in obj.__globals__]
+        parts += [
+            (f".__globals__[{name!r}]", obj.__globals__[name])
+            for name in names
+            if name in obj.__globals__
+        ]
         return parts
     if isinstance(obj, type):
         return []
@@ -107,8 +125,9 @@ def fails(obj: Any) -> BaseException | None:
     return None
 
 
-def describe_unpicklable(obj: Any, root: str, error: BaseException | None = None,
-                         *, depth: int = 6) -> SerializationError:
+def describe_unpicklable(
+    obj: Any, root: str, error: BaseException | None = None, *, depth: int = 6
+) -> SerializationError:
     """Find the innermost part of ``obj`` that cannot be pickled and explain it."""
     path, culprit, cause = root, obj, error
     for _ in range(depth):
@@ -121,8 +140,10 @@ def describe_unpicklable(obj: Any, root: str, error: BaseException | None = None
             break
     type_name = f"{type(culprit).__module__}.{type(culprit).__qualname__}"
     reason = f" ({cause})" if cause is not None else ""
-    message = (f"cannot send {path} to another process: an object of type {type_name} "
-               f"cannot be pickled{reason}. Instead, {_advice_for(culprit)}.")
+    message = (
+        f"cannot send {path} to another process: an object of type {type_name} "
+        f"cannot be pickled{reason}. Instead, {_advice_for(culprit)}."
+    )
     return SerializationError(message, path=path, obj_type=type_name)
 
 

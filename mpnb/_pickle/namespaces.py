@@ -6,6 +6,7 @@ only if that one is still what was received before: a value the receiver set its
 kept, a value the sender changed since (a notebook variable) arrives. What comes back to
 the sender never writes into the sender's own namespace.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,13 +43,14 @@ def remember_namespaces(*objects: Any) -> None:
     level inside tuples, lists and dicts), so functions sent to the child later share
     the globals it inherited (a pool initializer's, say)."""
     for obj in objects:
-        items = obj.values() if isinstance(obj, dict) else (
-            obj if isinstance(obj, (tuple, list)) else (obj,))
+        items = (
+            obj.values()
+            if isinstance(obj, dict)
+            else (obj if isinstance(obj, (tuple, list)) else (obj,))
+        )
         for item in items:
             if isinstance(item, types.FunctionType) and not by_reference(item):
                 globals_key(item.__globals__)
-
-
 
 
 def _after_fork_in_child() -> None:

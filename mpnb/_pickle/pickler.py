@@ -10,6 +10,7 @@ thread for small payloads; ``Pickled`` carries bytes made here through another p
 Non-goal: pickling what cannot be pickled at all (open files, sockets outside of process
 start-up, ``threading`` locks): ``diagnose`` says what to do instead.
 """
+
 from __future__ import annotations
 
 import copyreg
@@ -58,11 +59,15 @@ class Pickler(_compat.PicklerBase):
     # reducers registered later with ``ForkingPickler.register`` (shared ctypes types,
     # connections) are honoured.
     dispatch_table: ChainMap[type, Callable[[Any], Any]] = ChainMap(
-        {io.TextIOWrapper: reduce_text_file, types.CodeType: reduce_code,
-         types.MethodType: reduce_method},
+        {
+            io.TextIOWrapper: reduce_text_file,
+            types.CodeType: reduce_code,
+            types.MethodType: reduce_method,
+        },
         _compat.PICKLER_DISPATCH,
         cast(_ForkingPicklerClass, reduction.ForkingPickler)._extra_reducers,
-        copyreg.dispatch_table)
+        copyreg.dispatch_table,
+    )
 
     def __init__(self, file: Any, protocol: int | None = None) -> None:
         super().__init__(file, PROTOCOL if protocol is None else protocol)
@@ -71,8 +76,12 @@ class Pickler(_compat.PicklerBase):
         if isinstance(obj, CTYPES_METACLASSES) and not by_reference(obj):
             return reduce_ctypes_class(obj)
         numpy = sys.modules.get("numpy")
-        if numpy is not None and type(obj) is numpy.ndarray and SHARED_ARRAYS \
-                and obj.nbytes >= SHARED_ARRAY_MIN:
+        if (
+            numpy is not None
+            and type(obj) is numpy.ndarray
+            and SHARED_ARRAYS
+            and obj.nbytes >= SHARED_ARRAY_MIN
+        ):
             reduced = reduce_large_array(obj)
             if reduced is not None:
                 return reduced

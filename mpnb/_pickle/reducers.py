@@ -9,6 +9,7 @@
 
 ``by_reference`` is the one answer to "can the receiver import this function or class".
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -21,8 +22,15 @@ from typing import Any, Protocol, cast
 
 from .. import _compat
 
-__all__ = ["reduce_text_file", "reduce_code", "reduce_method", "reduce_proxy",
-           "CTYPES_METACLASSES", "reduce_ctypes_class", "by_reference"]
+__all__ = [
+    "reduce_text_file",
+    "reduce_code",
+    "reduce_method",
+    "reduce_proxy",
+    "CTYPES_METACLASSES",
+    "reduce_ctypes_class",
+    "by_reference",
+]
 
 
 def reduce_text_file(file: io.TextIOWrapper) -> tuple[Any, tuple[Any, ...]]:
@@ -67,6 +75,7 @@ def reduce_method(method: types.MethodType) -> Any:
 
 # -- manager proxies ------------------------------------------------------------------
 
+
 class _ManagersModule(Protocol):
     """What ``multiprocessing.managers`` has and typeshed leaves out."""
 
@@ -85,6 +94,7 @@ def _rebuild_proxy(rebuild: Any, func: Any, token: Any, kwds: dict[str, Any]) ->
     """A proxy with mpnb's serializer where ``mpnb.managers`` is loaded, else 'pickle'
     (the same, in an mpnb child: its standard library sends with this pickler)."""
     from multiprocessing import managers
+
     listener_client = cast(_ManagersModule, managers).listener_client
     return rebuild(func, token, "mpnb" if "mpnb" in listener_client else "pickle", kwds)
 
@@ -97,17 +107,20 @@ CTYPES_METACLASSES = (type(ctypes.Structure), type(ctypes.Union))
 
 
 def reduce_ctypes_class(cls: type) -> tuple[Any, tuple[Any, ...]]:
-    attrs = {name: value for name, value in vars(cls).items()
-             if name not in ("__dict__", "__weakref__")
-             and type(value).__name__ != "CField"}
+    attrs = {
+        name: value
+        for name, value in vars(cls).items()
+        if name not in ("__dict__", "__weakref__") and type(value).__name__ != "CField"
+    }
     tracker_id = _compat.class_tracker_id(cls)
     # The metaclass by the name of its ctypes base: ``_ctypes`` does not expose it.
     kind = "Structure" if issubclass(cls, ctypes.Structure) else "Union"
     return _rebuild_ctypes_class, (kind, cls.__name__, cls.__bases__, attrs, tracker_id)
 
 
-def _rebuild_ctypes_class(kind: str, name: str, bases: tuple[type, ...],
-                          attrs: dict[str, Any], tracker_id: str) -> type:
+def _rebuild_ctypes_class(
+    kind: str, name: str, bases: tuple[type, ...], attrs: dict[str, Any], tracker_id: str
+) -> type:
     metaclass = type(getattr(ctypes, kind))
     return _compat.lookup_class_or_track(tracker_id, metaclass(name, bases, attrs))
 

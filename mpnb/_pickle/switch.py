@@ -9,6 +9,7 @@ installs it in the kernel. Counted: each ``install`` needs one ``uninstall``.
 ``reduce_process``: a process object is pickled by mpnb's pickler even when the
 standard library starts it; loading it in the child installs the pickler there.
 """
+
 from __future__ import annotations
 
 import threading
@@ -57,9 +58,11 @@ def reduce_process(process: BaseProcess) -> tuple[Any, tuple[Any, ...]]:
 
 
 def _explain_process(process: BaseProcess, exc: BaseException) -> SerializationError:
-    parts = (("target", getattr(process, "_target", None)),
-             ("args", tuple(getattr(process, "_args", ()))),
-             ("kwargs", dict(getattr(process, "_kwargs", {}))))
+    parts = (
+        ("target", getattr(process, "_target", None)),
+        ("args", tuple(getattr(process, "_args", ()))),
+        ("kwargs", dict(getattr(process, "_kwargs", {}))),
+    )
     for root, value in parts:
         if fails(value) is not None:
             error = describe_unpicklable(value, root)

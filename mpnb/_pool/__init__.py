@@ -19,4 +19,5 @@ deliver to the same ``Job``s, next to ``core``.
 ``mpnb.pool`` (the standard library's ``Pool`` API) and ``mpnb.futures``
 (``ProcessPoolExecutor``) sit on top. Nothing here is public API.
 """
+
 __all__: list[str] = []

@@ -29,6 +29,7 @@ what the monitor hears of tasks goes through ``telemetry``.
 A ``KeyboardInterrupt`` while a caller waits on the pool (or submits to it) cancels
 every job submitted so far: callers wrap such code in ``with core.interrupting():``.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -45,13 +46,33 @@ from types import TracebackType
 from typing import Any
 
 from .. import _routing, shutdown
-from ..errors import (ErrorRecord, InitializerError, TaskCancelledError,
-                      TaskSerializationError, WorkerCrashedError, crash_message, rebuild)
+from ..errors import (
+    ErrorRecord,
+    InitializerError,
+    TaskCancelledError,
+    TaskSerializationError,
+    WorkerCrashedError,
+    crash_message,
+    rebuild,
+)
 from . import telemetry, worker
 from .frames import FAST, FrameReader, send_frames
-from .protocol import (APPLY, INIT_FAILED, READY, RESULT, Job, ResultErrors, Task,
-                       func_message, parse_init_failed, parse_result, read, remember,
-                       stop_message, unloadable_result)
+from .protocol import (
+    APPLY,
+    INIT_FAILED,
+    READY,
+    RESULT,
+    Job,
+    ResultErrors,
+    Task,
+    func_message,
+    parse_init_failed,
+    parse_result,
+    read,
+    remember,
+    stop_message,
+    unloadable_result,
+)
 from .telemetry import DONE, FAILED, LABEL_DELAY, LABEL_INTERVAL, SUBMITTED, Tally
 
 __all__ = ["PoolCore", "RUN", "CLOSE", "TERMINATE", "cpu_count"]
@@ -87,31 +108,48 @@ def cpu_count() -> int:
 
 
 class _Worker:
-    __slots__ = ("process", "conn", "reader", "outbox", "slot", "sentinel", "outstanding",
-                 "queued", "charges", "funcs", "ready", "sent", "stop_sent", "stopping", "kill_at",
-                 "eof", "unsendable", "label", "label_due")
+    __slots__ = (
+        "process",
+        "conn",
+        "reader",
+        "outbox",
+        "slot",
+        "sentinel",
+        "outstanding",
+        "queued",
+        "charges",
+        "funcs",
+        "ready",
+        "sent",
+        "stop_sent",
+        "stopping",
+        "kill_at",
+        "eof",
+        "unsendable",
+        "label",
+        "label_due",
+    )
 
-    def __init__(self, process: BaseProcess, conn: connection.Connection,
-                 slot: int) -> None:
+    def __init__(self, process: BaseProcess, conn: connection.Connection, slot: int) -> None:
         self.process = process
         self.conn = conn
         self.reader = FrameReader(conn)
-        self.outbox: list[bytes | memoryview] = []   # to send at the end of this dispatch
+        self.outbox: list[bytes | memoryview] = []  # to send at the end of this dispatch
         self.slot = slot
         self.sentinel = process.sentinel
         self.outstanding: deque[Task] = deque()
-        self.queued = 0            # buffer the tasks in ``outstanding`` took
-        self.charges: deque[int] = deque()   # what each of them took
-        self.funcs: dict[int, int] = {}   # functions the worker holds: id -> message size
-        self.ready = False         # its initializer ran
-        self.sent = 0              # tasks sent (for maxtasksperchild)
-        self.stop_sent = False     # asked to exit when idle
-        self.stopping = False      # terminated; killed at ``kill_at``
+        self.queued = 0  # buffer the tasks in ``outstanding`` took
+        self.charges: deque[int] = deque()  # what each of them took
+        self.funcs: dict[int, int] = {}  # functions the worker holds: id -> message size
+        self.ready = False  # its initializer ran
+        self.sent = 0  # tasks sent (for maxtasksperchild)
+        self.stop_sent = False  # asked to exit when idle
+        self.stopping = False  # terminated; killed at ``kill_at``
         self.kill_at = 0.0
-        self.eof = False           # nothing more to read from it
-        self.unsendable = False    # a send to it failed: it is dying
-        self.label: str | None = None   # the task the registry shows
-        self.label_due = 0.0            # when to show the current task (0: nothing to do)
+        self.eof = False  # nothing more to read from it
+        self.unsendable = False  # a send to it failed: it is dying
+        self.label: str | None = None  # the task the registry shows
+        self.label_due = 0.0  # when to show the current task (0: nothing to do)
 
     @property
     def name(self) -> str:
@@ -121,8 +159,15 @@ class _Worker:
 class PoolCore:
     """Workers, queue and manager thread of one pool (see the module docstring)."""
 
-    def __init__(self, ctx: Any, processes: int, init: worker.Initializer | None,
-                 initializer_name: str, maxtasks: int | None, name: str) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        processes: int,
+        init: worker.Initializer | None,
+        initializer_name: str,
+        maxtasks: int | None,
+        name: str,
+    ) -> None:
         self.name = name
         self.processes = processes
         self.state = RUN
@@ -151,12 +196,12 @@ class PoolCore:
         self._start_failures = 0
         self._start_after = 0.0
         self._kill_now = False
-        self._budget = 0    # bytes a worker may have unread in its pipe
-        self._tally = Tally(name)   # counts not yet in the registry
+        self._budget = 0  # bytes a worker may have unread in its pipe
+        self._tally = Tally(name)  # counts not yet in the registry
         self._interrupting = _Interrupting(self)
         self._wake_r, self._wake_w = connection.Pipe(duplex=False)
         self._woken = False
-        self._sleeping = False   # the manager waits with no deadline
+        self._sleeping = False  # the manager waits with no deadline
         self._watch = _Watch()
         self._watch.add(self._wake_r, (_WAKE, None))
         self._thread: threading.Thread | None = None
@@ -212,8 +257,10 @@ class PoolCore:
     def check(self, *, internal: bool = False) -> None:
         """Raise if the pool takes no new work."""
         if os.getpid() != self._owner:
-            raise RuntimeError(f"{self.name} belongs to process {self._owner}: a forked "
-                               f"child cannot use its parent's pool; make a new one there")
+            raise RuntimeError(
+                f"{self.name} belongs to process {self._owner}: a forked "
+                f"child cannot use its parent's pool; make a new one there"
+            )
         self._check_state(internal)
 
     def _check_state(self, internal: bool) -> None:
@@ -226,8 +273,9 @@ class PoolCore:
         """Drop the queued tasks of jobs that ended outside the core (cancelled futures)."""
         with self._lock:
             kept = deque(t for t in self._pending if not t.job.settled)
-            self._tally.counts[FAILED] += sum(t.count for t in self._pending) - \
-                sum(t.count for t in kept)
+            self._tally.counts[FAILED] += sum(t.count for t in self._pending) - sum(
+                t.count for t in kept
+            )
             self._pending = kept
         self._wake()
 
@@ -246,8 +294,9 @@ class PoolCore:
         with self._lock:
             self._cancel_upto = upto = max(self._cancel_upto, self._last_job)
             kept = deque(t for t in self._pending if t.job.id > upto)
-            self._tally.counts[FAILED] += sum(t.count for t in self._pending) - \
-                sum(t.count for t in kept)
+            self._tally.counts[FAILED] += sum(t.count for t in self._pending) - sum(
+                t.count for t in kept
+            )
             self._pending = kept
         self._wake()
 
@@ -299,9 +348,10 @@ class PoolCore:
         parent_end, child_end = connection.Pipe()
         try:
             process = self._ctx.Process(
-                target=worker.run, daemon=True,
-                args=(child_end, self._array, slot, self._init, self._maxtasks,
-                      self._owner))
+                target=worker.run,
+                daemon=True,
+                args=(child_end, self._array, slot, self._init, self._maxtasks, self._owner),
+            )
             process.name = process.name.replace("Process", "PoolWorker")
             process._mpnb_pool = self.name
             process.start()
@@ -363,7 +413,7 @@ class PoolCore:
         if not w.ready or held >= self._depth(task.func_id):
             return False
         unread = w.queued
-        if self._words[2 * w.slot] == w.outstanding[0].id:   # it read the first one
+        if self._words[2 * w.slot] == w.outstanding[0].id:  # it read the first one
             unread -= w.charges[0]
         return unread + charge <= self._budget
 
@@ -373,8 +423,9 @@ class PoolCore:
         while pending and progress:
             progress = False
             for w in self._workers:
-                while pending and (pending[0].job.settled
-                                   or pending[0].job.id <= self._cancel_upto):
+                while pending and (
+                    pending[0].job.settled or pending[0].job.id <= self._cancel_upto
+                ):
                     self._tally.counts[FAILED] += pending.popleft().count
                 if not pending:
                     break
@@ -396,7 +447,7 @@ class PoolCore:
             w.outbox.append(task.func_msg)
             remember(w.funcs, task.func_id, len(task.func_msg))
         w.outbox.append(task.data)
-        w.outstanding.append(task)   # a worker holding a task counts as busy
+        w.outstanding.append(task)  # a worker holding a task counts as busy
         w.charges.append(size)
         w.queued += size
         w.sent += 1
@@ -428,12 +479,16 @@ class PoolCore:
         """Note a change of ``w``'s task; the registry hears of it in ``_update_labels``."""
         if w.outstanding:
             if not w.label_due:
-                w.label_due = time.monotonic() + (LABEL_DELAY if w.label is None
-                                                  else LABEL_INTERVAL)
+                w.label_due = time.monotonic() + (
+                    LABEL_DELAY if w.label is None else LABEL_INTERVAL
+                )
                 # The manager waits with no deadline: give it one, unless this task
                 # will most likely be over before its label is due anyway.
-                if self._sleeping and self._task_seconds.get(
-                        w.outstanding[0].func_id, LABEL_DELAY) >= LABEL_DELAY / 2:
+                if (
+                    self._sleeping
+                    and self._task_seconds.get(w.outstanding[0].func_id, LABEL_DELAY)
+                    >= LABEL_DELAY / 2
+                ):
                     self._wake()
             return
         w.label_due = 0.0
@@ -465,7 +520,7 @@ class PoolCore:
         try:
             while self._step():
                 pass
-        except BaseException as exc:  # noqa: BLE001 - a bug here must not leave a hang
+        except BaseException as exc:
             traceback.print_exc()
             self._break(RuntimeError(f"the manager thread of {self.name} failed: {exc!r}"))
             self._kill_all()
@@ -477,7 +532,7 @@ class PoolCore:
 
     def _step(self) -> bool:
         exited = []
-        self._sleeping = True   # first: a deadline set from now on wakes it
+        self._sleeping = True  # first: a deadline set from now on wakes it
         timeout = self._timeout()
         self._sleeping = timeout is None
         events = self._watch.wait(timeout)
@@ -530,7 +585,7 @@ class PoolCore:
         for data in messages:
             try:
                 msg = read(data)
-            except Exception as exc:  # noqa: BLE001 - a result this process cannot load
+            except Exception as exc:
                 msg = unloadable_result(exc)
             kind = msg[0]
             if kind == RESULT:
@@ -542,8 +597,9 @@ class PoolCore:
                         values = []
                     results.append((task, values, errs))
                     old = self._task_seconds.get(task.func_id)
-                    self._task_seconds[task.func_id] = seconds if old is None else \
-                        0.7 * old + 0.3 * seconds
+                    self._task_seconds[task.func_id] = (
+                        seconds if old is None else 0.7 * old + 0.3 * seconds
+                    )
             elif kind == READY:
                 w.ready = True
                 self._start_failures = 0
@@ -551,7 +607,7 @@ class PoolCore:
                 self._init_failed(w, parse_init_failed(msg))
                 return
         with self._lock:
-            for task, _, _ in results:
+            for _ in results:
                 w.outstanding.popleft()
                 w.queued -= w.charges.popleft()
             self._dispatch_locked()
@@ -570,27 +626,31 @@ class PoolCore:
         error = InitializerError(
             f"the pool's initializer {self._initializer_name} raised "
             f"{type(cause).__name__}: {cause} in {w.name}. The pool runs no task: "
-            f"fix the initializer, then make a new pool")
+            f"fix the initializer, then make a new pool"
+        )
         error.__cause__ = cause
         self._break(error)
 
-    def _errors(self, w: _Worker, task: Task,
-                errors: ResultErrors | BaseException) -> list[tuple[int, BaseException]]:
+    def _errors(
+        self, w: _Worker, task: Task, errors: ResultErrors | BaseException
+    ) -> list[tuple[int, BaseException]]:
         if isinstance(errors, BaseException):
             exc = TaskSerializationError(
                 f"the result of {task.label}, sent by {w.name}, cannot be loaded in this "
-                f"process: {type(errors).__name__}: {errors}", what="result")
+                f"process: {type(errors).__name__}: {errors}",
+                what="result",
+            )
             exc.__cause__ = errors
             return [(0, exc)]
         if task.mode == APPLY:
-            return [(offset, rebuild(record, w.name, task.label))
-                    for offset, record in errors]
-        return [(offset, rebuild(record, w.name, index=task.start + offset,
-                                 func=task.func_name))
-                for offset, record in errors]
+            return [(offset, rebuild(record, w.name, task.label)) for offset, record in errors]
+        return [
+            (offset, rebuild(record, w.name, index=task.start + offset, func=task.func_name))
+            for offset, record in errors
+        ]
 
     def _finish(self, job: Job) -> None:
-        self._jobs.pop(job.id, None)   # atomic; no lock needed
+        self._jobs.pop(job.id, None)  # atomic; no lock needed
         job.fire()
 
     def _reap(self, w: _Worker) -> None:
@@ -626,28 +686,40 @@ class PoolCore:
             w.queued = 0
             if tasks and self._words[2 * w.slot] == tasks[0].id:
                 running = tasks.pop(0)
-            self._pending.extendleft(reversed(
-                [t for t in tasks if not t.job.settled and t.job.id > self._cancel_upto]))
+            self._pending.extendleft(
+                reversed([t for t in tasks if not t.job.settled and t.job.id > self._cancel_upto])
+            )
             self._dispatch_locked()
         w.conn.close()
         error = None
         if running is not None and not running.job.settled:
-            index = None if running.mode == APPLY else \
-                int(self._words[2 * w.slot + 1])
+            index = None if running.mode == APPLY else int(self._words[2 * w.slot + 1])
             label = running.label
-            if index is not None and index < 0:   # ran untracked: somewhere in the chunk
+            if index is not None and index < 0:  # ran untracked: somewhere in the chunk
                 first = -1 - index
                 index = None
                 label += f" (items {first} to {first + running.count - 1})"
             message = crash_message(w.process.name, w.process.pid, code, label, index)
             error = message
-            exc = WorkerCrashedError(message, worker=w.process.name, pid=w.process.pid,
-                                     exitcode=code, task=label, index=index)
+            exc = WorkerCrashedError(
+                message,
+                worker=w.process.name,
+                pid=w.process.pid,
+                exitcode=code,
+                task=label,
+                index=index,
+            )
             self._count(failed=running.count)
             if running.job.fail(exc, running):
                 self._finish(running.job)
-        elif not w.ready and not w.stopping and not w.stop_sent and self.state != TERMINATE \
-                and self.broken is None and not shutdown.stopping():
+        elif (
+            not w.ready
+            and not w.stopping
+            and not w.stop_sent
+            and self.state != TERMINATE
+            and self.broken is None
+            and not shutdown.stopping()
+        ):
             self._start_failed(w, code)
         telemetry.record_exit(w.process, error, code)
 
@@ -661,13 +733,17 @@ class PoolCore:
             error: BaseException = InitializerError(
                 f"{how} while running the pool's initializer {self._initializer_name}, "
                 f"{self._start_failures} times in a row. The pool runs no task: fix the "
-                f"initializer, then make a new pool")
+                f"initializer, then make a new pool"
+            )
         else:
             error = WorkerCrashedError(
                 f"{how} while starting, {self._start_failures} times in a row. The pool "
                 f"runs no task. The worker's own error output (in the terminal that runs "
-                f"Jupyter) says why", worker=w.process.name, pid=w.process.pid,
-                exitcode=code)
+                f"Jupyter) says why",
+                worker=w.process.name,
+                pid=w.process.pid,
+                exitcode=code,
+            )
         self._break(error)
 
     def _break(self, error: BaseException) -> None:
@@ -697,8 +773,9 @@ class PoolCore:
                 if any(t.job.id <= upto for t in w.outstanding):
                     self._stop_worker(w)
         for job in jobs:
-            if job.fail(TaskCancelledError("cancelled: the pool was interrupted "
-                                           "(KeyboardInterrupt)"), None):
+            if job.fail(
+                TaskCancelledError("cancelled: the pool was interrupted (KeyboardInterrupt)"), None
+            ):
                 job.fire()
 
     def _maintain(self) -> bool:
@@ -732,16 +809,18 @@ class PoolCore:
         if self._start_after and now < self._start_after:
             return True
         self._start_after = 0.0
-        retiring = sum(1 for w in self._workers
-                       if self._maxtasks is not None and w.sent >= self._maxtasks)
+        retiring = sum(
+            1 for w in self._workers if self._maxtasks is not None and w.sent >= self._maxtasks
+        )
         while self._free_slots and len(self._workers) - retiring < self.processes:
             try:
                 self._start_worker()
-            except Exception as exc:  # noqa: BLE001 - retried, then reported
+            except Exception as exc:
                 self._start_failures += 1
                 if self._start_failures >= MAX_START_FAILURES:
-                    error = WorkerCrashedError(f"cannot start a worker for {self.name}: "
-                                               f"{type(exc).__name__}: {exc}")
+                    error = WorkerCrashedError(
+                        f"cannot start a worker for {self.name}: {type(exc).__name__}: {exc}"
+                    )
                     error.__cause__ = exc
                     self._break(error)
                 else:
@@ -782,10 +861,12 @@ def _pipe_buffer(conn: connection.Connection) -> int:
     """The send buffer of a connection's socket, or ``DEFAULT_PIPE_BUFFER``."""
     if FAST:
         import socket
+
         try:
             with socket.socket(fileno=os.dup(conn.fileno())) as sock:
-                return max(DEFAULT_PIPE_BUFFER,
-                           sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+                return max(
+                    DEFAULT_PIPE_BUFFER, sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+                )
         except OSError:
             pass
     return DEFAULT_PIPE_BUFFER
@@ -803,10 +884,14 @@ class _Interrupting:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
-            self._core.interrupt()   # and the interrupt goes on
+            self._core.interrupt()  # and the interrupt goes on
 
 
 # What the manager thread waits on, by kind.
@@ -850,7 +935,7 @@ def _fresh(error: BaseException) -> BaseException:
     try:
         copy = type(error)(*error.args)
         copy.__dict__.update(error.__dict__)
-    except Exception:  # noqa: BLE001 - an exotic type: reuse the object
+    except Exception:
         return error
     copy.__cause__ = error.__cause__
     return copy

@@ -7,10 +7,12 @@ and a slow one does not hold the pool; ``Pool.close()`` reads the rest. An item 
 cannot send, or an error of the iterator itself, becomes the result at the place of the
 chunk it spoiled, as in the standard library.
 """
+
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from .. import _routing
 from .._pickle import PICKLING_ERRORS
@@ -27,9 +29,17 @@ IMAP_WINDOW_PER_WORKER = 4
 class Feeder:
     """Reads one ``imap`` input for its iterator ``it`` (a ``results.Feed``)."""
 
-    def __init__(self, tasks: TaskMaker, processes: int, it: IMapIterator,
-                 func: Callable[..., Any], func_ref: FuncRef, mode: int,
-                 iterable: Iterable[Any], chunksize: int) -> None:
+    def __init__(
+        self,
+        tasks: TaskMaker,
+        processes: int,
+        it: IMapIterator,
+        func: Callable[..., Any],
+        func_ref: FuncRef,
+        mode: int,
+        iterable: Iterable[Any],
+        chunksize: int,
+    ) -> None:
         self.tasks, self.it = tasks, it
         self.name = func_name(func)
         self.func_ref, self.mode, self.chunksize = func_ref, mode, chunksize
@@ -42,16 +52,26 @@ class Feeder:
     def submit_all(self, items: list[Any]) -> None:
         """Submit a sized input now, whole."""
         self.source = None
-        tasks = [self.tasks.chunk(self.it, self.func_ref, self.mode, self.name, chunk,
-                                  start, False, self.route, "iterable")
-                 for start, chunk in chunked(items, self.chunksize)]
+        tasks = [
+            self.tasks.chunk(
+                self.it,
+                self.func_ref,
+                self.mode,
+                self.name,
+                chunk,
+                start,
+                False,
+                self.route,
+                "iterable",
+            )
+            for start, chunk in chunked(items, self.chunksize)
+        ]
         if tasks:
             self.tasks.core.submit(self.it, tasks)
         self.it.set_length(len(items))
 
     def wants_more(self) -> bool:
-        return self.source is not None and \
-            self.submitted - self.it.position < self.window
+        return self.source is not None and self.submitted - self.it.position < self.window
 
     def stop(self) -> None:
         self.source = None
@@ -74,15 +94,24 @@ class Feeder:
                 chunk.append(next(self.source))  # type: ignore[arg-type]
         except StopIteration:
             pass
-        except Exception as exc:  # noqa: BLE001 - the input's own error, at its place
+        except Exception as exc:
             # As in the standard library: the chunk it interrupted is dropped, and the
             # error takes that chunk's place.
             error, chunk = exc, []
         start = self.submitted
         if chunk:
             try:
-                task = self.tasks.chunk(self.it, self.func_ref, self.mode, self.name,
-                                        chunk, start, False, self.route, "iterable")
+                task = self.tasks.chunk(
+                    self.it,
+                    self.func_ref,
+                    self.mode,
+                    self.name,
+                    chunk,
+                    start,
+                    False,
+                    self.route,
+                    "iterable",
+                )
             except PICKLING_ERRORS as exc:
                 error, chunk = exc, []
             else:

@@ -10,6 +10,7 @@ reads whatever a worker has sent in one ``read`` and splits it into messages;
 On Windows (named pipes, no file descriptors) both fall back to the connection's own
 methods.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,7 +69,7 @@ class FrameReader:
                 head = 12
             stop = pos + head + size
             if stop <= end:
-                out.append(buf[pos + head:stop])
+                out.append(buf[pos + head : stop])
                 pos = stop
                 continue
             if size <= READ_SIZE:
@@ -76,7 +77,7 @@ class FrameReader:
             # A big message: read the rest of it now (its sender is writing it).
             message = bytearray(size)
             have = end - pos - head
-            message[:have] = buf[pos + head:]
+            message[:have] = buf[pos + head :]
             view = memoryview(message)
             while have < size:
                 try:

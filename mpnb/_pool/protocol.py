@@ -28,18 +28,45 @@ numbered by the engine (``new_job_id``), in submission order: an interrupt cance
 every job up to the newest. ``PoolCore`` is the local engine; one that runs tasks
 elsewhere (a cluster) would take the same ``Task``s and call the same ``Job`` methods.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .._pickle import dumps, loads
 from ..errors import ErrorRecord
 
-__all__ = ["TASK", "FUNC", "STOP", "READY", "RESULT", "INIT_FAILED", "APPLY", "MAP",
-           "STARMAP", "FUNC_CACHE", "FUNC_CACHE_BYTES", "Message", "ResultErrors",
-           "remember", "func_message", "task_message", "stop_message", "ready_message",
-           "init_failed_message", "result_message", "unloadable_result", "read",
-           "parse_func", "parse_task", "parse_result", "parse_init_failed", "Task", "Job"]
+__all__ = [
+    "TASK",
+    "FUNC",
+    "STOP",
+    "READY",
+    "RESULT",
+    "INIT_FAILED",
+    "APPLY",
+    "MAP",
+    "STARMAP",
+    "FUNC_CACHE",
+    "FUNC_CACHE_BYTES",
+    "Message",
+    "ResultErrors",
+    "remember",
+    "func_message",
+    "task_message",
+    "stop_message",
+    "ready_message",
+    "init_failed_message",
+    "result_message",
+    "unloadable_result",
+    "read",
+    "parse_func",
+    "parse_task",
+    "parse_result",
+    "parse_init_failed",
+    "Task",
+    "Job",
+]
 
 # Parent -> worker.
 TASK, FUNC, STOP = 0, 1, 2
@@ -73,13 +100,15 @@ def remember(cache: dict[int, int], func_id: int, size: int) -> list[int]:
 
 # -- building (the sender) --------------------------------------------------------------
 
+
 def func_message(func_id: int, func_bytes: bytes) -> bytes:
     """``(FUNC, func_id, func_bytes)``, pickled."""
     return bytes(dumps((FUNC, func_id, func_bytes)))
 
 
-def task_message(task_id: int, func_id: int, mode: int, start: int, stop_on_error: bool,
-                 route: Any, payload: Any) -> bytes | memoryview:
+def task_message(
+    task_id: int, func_id: int, mode: int, start: int, stop_on_error: bool, route: Any, payload: Any
+) -> bytes | memoryview:
     """``(TASK, ...)``, pickled now (raises what pickling ``payload`` or ``route``
     raises). ``payload``: ``(args, kwds)`` for ``APPLY``, else a list of items."""
     return dumps((TASK, task_id, func_id, mode, start, stop_on_error, route, payload))
@@ -100,8 +129,9 @@ def init_failed_message(record: ErrorRecord) -> bytes | memoryview:
     return dumps((INIT_FAILED, record))
 
 
-def result_message(task_id: int | None, values: list[Any], errors: ResultErrors,
-                   seconds: float) -> bytes | memoryview:
+def result_message(
+    task_id: int | None, values: list[Any], errors: ResultErrors, seconds: float
+) -> bytes | memoryview:
     """``(RESULT, task_id, values, errors, seconds)``, pickled (raises what pickling a
     value raises). ``task_id`` is ``None`` for a task that could not be loaded."""
     return dumps((RESULT, task_id, values, errors, seconds))
@@ -114,6 +144,7 @@ def unloadable_result(exc: BaseException) -> Message:
 
 
 # -- reading (the receiver) -------------------------------------------------------------
+
 
 def read(data: bytes | memoryview) -> Message:
     """A message received whole; its kind is ``message[0]``."""
@@ -143,6 +174,7 @@ def parse_init_failed(msg: Message) -> ErrorRecord:
 
 # -- the engine's interface -------------------------------------------------------------
 
+
 class Task:
     """One message for a worker: an apply call or a chunk of a map, already pickled.
 
@@ -153,13 +185,35 @@ class Task:
     (a future cancelled meanwhile).
     """
 
-    __slots__ = ("job", "id", "func_id", "func_msg", "data", "mode", "start", "count",
-                 "_label", "size", "func_name", "claim")
+    __slots__ = (
+        "job",
+        "id",
+        "func_id",
+        "func_msg",
+        "data",
+        "mode",
+        "start",
+        "count",
+        "_label",
+        "size",
+        "func_name",
+        "claim",
+    )
 
-    def __init__(self, job: Job, task_id: int, func_id: int, func_msg: bytes,
-                 data: bytes | memoryview, mode: int, start: int, count: int,
-                 label: object, func_name: str = "",
-                 claim: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        job: Job,
+        task_id: int,
+        func_id: int,
+        func_msg: bytes,
+        data: bytes | memoryview,
+        mode: int,
+        start: int,
+        count: int,
+        label: object,
+        func_name: str = "",
+        claim: Callable[[], bool] | None = None,
+    ) -> None:
         self.job = job
         self.id = task_id
         self.func_id = func_id
@@ -187,11 +241,12 @@ class Job(Protocol):
     Called from the engine's thread, never with its lock held, one call at a time.
     """
 
-    id: int          # from the engine's ``new_job_id()``
-    settled: bool    # the job has its outcome: the engine drops its tasks not yet sent
+    id: int  # from the engine's ``new_job_id()``
+    settled: bool  # the job has its outcome: the engine drops its tasks not yet sent
 
-    def deliver(self, task: Task, values: list[Any],
-                errors: list[tuple[int, BaseException]]) -> bool:
+    def deliver(
+        self, task: Task, values: list[Any], errors: list[tuple[int, BaseException]]
+    ) -> bool:
         """``task`` ran: ``values`` in item order (``None`` where an item failed, fewer
         than ``task.count`` where it stopped at an error), ``errors`` as ``(offset,
         exception)``. True when the job has its outcome (``fire`` follows)."""

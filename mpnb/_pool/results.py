@@ -14,6 +14,7 @@ Adapted from CPython's ``Lib/multiprocessing/pool.py`` (the result classes' meth
 Changed: results are one-shot locks instead of ``threading.Event`` (cheaper to make);
 a failed item of ``imap`` raises at its place and the iteration goes on.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -21,16 +22,26 @@ import threading
 import time
 import types
 from collections import deque
+from collections.abc import Callable, Iterator
 from multiprocessing import TimeoutError
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from ..errors import TaskCancelledError
 from .core import PoolCore
 from .protocol import Task
 from .telemetry import BarHook, Progress, report_callback_error, report_progress
 
-__all__ = ["ApplyResult", "AsyncResult", "MapResult", "IMapIterator",
-           "IMapUnorderedIterator", "FutureJob", "Owner", "Feed", "Callback"]
+__all__ = [
+    "ApplyResult",
+    "AsyncResult",
+    "MapResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "FutureJob",
+    "Owner",
+    "Feed",
+    "Callback",
+]
 
 Callback = Callable[[Any], object]
 
@@ -41,8 +52,7 @@ class Owner(Protocol):
     """What a result needs of its pool (``mpnb.pool.Pool``): the engine, if it takes new
     work, else it raises (the standard library's ``Pool._check_running``)."""
 
-    def _check_running(self) -> PoolCore:
-        ...
+    def _check_running(self) -> PoolCore: ...
 
 
 class Feed(Protocol):
@@ -92,11 +102,12 @@ class _Done:
 class ApplyResult:
     """The result of ``apply_async``; ``MapResult`` for the map family."""
 
-    def __init__(self, pool: Owner, callback: Callback | None = None,
-                 error_callback: Callback | None = None) -> None:
+    def __init__(
+        self, pool: Owner, callback: Callback | None = None, error_callback: Callback | None = None
+    ) -> None:
         core = pool._check_running()
         self.id = core.new_job_id()
-        self._pool: Owner | None = pool   # kept alive until the result is in, as stdlib's
+        self._pool: Owner | None = pool  # kept alive until the result is in, as stdlib's
         self._core = core
         self._event = _Done()
         self._callback = callback
@@ -129,8 +140,9 @@ class ApplyResult:
 
     # -- the ``protocol.Job`` interface: told by the engine (its thread) --
 
-    def deliver(self, task: Task, values: list[Any],
-                errors: list[tuple[int, BaseException]]) -> bool:
+    def deliver(
+        self, task: Task, values: list[Any], errors: list[tuple[int, BaseException]]
+    ) -> bool:
         if errors:
             return self.fail(errors[0][1], task)
         self._success, self._value, self.settled = True, values[0], True
@@ -148,7 +160,7 @@ class ApplyResult:
         if callback is not None:
             try:
                 callback(self._value)
-            except Exception:  # noqa: BLE001 - a callback's bug must not stop the pool
+            except Exception:
                 report_callback_error(callback)
         self._event.set()
 
@@ -159,9 +171,14 @@ AsyncResult = ApplyResult
 class MapResult(ApplyResult):
     """The result of ``map_async``/``starmap_async``: a list, or the first error."""
 
-    def __init__(self, pool: Owner, length: int, callback: Callback | None = None,
-                 error_callback: Callback | None = None,
-                 on_progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        pool: Owner,
+        length: int,
+        callback: Callback | None = None,
+        error_callback: Callback | None = None,
+        on_progress: Progress | None = None,
+    ) -> None:
         super().__init__(pool, callback, error_callback)
         self._value = [None] * length
         self._left = length
@@ -171,11 +188,12 @@ class MapResult(ApplyResult):
             self._pool = None
             self._event.set()
 
-    def deliver(self, task: Task, values: list[Any],
-                errors: list[tuple[int, BaseException]]) -> bool:
+    def deliver(
+        self, task: Task, values: list[Any], errors: list[tuple[int, BaseException]]
+    ) -> bool:
         if errors:
             return self.fail(errors[0][1], task)
-        self._value[task.start:task.start + len(values)] = values
+        self._value[task.start : task.start + len(values)] = values
         self._left -= len(values)
         if self._on_progress is not None:
             report_progress(self._on_progress, len(values))
@@ -194,14 +212,14 @@ class IMapIterator:
     def __init__(self, pool: Owner, on_progress: Progress | None = None) -> None:
         core = pool._check_running()
         self.id = core.new_job_id()
-        self._pool: Owner | None = pool   # kept alive until every result is in
+        self._pool: Owner | None = pool  # kept alive until every result is in
         self._core = core
         self._cond = threading.Condition(threading.Lock())
         self._items: dict[int, tuple[bool, Any]] = {}
-        self._index = 0          # next position to yield
+        self._index = 0  # next position to yield
         self._received = 0
         self._length: int | None = None
-        self._error: BaseException | None = None   # ends the iteration (cancelled...)
+        self._error: BaseException | None = None  # ends the iteration (cancelled...)
         self._over = False
         self.settled = False
         self._feeder: Feed | None = None
@@ -297,8 +315,9 @@ class IMapIterator:
 
     # -- the ``protocol.Job`` interface: told by the engine (its thread) --
 
-    def deliver(self, task: Task, values: list[Any],
-                errors: list[tuple[int, BaseException]]) -> bool:
+    def deliver(
+        self, task: Task, values: list[Any], errors: list[tuple[int, BaseException]]
+    ) -> bool:
         failed = dict(errors)
         last = errors[-1][1] if errors else None
         with self._cond:
@@ -308,7 +327,7 @@ class IMapIterator:
                     item = (False, failed[offset])
                 elif offset < len(values):
                     item = (True, values[offset])
-                else:   # not run: the chunk failed as a whole
+                else:  # not run: the chunk failed as a whole
                     item = (False, last)
                 self._store(task.start + offset, item)
             self._received += task.count
@@ -360,20 +379,28 @@ class FutureJob:
     """A job whose outcome goes to one ``concurrent.futures.Future``: a submitted call,
     or a chunk of a ``map`` (its list of results)."""
 
-    __slots__ = ("id", "future", "settled", "_whole", "_claimed", "_lock", "_value",
-                 "_error", "on_success")
+    __slots__ = (
+        "id",
+        "future",
+        "settled",
+        "_whole",
+        "_claimed",
+        "_lock",
+        "_value",
+        "_error",
+        "on_success",
+    )
 
-    def __init__(self, core: PoolCore, future: concurrent.futures.Future[Any],
-                 whole: bool) -> None:
+    def __init__(self, core: PoolCore, future: concurrent.futures.Future[Any], whole: bool) -> None:
         self.id = core.new_job_id()
         self.future = future
         self.settled = False
-        self._whole = whole        # the future gets every value (a chunk), not the first
+        self._whole = whole  # the future gets every value (a chunk), not the first
         self._claimed: bool | None = None
         self._lock = threading.Lock()
         self._value: Any = None
         self._error: BaseException | None = None
-        self.on_success: Callable[[], object] | None = None   # before the result is set
+        self.on_success: Callable[[], object] | None = None  # before the result is set
 
     def claim(self) -> bool:
         """Before the task is sent: the future runs, unless it was cancelled."""
@@ -384,8 +411,9 @@ class FutureJob:
 
     # -- the ``protocol.Job`` interface: told by the engine (its thread) --
 
-    def deliver(self, task: Task, values: list[Any],
-                errors: list[tuple[int, BaseException]]) -> bool:
+    def deliver(
+        self, task: Task, values: list[Any], errors: list[tuple[int, BaseException]]
+    ) -> bool:
         if errors:
             return self.fail(errors[0][1], task)
         if self.settled:
@@ -403,7 +431,7 @@ class FutureJob:
     def fire(self) -> None:
         future, error = self.future, self._error
         if isinstance(error, TaskCancelledError) and future.cancel():
-            return   # was pending: cancelled (the executor's done callback follows)
+            return  # was pending: cancelled (the executor's done callback follows)
         try:
             if error is None:
                 if self.on_success is not None:
@@ -412,4 +440,4 @@ class FutureJob:
             else:
                 future.set_exception(error)
         except concurrent.futures.InvalidStateError:
-            pass   # cancelled by its owner meanwhile
+            pass  # cancelled by its owner meanwhile

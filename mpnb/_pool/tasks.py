@@ -7,13 +7,22 @@ is half-submitted (callers pickle a map's chunks inside
 with its globals as they are then, and the engine sends it once per worker; chunks
 carry only data. ``Pool`` and ``ProcessPoolExecutor`` each have a ``TaskMaker``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .. import _routing
-from .._pickle import (PICKLING_ERRORS, by_reference, checked_dumps, describe_unpicklable,
-                       fails, in_band, segments_released_on_error)
+from .._pickle import (
+    PICKLING_ERRORS,
+    by_reference,
+    checked_dumps,
+    describe_unpicklable,
+    fails,
+    in_band,
+    segments_released_on_error,
+)
 from .core import PoolCore
 from .protocol import APPLY, Job, Task, task_message
 from .telemetry import Label, func_name
@@ -49,49 +58,84 @@ class TaskMaker:
             self._func_cache[id(func)] = (func, ref)
         return ref
 
-    def apply(self, job: Job, func: Callable[..., Any], func_ref: FuncRef,
-              args: tuple[Any, ...], kwds: dict[str, Any],
-              claim: Callable[[], bool] | None = None) -> Task:
+    def apply(
+        self,
+        job: Job,
+        func: Callable[..., Any],
+        func_ref: FuncRef,
+        args: tuple[Any, ...],
+        kwds: dict[str, Any],
+        claim: Callable[[], bool] | None = None,
+    ) -> Task:
         """The task ``func(*args, **kwds)`` of ``job``, pickled now."""
         task_id = self.core.new_task_id()
         route = _routing.capture()
         try:
             with segments_released_on_error():
-                data = task_message(task_id, func_ref[0], APPLY, 0, True, route,
-                                    (args, kwds))
+                data = task_message(task_id, func_ref[0], APPLY, 0, True, route, (args, kwds))
         except PICKLING_ERRORS as exc:
             raise _explain_args(args, kwds, exc) from exc
         name = func_name(func)
-        return Task(job, task_id, func_ref[0], func_ref[1], data, APPLY, 0, 1,
-                    Label(name, APPLY, args=args, kwds=kwds), name, claim)
+        return Task(
+            job,
+            task_id,
+            func_ref[0],
+            func_ref[1],
+            data,
+            APPLY,
+            0,
+            1,
+            Label(name, APPLY, args=args, kwds=kwds),
+            name,
+            claim,
+        )
 
-    def chunk(self, job: Job, func_ref: FuncRef, mode: int, name: str, chunk: list[Any],
-              start: int, stop_on_error: bool, route: Any, root: str,
-              claim: Callable[[], bool] | None = None) -> Task:
+    def chunk(
+        self,
+        job: Job,
+        func_ref: FuncRef,
+        mode: int,
+        name: str,
+        chunk: list[Any],
+        start: int,
+        stop_on_error: bool,
+        route: Any,
+        root: str,
+        claim: Callable[[], bool] | None = None,
+    ) -> Task:
         """The task running ``func_ref``'s function (named ``name``) over ``chunk``,
         items ``start`` on of the input ``root`` (named in errors), pickled now."""
         task_id = self.core.new_task_id()
         try:
             with segments_released_on_error():
-                data = task_message(task_id, func_ref[0], mode, start, stop_on_error,
-                                    route, chunk)
+                data = task_message(task_id, func_ref[0], mode, start, stop_on_error, route, chunk)
         except PICKLING_ERRORS as exc:
             for offset, item in enumerate(chunk):
                 if fails(item) is not None:
                     raise describe_unpicklable(item, f"{root}[{start + offset}]") from exc
             raise describe_unpicklable(route, "the output route") from exc
-        return Task(job, task_id, func_ref[0], func_ref[1], data, mode, start, len(chunk),
-                    Label(name, mode, chunk[0], len(chunk)), name, claim)
+        return Task(
+            job,
+            task_id,
+            func_ref[0],
+            func_ref[1],
+            data,
+            mode,
+            start,
+            len(chunk),
+            Label(name, mode, chunk[0], len(chunk)),
+            name,
+            claim,
+        )
 
 
 def chunked(items: list[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
     """``(start, chunk)`` pairs over ``items``."""
     for start in range(0, len(items), size):
-        yield start, items[start:start + size]
+        yield start, items[start : start + size]
 
 
-def _explain_args(args: tuple[Any, ...], kwds: dict[str, Any],
-                  exc: BaseException) -> BaseException:
+def _explain_args(args: tuple[Any, ...], kwds: dict[str, Any], exc: BaseException) -> BaseException:
     if fails(args) is not None:
         return describe_unpicklable(args, "args", exc)
     if fails(kwds) is not None:

@@ -10,21 +10,39 @@
   bar of ``progress=True``); a hook or callback that raises is reported on stderr,
   never raised into the engine's thread.
 """
+
 from __future__ import annotations
 
 import functools
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import short_repr
 from ..registry import REGISTRY
 from .protocol import APPLY, STARMAP
 
-__all__ = ["LABEL_DELAY", "LABEL_INTERVAL", "SUBMITTED", "DONE", "FAILED", "Progress", "func_name", "Label", "Tally",
-           "show_task", "record_exit", "pool_closed", "BarHook", "bar_hook", "with_bar",
-           "report_progress", "report_callback_error"]
+__all__ = [
+    "LABEL_DELAY",
+    "LABEL_INTERVAL",
+    "SUBMITTED",
+    "DONE",
+    "FAILED",
+    "Progress",
+    "func_name",
+    "Label",
+    "Tally",
+    "show_task",
+    "record_exit",
+    "pool_closed",
+    "BarHook",
+    "bar_hook",
+    "with_bar",
+    "report_progress",
+    "report_callback_error",
+]
 
 # A worker's task shows in the registry (what the monitor reads) once it ran this many
 # seconds, then at most every ``LABEL_INTERVAL``: tiny tasks cost no registry update.
@@ -43,8 +61,11 @@ def func_name(func: object) -> str:
     """A function's short name for labels and messages (``square``, ``partial(f)``)."""
     if isinstance(func, functools.partial):
         return f"partial({func_name(func.func)})"
-    name = (getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
-            or type(func).__qualname__)
+    name = (
+        getattr(func, "__qualname__", None)
+        or getattr(func, "__name__", None)
+        or type(func).__qualname__
+    )
     return str(name).rpartition("<locals>.")[2]
 
 
@@ -53,8 +74,15 @@ class Label:
 
     __slots__ = ("name", "mode", "first", "count", "args", "kwds")
 
-    def __init__(self, name: str, mode: int, first: Any = None, count: int = 1,
-                 args: tuple[Any, ...] = (), kwds: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        mode: int,
+        first: Any = None,
+        count: int = 1,
+        args: tuple[Any, ...] = (),
+        kwds: dict[str, Any] | None = None,
+    ) -> None:
         self.name, self.mode, self.first, self.count = name, mode, first, count
         self.args, self.kwds = args, kwds or {}
 
@@ -84,8 +112,8 @@ class Tally:
 
     def __init__(self, pool: str) -> None:
         self.pool = pool
-        self.counts = [0, 0, 0]   # submitted, done, failed
-        self.due = 0.0            # publish when ``time.monotonic()`` reaches this
+        self.counts = [0, 0, 0]  # submitted, done, failed
+        self.due = 0.0  # publish when ``time.monotonic()`` reaches this
 
     def take(self) -> list[int]:
         """The counts so far, reset; the next are due ``LABEL_INTERVAL`` from now."""
@@ -119,11 +147,13 @@ def pool_closed(pool: str) -> None:
 
 # -- progress ---------------------------------------------------------------------------
 
+
 class BarHook:
     """``on_progress`` that drives a progress bar (``progress=True``)."""
 
     def __init__(self, total: int | None) -> None:
         from ..progress import ProgressBar
+
         self.bar = ProgressBar(total, "mpnb.Pool")
         self.closed = False
 
@@ -149,8 +179,7 @@ def bar_hook(progress: bool, total: int | None) -> BarHook | None:
     return BarHook(total) if progress else None
 
 
-def with_bar(progress: bool, run: Callable[[BarHook | None], Any],
-             total: int | None) -> Any:
+def with_bar(progress: bool, run: Callable[[BarHook | None], Any], total: int | None) -> Any:
     """``run(hook)``; the bar, if any, shows a failure when ``run`` raises."""
     hook = bar_hook(progress, total)
     try:
@@ -165,12 +194,13 @@ def report_progress(hook: Progress, count: int) -> None:
     """``hook(count)``; an error there is reported, not raised."""
     try:
         hook(count)
-    except Exception:  # noqa: BLE001 - a display problem must not stop the pool
+    except Exception:
         report_callback_error(hook)
 
 
 def report_callback_error(callback: object) -> None:
     """Report the exception being handled, raised by a user's ``callback``."""
     import traceback
+
     print(f"mpnb: the callback {func_name(callback)} raised:", file=sys.stderr)
     traceback.print_exc()

@@ -14,6 +14,7 @@ as ``-1 - start``).
 The worker ignores SIGINT (an interrupt in a notebook is the parent's to handle: it
 stops the busy workers itself) and exits when the pool's owner process dies.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -23,15 +24,27 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any
 
 from .. import _routing
-from .._pickle import PICKLING_ERRORS, fails, describe_unpicklable, dumps, in_band, loads
+from .._pickle import PICKLING_ERRORS, describe_unpicklable, dumps, fails, in_band, loads
 from ..errors import ErrorRecord, TaskSerializationError, capture, short_repr
-from .protocol import (APPLY, FUNC, STARMAP, STOP, ResultErrors, init_failed_message,
-                       parse_func, parse_task, read, ready_message, remember,
-                       result_message)
+from .protocol import (
+    APPLY,
+    FUNC,
+    STARMAP,
+    STOP,
+    ResultErrors,
+    init_failed_message,
+    parse_func,
+    parse_task,
+    read,
+    ready_message,
+    remember,
+    result_message,
+)
 
 __all__ = ["run", "Initializer", "FAST_ITEM_SECONDS"]
 
@@ -84,8 +97,14 @@ def _unloaded_initializer(data: bytes) -> Initializer:
     return init
 
 
-def run(conn: Connection, state: Any, slot: int, init: Initializer | None,
-        maxtasks: int | None, owner: int) -> None:
+def run(
+    conn: Connection,
+    state: Any,
+    slot: int,
+    init: Initializer | None,
+    maxtasks: int | None,
+    owner: int,
+) -> None:
     """The target of a pool worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _watch_owner(owner)
@@ -95,7 +114,7 @@ def run(conn: Connection, state: Any, slot: int, init: Initializer | None,
         try:
             initializer, initargs = init.load()
             initializer(*initargs)
-        except Exception as exc:  # noqa: BLE001 - reported to the parent
+        except Exception as exc:
             conn.send_bytes(init_failed_message(capture(exc, skip=_HERE)))
             return
     conn.send_bytes(ready_message())
@@ -110,9 +129,8 @@ def run(conn: Connection, state: Any, slot: int, init: Initializer | None,
             return
         try:
             msg = read(data)
-        except Exception as exc:  # noqa: BLE001 - a task whose data cannot be loaded
-            conn.send_bytes(result_message(None, [None], [(0, capture(exc, skip=_HERE))],
-                                           0.0))
+        except Exception as exc:
+            conn.send_bytes(result_message(None, [None], [(0, capture(exc, skip=_HERE))], 0.0))
             done += 1
             continue
         kind = msg[0]
@@ -123,7 +141,7 @@ def run(conn: Connection, state: Any, slot: int, init: Initializer | None,
                 item_seconds.pop(old, None)
             try:
                 funcs[func_id] = (True, loads(func_bytes))
-            except Exception as exc:  # noqa: BLE001 - each task using it reports this
+            except Exception as exc:
                 funcs[func_id] = (False, capture(exc, skip=_HERE))
             continue
         if kind == STOP:
@@ -143,8 +161,9 @@ def run(conn: Connection, state: Any, slot: int, init: Initializer | None,
                 values, errors = _apply(func, payload)
             else:
                 fast = item_seconds.get(func_id, 1.0) < FAST_ITEM_SECONDS
-                values, errors = _map(func, payload, mode == STARMAP, start, stop_on_error,
-                                      words, item_word, fast)
+                values, errors = _map(
+                    func, payload, mode == STARMAP, start, stop_on_error, words, item_word, fast
+                )
         finally:
             _routing.leave()
         seconds = time.perf_counter() - t0
@@ -153,8 +172,9 @@ def run(conn: Connection, state: Any, slot: int, init: Initializer | None,
         try:
             data = result_message(task_id, values, errors, seconds)
         except PICKLING_ERRORS:
-            values, errors = _sendable(values, errors, start if mode != APPLY else None,
-                                       stop_on_error)
+            values, errors = _sendable(
+                values, errors, start if mode != APPLY else None, stop_on_error
+            )
             data = result_message(task_id, values, errors, seconds)
         conn.send_bytes(data)
         done += 1
@@ -167,18 +187,26 @@ def _missing(func_id: int) -> ErrorRecord:
         return capture(exc, skip=_HERE)
 
 
-def _apply(func: Callable[..., Any], payload: tuple[tuple[Any, ...], dict[str, Any]]
-           ) -> tuple[list[Any], ResultErrors]:
+def _apply(
+    func: Callable[..., Any], payload: tuple[tuple[Any, ...], dict[str, Any]]
+) -> tuple[list[Any], ResultErrors]:
     args, kwds = payload
     try:
         return [func(*args, **kwds)], []
-    except Exception as exc:  # noqa: BLE001 - the task's error, sent back
+    except Exception as exc:
         return [None], [(0, capture(exc, skip=_HERE))]
 
 
-def _map(func: Callable[..., Any], items: list[Any], star: bool, start: int,
-         stop_on_error: bool, words: memoryview, item_word: int,
-         fast: bool) -> tuple[list[Any], ResultErrors]:
+def _map(
+    func: Callable[..., Any],
+    items: list[Any],
+    star: bool,
+    start: int,
+    stop_on_error: bool,
+    words: memoryview,
+    item_word: int,
+    fast: bool,
+) -> tuple[list[Any], ResultErrors]:
     values: list[Any] = []
     errors: ResultErrors = []
     if fast:
@@ -188,10 +216,9 @@ def _map(func: Callable[..., Any], items: list[Any], star: bool, start: int,
             try:  # list.extend keeps what it got before an exception
                 values.extend(itertools.starmap(func, rest) if star else map(func, rest))
                 return values, errors
-            except Exception as exc:  # noqa: BLE001 - the item's error, sent back
+            except Exception as exc:
                 offset = len(values)
-                errors.append((offset, capture(exc, skip=_HERE, item=items[offset],
-                                               has_item=True)))
+                errors.append((offset, capture(exc, skip=_HERE, item=items[offset], has_item=True)))
                 if stop_on_error:
                     return values, errors
                 values.append(None)
@@ -201,9 +228,8 @@ def _map(func: Callable[..., Any], items: list[Any], star: bool, start: int,
         words[item_word] = index
         try:
             append(func(*item) if star else func(item))
-        except Exception as exc:  # noqa: BLE001 - the item's error, sent back
-            errors.append((index - start, capture(exc, skip=_HERE, item=item,
-                                                  has_item=True)))
+        except Exception as exc:
+            errors.append((index - start, capture(exc, skip=_HERE, item=item, has_item=True)))
             if stop_on_error:
                 break
             append(None)
@@ -211,8 +237,9 @@ def _map(func: Callable[..., Any], items: list[Any], star: bool, start: int,
     return values, errors
 
 
-def _sendable(values: list[Any], errors: ResultErrors, start: int | None,
-              stop_on_error: bool) -> tuple[list[Any], ResultErrors]:
+def _sendable(
+    values: list[Any], errors: ResultErrors, start: int | None, stop_on_error: bool
+) -> tuple[list[Any], ResultErrors]:
     """Replace each result that cannot be pickled by an error naming its type."""
     failed = dict(errors)
     out: list[Any] = []
@@ -222,9 +249,13 @@ def _sendable(values: list[Any], errors: ResultErrors, start: int | None,
             continue
         root = "the result" if start is None else f"the result of item {start + offset}"
         problem = describe_unpicklable(value, root)
-        exc = TaskSerializationError(str(problem), path=problem.path,
-                                     obj_type=problem.obj_type, what="result",
-                                     value=short_repr(value))
+        exc = TaskSerializationError(
+            str(problem),
+            path=problem.path,
+            obj_type=problem.obj_type,
+            what="result",
+            value=short_repr(value),
+        )
         failed[offset] = capture(exc, skip=_HERE)
         out.append(None)
         if stop_on_error:
@@ -234,7 +265,7 @@ def _sendable(values: list[Any], errors: ResultErrors, start: int | None,
 
 def _watch_owner(owner: int) -> None:
     """Exit at once if the process that owns the pool dies (a killed kernel)."""
-    if sys.platform == "win32":   # os.kill(pid, 0) would end the owner there
+    if sys.platform == "win32":  # os.kill(pid, 0) would end the owner there
         return
 
     def watch() -> None:

@@ -10,4 +10,5 @@
 Nothing here is imported by ``import mpnb``: only calling ``mpnb.monitor()`` or
 ``%mp_monitor`` loads it (and psutil, and ipywidgets when a widget is shown).
 """
+
 __all__: list[str] = []

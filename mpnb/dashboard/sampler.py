@@ -14,6 +14,7 @@ since read it.
 
 psutil is imported here and nowhere else in mpnb; nothing here imports ipywidgets.
 """
+
 from __future__ import annotations
 
 import logging
@@ -113,8 +114,14 @@ class Sampler:
     until ``stop()``. Listeners get each snapshot in the sampler's thread.
     """
 
-    def __init__(self, interval: float = 0.5, *, history: int = DEFAULT_HISTORY,
-                 trend: int = DEFAULT_TREND, registry: Registry | None = None) -> None:
+    def __init__(
+        self,
+        interval: float = 0.5,
+        *,
+        history: int = DEFAULT_HISTORY,
+        trend: int = DEFAULT_TREND,
+        registry: Registry | None = None,
+    ) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
         if history < 0:
@@ -241,19 +248,33 @@ class Sampler:
                 ends.popleft()
             (t0, n0), (t1, n1) = ends[0], ends[-1]
             rate = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-            pool_samples.append(PoolSample(
-                name=pool.name, processes=pool.processes, start_method=pool.start_method,
-                submitted=pool.submitted, done=pool.done, failed=pool.failed,
-                closed=pool.closed, rate=rate))
+            pool_samples.append(
+                PoolSample(
+                    name=pool.name,
+                    processes=pool.processes,
+                    start_method=pool.start_method,
+                    submitted=pool.submitted,
+                    done=pool.done,
+                    failed=pool.failed,
+                    closed=pool.closed,
+                    rate=rate,
+                )
+            )
         for name in set(self._pool_ends) - {p.name for p in pools}:
             del self._pool_ends[name]
 
         system = self._system()
         self._cpu_trend.append(system.cpu_total)
         self._mem_trend.append(system.memory_percent)
-        return Snapshot(time=wall, processes=processes, pools=tuple(pool_samples),
-                        system=system, cpu_history=tuple(self._cpu_trend),
-                        memory_history=tuple(self._mem_trend), sampler_cost=self.cost)
+        return Snapshot(
+            time=wall,
+            processes=processes,
+            pools=tuple(pool_samples),
+            system=system,
+            cpu_history=tuple(self._cpu_trend),
+            memory_history=tuple(self._mem_trend),
+            sampler_cost=self.cost,
+        )
 
     def _reap(self, handles: dict[int, Any]) -> dict[int, Any]:
         """Record the exit codes of processes seen ended on an earlier tick."""
@@ -268,8 +289,9 @@ class Sampler:
                 self._ended[key] = time.time()
         return handles
 
-    def _process(self, record: ProcessRecord, handle: Any, wall: float,
-                 now: float) -> ProcessSample:
+    def _process(
+        self, record: ProcessRecord, handle: Any, wall: float, now: float
+    ) -> ProcessSample:
         pid = record.pid if record.pid is not None else getattr(handle, "pid", None)
         state, cpu, rss = "starting", None, None
         if record.key in self._ended:
@@ -286,10 +308,19 @@ class Sampler:
                 state = "running"
         started = record.started_at
         return ProcessSample(
-            key=record.key, name=record.name, pid=pid, pool=record.pool,
-            start_method=record.start_method, state=state, exitcode=None,
-            cpu_percent=cpu, rss=rss, runtime=None if started is None else wall - started,
-            task=record.task, error=record.error)
+            key=record.key,
+            name=record.name,
+            pid=pid,
+            pool=record.pool,
+            start_method=record.start_method,
+            state=state,
+            exitcode=None,
+            cpu_percent=cpu,
+            rss=rss,
+            runtime=None if started is None else wall - started,
+            task=record.task,
+            error=record.error,
+        )
 
     @staticmethod
     def _finished(record: ProcessRecord) -> ProcessSample:
@@ -298,10 +329,19 @@ class Sampler:
         if record.started_at is not None and record.ended_at is not None:
             runtime = record.ended_at - record.started_at
         return ProcessSample(
-            key=record.key, name=record.name, pid=record.pid, pool=record.pool,
-            start_method=record.start_method, state=state_of_exitcode(record.exitcode),
-            exitcode=record.exitcode, cpu_percent=None, rss=None, runtime=runtime,
-            task=None, error=record.error)
+            key=record.key,
+            name=record.name,
+            pid=record.pid,
+            pool=record.pool,
+            start_method=record.start_method,
+            state=state_of_exitcode(record.exitcode),
+            exitcode=record.exitcode,
+            cpu_percent=None,
+            rss=None,
+            runtime=runtime,
+            task=None,
+            error=record.error,
+        )
 
     def _system(self) -> SystemSample:
         cores = []
@@ -316,8 +356,10 @@ class Sampler:
         return SystemSample(
             cpu_percent=tuple(cores),
             cpu_total=min(100.0, 100.0 * all_busy / all_total) if all_total > 0 else 0.0,
-            memory_percent=memory.percent, memory_used=memory.total - memory.available,
-            memory_total=memory.total)
+            memory_percent=memory.percent,
+            memory_used=memory.total - memory.available,
+            memory_total=memory.total,
+        )
 
 
 _RUNNING: set[Sampler] = set()

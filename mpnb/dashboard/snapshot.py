@@ -5,14 +5,22 @@ The sampler (``mpnb.dashboard.sampler``) builds a ``Snapshot`` on each tick; the
 (``mpnb.dashboard.views``) and the widget (``mpnb.dashboard.widget``) only read them.
 Plain data: nothing here imports psutil or ipywidgets.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 from ..registry import signal_name
 
-__all__ = ["STATES", "ProcessSample", "PoolSample", "SystemSample", "Snapshot",
-           "describe_exitcode", "state_of_exitcode"]
+__all__ = [
+    "STATES",
+    "ProcessSample",
+    "PoolSample",
+    "SystemSample",
+    "Snapshot",
+    "describe_exitcode",
+    "state_of_exitcode",
+]
 
 #: Every state a process can be shown in. ``exiting``: its end was seen, its exit
 #: code not yet read (at most one tick).

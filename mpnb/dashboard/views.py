@@ -6,6 +6,7 @@ a live widget. The widget (``mpnb.dashboard.widget``) builds its parts from the 
 pieces (``html_header``, ``html_cores``, ...), so every view says the same thing.
 Plain strings: nothing here imports psutil, ipywidgets or IPython.
 """
+
 from __future__ import annotations
 
 import html
@@ -13,13 +14,26 @@ import time
 
 from .snapshot import PoolSample, ProcessSample, Snapshot
 
-__all__ = ["render_text", "render_html", "html_header", "html_cores", "html_trends",
-           "html_processes", "pool_line", "shown_pools"]
+__all__ = [
+    "render_text",
+    "render_html",
+    "html_header",
+    "html_cores",
+    "html_trends",
+    "html_processes",
+    "pool_line",
+    "shown_pools",
+]
 
 # Colour of each state in the HTML views.
 _STATE_COLOURS = {
-    "starting": "#b26a00", "running": "#1b7f3b", "sleeping": "#3c6e9f",
-    "exiting": "#b26a00", "finished": "#555", "failed": "#c62828", "killed": "#8e0000",
+    "starting": "#b26a00",
+    "running": "#1b7f3b",
+    "sleeping": "#3c6e9f",
+    "exiting": "#b26a00",
+    "finished": "#555",
+    "failed": "#c62828",
+    "killed": "#8e0000",
 }
 _SPARKS = "▁▂▃▄▅▆▇█"
 _COLUMNS = ("name", "pid", "state", "exit", "CPU %", "memory", "time", "task")
@@ -61,14 +75,24 @@ def _spark(values: tuple[float, ...], width: int = 30) -> str:
 
 def _cells(p: ProcessSample) -> tuple[str, ...]:
     detail = p.task or p.error or ""
-    return (p.name, "" if p.pid is None else str(p.pid), p.state, p.exit_status,
-            _percent(p.cpu_percent), _bytes(p.rss), _duration(p.runtime), detail)
+    return (
+        p.name,
+        "" if p.pid is None else str(p.pid),
+        p.state,
+        p.exit_status,
+        _percent(p.cpu_percent),
+        _bytes(p.rss),
+        _duration(p.runtime),
+        detail,
+    )
 
 
 def pool_line(pool: PoolSample) -> str:
     state = ", closed" if pool.closed else ""
-    return (f"{pool.name} ({pool.start_method}, {pool.processes} processes{state}): "
-            f"{pool.done}/{pool.submitted} done, {pool.failed} failed, {pool.rate:.1f} tasks/s")
+    return (
+        f"{pool.name} ({pool.start_method}, {pool.processes} processes{state}): "
+        f"{pool.done}/{pool.submitted} done, {pool.failed} failed, {pool.rate:.1f} tasks/s"
+    )
 
 
 def shown_pools(snapshot: Snapshot) -> list[PoolSample]:
@@ -80,20 +104,24 @@ def shown_pools(snapshot: Snapshot) -> list[PoolSample]:
 def _header(snapshot: Snapshot, stopped: bool) -> str:
     system = snapshot.system
     status = "stopped" if stopped else "live"
-    return (f"mpnb monitor ({status}, {time.strftime('%H:%M:%S', time.localtime(snapshot.time))}): "
-            f"CPU {system.cpu_total:.0f}% of {len(system.cpu_percent)} cores, memory "
-            f"{system.memory_percent:.0f}% ({_bytes(system.memory_used)} of "
-            f"{_bytes(system.memory_total)}), sampler {100 * snapshot.sampler_cost:.2f}% of a core")
+    return (
+        f"mpnb monitor ({status}, {time.strftime('%H:%M:%S', time.localtime(snapshot.time))}): "
+        f"CPU {system.cpu_total:.0f}% of {len(system.cpu_percent)} cores, memory "
+        f"{system.memory_percent:.0f}% ({_bytes(system.memory_used)} of "
+        f"{_bytes(system.memory_total)}), sampler {100 * snapshot.sampler_cost:.2f}% of a core"
+    )
 
 
 # -- text -------------------------------------------------------------------------------
 def render_text(snapshot: Snapshot, stopped: bool = False) -> str:
     """The dashboard as a plain text table."""
     system = snapshot.system
-    lines = [_header(snapshot, stopped),
-             "cores  " + "  ".join(f"{i}:{v:3.0f}%" for i, v in enumerate(system.cpu_percent)),
-             f"CPU    {_spark(snapshot.cpu_history)}",
-             f"memory {_spark(snapshot.memory_history)}"]
+    lines = [
+        _header(snapshot, stopped),
+        "cores  " + "  ".join(f"{i}:{v:3.0f}%" for i, v in enumerate(system.cpu_percent)),
+        f"CPU    {_spark(snapshot.cpu_history)}",
+        f"memory {_spark(snapshot.memory_history)}",
+    ]
     lines += [pool_line(pool) for pool in shown_pools(snapshot)]
     rows: list[tuple[str, ...]] = [_COLUMNS]
     for group, processes in _groups(snapshot):
@@ -127,38 +155,48 @@ def html_cores(snapshot: Snapshot) -> str:
             f'<div class="mpnb-core" data-core="{i}" title="core {i}: {value:.0f}%" '
             'style="display:inline-flex;flex-direction:column-reverse;width:14px;height:40px;'
             'margin:0 3px 0 0;background:#e8e8e8;vertical-align:bottom">'
-            f'<div style="height:{value:.0f}%;background:#2e7d32"></div></div>')
-    return ('<div class="mpnb-cores" style="margin:4px 0">'
-            '<span style="display:inline-block;width:110px;vertical-align:bottom">'
-            f"CPU per core</span>{''.join(bars)}</div>")
+            f'<div style="height:{value:.0f}%;background:#2e7d32"></div></div>'
+        )
+    return (
+        '<div class="mpnb-cores" style="margin:4px 0">'
+        '<span style="display:inline-block;width:110px;vertical-align:bottom">'
+        f"CPU per core</span>{''.join(bars)}</div>"
+    )
 
 
 def _svg_trend(values: tuple[float, ...], colour: str, label: str, width: int = 160) -> str:
     height, n = 30, max(len(values), 2)
-    points = " ".join(f"{i * width / (n - 1):.1f},{height - v / 100 * height:.1f}"
-                      for i, v in enumerate(values))
+    points = " ".join(
+        f"{i * width / (n - 1):.1f},{height - v / 100 * height:.1f}" for i, v in enumerate(values)
+    )
     last = f"{values[-1]:.0f}%" if values else ""
-    return (f'<span class="mpnb-trend" style="display:inline-block;margin-right:16px">'
-            f'<svg width="{width}" height="{height}" style="background:#f4f4f4;'
-            f'vertical-align:middle"><polyline fill="none" stroke="{colour}" '
-            f'stroke-width="1.5" points="{points}"/></svg> {label} {last}</span>')
+    return (
+        f'<span class="mpnb-trend" style="display:inline-block;margin-right:16px">'
+        f'<svg width="{width}" height="{height}" style="background:#f4f4f4;'
+        f'vertical-align:middle"><polyline fill="none" stroke="{colour}" '
+        f'stroke-width="1.5" points="{points}"/></svg> {label} {last}</span>'
+    )
 
 
 def html_trends(snapshot: Snapshot) -> str:
-    return ('<div><span style="display:inline-block;width:110px">recent</span>'
-            f'{_svg_trend(snapshot.cpu_history, "#2e7d32", "CPU")}'
-            f'{_svg_trend(snapshot.memory_history, "#1565c0", "memory")}</div>')
+    return (
+        '<div><span style="display:inline-block;width:110px">recent</span>'
+        f"{_svg_trend(snapshot.cpu_history, '#2e7d32', 'CPU')}"
+        f"{_svg_trend(snapshot.memory_history, '#1565c0', 'memory')}</div>"
+    )
 
 
 def _html_pool(pool: PoolSample) -> str:
     total = max(pool.submitted, 1)
     done = 100 * pool.done / total
     failed = 100 * pool.failed / total
-    return (f'<div class="mpnb-pool" data-pool="{html.escape(pool.name)}">'
-            '<span style="display:inline-flex;width:160px;height:10px;background:#e8e8e8;'
-            f'margin-right:8px"><span style="width:{done:.1f}%;background:#2e7d32"></span>'
-            f'<span style="width:{failed:.1f}%;background:#c62828"></span></span>'
-            f"{html.escape(pool_line(pool))}</div>")
+    return (
+        f'<div class="mpnb-pool" data-pool="{html.escape(pool.name)}">'
+        '<span style="display:inline-flex;width:160px;height:10px;background:#e8e8e8;'
+        f'margin-right:8px"><span style="width:{done:.1f}%;background:#2e7d32"></span>'
+        f'<span style="width:{failed:.1f}%;background:#c62828"></span></span>'
+        f"{html.escape(pool_line(pool))}</div>"
+    )
 
 
 def html_processes(snapshot: Snapshot) -> str:
@@ -166,31 +204,44 @@ def html_processes(snapshot: Snapshot) -> str:
     rows = []
     for group, processes in _groups(snapshot):
         if group is not None:
-            rows.append(f'<tr class="mpnb-pool-head"><td colspan="{len(_COLUMNS)}" '
-                        f'style="{_CELL};font-weight:bold">{html.escape(group)}</td></tr>')
+            rows.append(
+                f'<tr class="mpnb-pool-head"><td colspan="{len(_COLUMNS)}" '
+                f'style="{_CELL};font-weight:bold">{html.escape(group)}</td></tr>'
+            )
         for p in processes:
             cells = [html.escape(c) for c in _cells(p)]
-            cells[2] = f'<span style="color:{_STATE_COLOURS.get(p.state, "#000")}">{cells[2]}</span>'
+            cells[2] = (
+                f'<span style="color:{_STATE_COLOURS.get(p.state, "#000")}">{cells[2]}</span>'
+            )
             if group is not None:
                 cells[0] = "&nbsp;&nbsp;" + cells[0]
             tds = "".join(f'<td style="{_CELL}">{c}</td>' for c in cells)
-            rows.append(f'<tr class="mpnb-process" data-pid="{p.pid or ""}" '
-                        f'data-state="{p.state}">{tds}</tr>')
+            rows.append(
+                f'<tr class="mpnb-process" data-pid="{p.pid or ""}" '
+                f'data-state="{p.state}">{tds}</tr>'
+            )
     if not rows:
-        rows.append(f'<tr><td colspan="{len(_COLUMNS)}" style="{_CELL};color:#777">'
-                    "no process started through mpnb yet</td></tr>")
-    return ('<table class="mpnb-processes" style="border-collapse:collapse;'
-            f'font-variant-numeric:tabular-nums"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+        rows.append(
+            f'<tr><td colspan="{len(_COLUMNS)}" style="{_CELL};color:#777">'
+            "no process started through mpnb yet</td></tr>"
+        )
+    return (
+        '<table class="mpnb-processes" style="border-collapse:collapse;'
+        f'font-variant-numeric:tabular-nums"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def html_header(snapshot: Snapshot, stopped: bool) -> str:
-    return f'<div class="mpnb-header" style="font-weight:bold">{html.escape(_header(snapshot, stopped))}</div>'
+    header = html.escape(_header(snapshot, stopped))
+    return f'<div class="mpnb-header" style="font-weight:bold">{header}</div>'
 
 
 def render_html(snapshot: Snapshot, stopped: bool = False) -> str:
     """The whole dashboard as one self-contained HTML fragment."""
     pools = "".join(_html_pool(p) for p in shown_pools(snapshot))
-    return (f'<div class="mpnb-dashboard" style="font-size:12px">{html_header(snapshot, stopped)}'
-            f"{html_cores(snapshot)}{html_trends(snapshot)}{pools}"
-            f"{html_processes(snapshot)}</div>")
+    return (
+        f'<div class="mpnb-dashboard" style="font-size:12px">{html_header(snapshot, stopped)}'
+        f"{html_cores(snapshot)}{html_trends(snapshot)}{pools}"
+        f"{html_processes(snapshot)}</div>"
+    )

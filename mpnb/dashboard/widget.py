@@ -16,6 +16,7 @@ Outside the widget, it renders with ``mpnb.dashboard.views``. ipywidgets and IPy
 display are imported only when a widget is built or shown; psutil only by
 ``mpnb.dashboard.sampler``.
 """
+
 from __future__ import annotations
 
 import html
@@ -26,8 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 from .sampler import DEFAULT_HISTORY, Sampler
 from .snapshot import Snapshot
-from .views import (html_cores, html_header, html_processes, html_trends, pool_line,
-                    render_html, render_text, shown_pools)
+from .views import (
+    html_cores,
+    html_header,
+    html_processes,
+    html_trends,
+    pool_line,
+    render_html,
+    render_text,
+    shown_pools,
+)
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -40,9 +49,11 @@ _MISSING_IPYWIDGETS = (
 )
 
 # Hides a live dashboard's snapshot output, and in JupyterLab its output row too.
-_HIDE_SNAPSHOT = ('<style>.mpnb-snapshot[data-dashboard="{tag}"]{{display:none}}'
-                  '.jp-OutputArea-child:has(.mpnb-snapshot[data-dashboard="{tag}"])'
-                  '{{display:none}}</style>')
+_HIDE_SNAPSHOT = (
+    '<style>.mpnb-snapshot[data-dashboard="{tag}"]{{display:none}}'
+    '.jp-OutputArea-child:has(.mpnb-snapshot[data-dashboard="{tag}"])'
+    "{{display:none}}</style>"
+)
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
@@ -112,16 +123,26 @@ class Dashboard:
         widgets = _ipywidgets()
         parts = self._parts
         parts["header"] = widgets.HTML()
-        parts["stop"] = widgets.Button(description="Stop", icon="stop", tooltip="Stop monitoring",
-                                       layout=widgets.Layout(width="80px"))
+        parts["stop"] = widgets.Button(
+            description="Stop",
+            icon="stop",
+            tooltip="Stop monitoring",
+            layout=widgets.Layout(width="80px"),
+        )
         parts["stop"].on_click(lambda _button: self.close())
         parts["cores"] = widgets.HTML()
         parts["trends"] = widgets.HTML()
         parts["pools"] = widgets.VBox()
         parts["processes"] = widgets.HTML()
-        box = widgets.VBox([
-            widgets.HBox([parts["stop"], parts["header"]]),
-            parts["cores"], parts["trends"], parts["pools"], parts["processes"]])
+        box = widgets.VBox(
+            [
+                widgets.HBox([parts["stop"], parts["header"]]),
+                parts["cores"],
+                parts["trends"],
+                parts["pools"],
+                parts["processes"],
+            ]
+        )
         box.add_class("mpnb-widget")
         box.observe(self._on_widget_closed, names="comm")
         self._render(self.snapshot, widgets)
@@ -138,8 +159,9 @@ class Dashboard:
     def _render(self, snapshot: Snapshot, widgets: Any) -> None:
         with self._lock:
             parts = self._parts
-            parts["header"].value = (_HIDE_SNAPSHOT.format(tag=self._tag)
-                                     + html_header(snapshot, self.closed))
+            parts["header"].value = _HIDE_SNAPSHOT.format(tag=self._tag) + html_header(
+                snapshot, self.closed
+            )
             parts["cores"].value = html_cores(snapshot)
             parts["trends"].value = html_trends(snapshot)
             shown = shown_pools(snapshot)
@@ -152,9 +174,13 @@ class Dashboard:
                 with bar.hold_sync():
                     bar.max = max(pool.submitted, 1)
                     bar.value = min(pool.done + pool.failed, bar.max)
-                    bar.bar_style = ("danger" if pool.failed else
-                                     "success" if pool.closed and pool.done == pool.submitted
-                                     else "")
+                    bar.bar_style = (
+                        "danger"
+                        if pool.failed
+                        else "success"
+                        if pool.closed and pool.done == pool.submitted
+                        else ""
+                    )
                 label.value = html.escape(pool_line(pool))
             rows = tuple(self._pool_rows[p.name] for p in shown)
             if rows != parts["pools"].children:
@@ -171,6 +197,7 @@ class Dashboard:
             self._shell = None
         if self._widget_ids or self._snapshot_ids:
             from IPython.display import update_display
+
             bundle = self._static_bundle(snapshot)
             for display_id in self._widget_ids:
                 update_display(bundle, raw=True, display_id=display_id)
@@ -185,13 +212,17 @@ class Dashboard:
                 _close_tree(box)
 
     def _static_bundle(self, snapshot: Snapshot) -> dict[str, str]:
-        return {"text/html": render_html(snapshot, self.closed),
-                "text/plain": render_text(snapshot, self.closed)}
+        return {
+            "text/html": render_html(snapshot, self.closed),
+            "text/plain": render_text(snapshot, self.closed),
+        }
 
     def _snapshot_bundle(self, snapshot: Snapshot) -> dict[str, str]:
-        return {"text/html": f'<div class="mpnb-snapshot" data-dashboard="{self._tag}">'
-                             f"{render_html(snapshot, self.closed)}</div>",
-                "text/plain": render_text(snapshot, self.closed)}
+        return {
+            "text/html": f'<div class="mpnb-snapshot" data-dashboard="{self._tag}">'
+            f"{render_html(snapshot, self.closed)}</div>",
+            "text/plain": render_text(snapshot, self.closed),
+        }
 
     def _after_cell(self, result: Any = None) -> None:
         """Refresh the snapshots under the widgets (what a saved notebook keeps)."""
@@ -201,6 +232,7 @@ class Dashboard:
                 self._shell = None
             return
         from IPython.display import update_display
+
         bundle = self._snapshot_bundle(self.sampler.sample())
         for display_id in self._snapshot_ids:
             update_display(bundle, raw=True, display_id=display_id)
@@ -208,12 +240,15 @@ class Dashboard:
     # -- display protocols -------------------------------------------------------------
     def _ipython_display_(self) -> None:
         from IPython.display import display
+
         shell = _kernel()
         if shell is None or self.closed:
             display(self._static_bundle(self.snapshot), raw=True)
             return
-        view = {_WIDGET_VIEW: self.widget._repr_mimebundle_()[_WIDGET_VIEW],
-                "text/plain": "mpnb monitor (a live widget; its snapshot follows)"}
+        view = {
+            _WIDGET_VIEW: self.widget._repr_mimebundle_()[_WIDGET_VIEW],
+            "text/plain": "mpnb monitor (a live widget; its snapshot follows)",
+        }
         self._widget_ids.append(display(view, raw=True, display_id=True).display_id)
         snapshot = self._snapshot_bundle(self.snapshot)
         self._snapshot_ids.append(display(snapshot, raw=True, display_id=True).display_id)

@@ -10,4 +10,5 @@
 
 This package itself imports nothing: a worker loading ``cell_task`` loads no IPython.
 """
+
 __all__: list[str] = []

@@ -8,6 +8,7 @@ the cell's lines. ``notebook_names`` picks the values of the names the cell read
 (``mpnb.magics.pool``) and the run (``mpnb.magics.runner``); what a worker does with
 them is ``mpnb.magics.cell_task``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -32,6 +33,7 @@ class ParallelCellError(RuntimeError):
     def _render_traceback_(self) -> list[str]:
         """One block: the worker's traceback (cell lines included), then this message."""
         from ..errors import RemoteTraceback
+
         remote = getattr(self.__cause__, "__cause__", None)
         lines = remote._render_traceback_() if isinstance(remote, RemoteTraceback) else []
         return lines + [f"{type(self).__name__}: {self}"]
@@ -68,8 +70,11 @@ def notebook_names(shell: Any, sources: list[str], exclude: set[str]) -> dict[st
     user_ns = shell.user_ns
     found = {}
     for name in sorted(names - exclude):
-        if name in user_ns and not name.startswith("_") and not (
-                hasattr(builtins, name) and user_ns[name] is getattr(builtins, name)):
+        if (
+            name in user_ns
+            and not name.startswith("_")
+            and not (hasattr(builtins, name) and user_ns[name] is getattr(builtins, name))
+        ):
             value = user_ns[name]
             if isinstance(value, types.ModuleType) or not _is_ipython_machinery(value):
                 found[name] = value

@@ -7,14 +7,15 @@ A ``CellSpec`` carries the cell's code and the notebook names it uses (functions
 data by value, modules by reference), once per run. Each item runs in a fresh namespace
 built from them: nothing from an earlier run, or an earlier item, leaks into the next.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import mmap
 import os
 import time
-import types
 import traceback
+import types
 from multiprocessing import shared_memory
 from typing import Any
 
@@ -28,14 +29,14 @@ SPMD_START_TIMEOUT = 120.0
 
 @dataclasses.dataclass
 class CellSpec:
-    body: types.CodeType          # the cell without its last expression
-    last: types.CodeType | None   # the last expression, whose value is the item's result
-    filename: str                 # where the parent's linecache holds the cell's source
-    loop_target: str | None   # "x" or "x, y" (map form), None for SPMD
+    body: types.CodeType  # the cell without its last expression
+    last: types.CodeType | None  # the last expression, whose value is the item's result
+    filename: str  # where the parent's linecache holds the cell's source
+    loop_target: str | None  # "x" or "x, y" (map form), None for SPMD
     namespace: dict[str, Any]
-    control: str              # name of the run's shared-memory control block
+    control: str  # name of the run's shared-memory control block
     keep_going: bool
-    size: int                 # number of items (SPMD: number of ranks)
+    size: int  # number of items (SPMD: number of ranks)
 
 
 @dataclasses.dataclass
@@ -86,6 +87,7 @@ def _control(name: str) -> memoryview:
     found = _controls.get(name)
     if found is None:
         import _posixshmem
+
         fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
         try:
             mapping = mmap.mmap(fd, os.fstat(fd).st_size)
@@ -106,8 +108,9 @@ def _wait_for_ranks(block: memoryview, rank: int, size: int) -> None:
         if block[0]:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"rank {rank}: the other ranks did not start within "
-                               f"{SPMD_START_TIMEOUT:.0f} s")
+            raise TimeoutError(
+                f"rank {rank}: the other ranks did not start within {SPMD_START_TIMEOUT:.0f} s"
+            )
         time.sleep(0.001)
 
 
@@ -128,11 +131,13 @@ def run_item(spec: CellSpec, indexed: tuple[int, Any]) -> Any:
             exec(f"{spec.loop_target} = __mp_item__", {"__mp_item__": item}, namespace)
         exec(body, namespace)
         return eval(last, namespace) if last is not None else None
-    except Exception as exc:  # noqa: BLE001 - reported per item
+    except Exception as exc:
         if not spec.keep_going:
             block[0] = 1
-        frames = [(f.filename, f.lineno or 0, f.name, f.line or "")
-                  for f in traceback.extract_tb(exc.__traceback__)[1:]]
+        frames = [
+            (f.filename, f.lineno or 0, f.name, f.line or "")
+            for f in traceback.extract_tb(exc.__traceback__)[1:]
+        ]
         exc.__traceback__ = None
         return ItemFailed(index, short_repr(item), exc, frames)
 

@@ -10,6 +10,7 @@ The names the cell reads from the notebook are sent with each run (functions, cl
 and data by value, modules by reference), so a changed value is seen at once and
 nothing of an earlier run stays behind in the warm workers.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,8 +29,10 @@ DEFAULT_OUT = "mp_results"
 
 _LOOP = re.compile(r"(?:^|\s)for\s+(?P<target>.+?)\s+in\s+(?P<expr>.+)$", re.S)
 
-USAGE = ("write  %%mp_pool [options] for x in items  (one run per item) or "
-         "%%mp_pool -n 4  (one run per worker, with mp_rank and mp_size)")
+USAGE = (
+    "write  %%mp_pool [options] for x in items  (one run per item) or "
+    "%%mp_pool -n 4  (one run per worker, with mp_rank and mp_size)"
+)
 
 
 def _split_line(line: str) -> tuple[str, str | None, str | None]:
@@ -43,14 +46,18 @@ def _split_line(line: str) -> tuple[str, str | None, str | None]:
     try:
         compile(f"for {target} in ():\n    pass", "<mp_pool>", "exec")
     except SyntaxError:
-        raise UsageError(f"%%mp_pool: {target!r} is not a loop target: use names, "
-                         f"as in 'for x in ...' or 'for i, row in ...'") from None
+        raise UsageError(
+            f"%%mp_pool: {target!r} is not a loop target: use names, "
+            f"as in 'for x in ...' or 'for i, row in ...'"
+        ) from None
     try:
         compile(expr, "<mp_pool>", "eval")
     except SyntaxError:
-        raise UsageError(f"%%mp_pool: {expr!r} is not an expression: write the items "
-                         f"after 'in', as in 'for x in range(10)'") from None
-    return line[:match.start()], target, expr
+        raise UsageError(
+            f"%%mp_pool: {expr!r} is not an expression: write the items "
+            f"after 'in', as in 'for x in range(10)'"
+        ) from None
+    return line[: match.start()], target, expr
 
 
 @magics_class
@@ -58,22 +65,49 @@ class PoolMagics(Magics):
     """Parallel cells on the warm pool."""
 
     @magic_arguments()
-    @argument("-n", "--processes", type=int, default=None,
-              help="workers in the warm pool (default: its size, else one per core); "
-                   "with no loop, the number of ranks")
-    @argument("-o", "--out", default=DEFAULT_OUT,
-              help=f"notebook name for the list of results (default {DEFAULT_OUT})")
-    @argument("--chunksize", type=int, default=None,
-              help="items sent to a worker at a time (default: computed)")
-    @argument("--unordered", action="store_true",
-              help="collect results as they complete, not in input order")
-    @argument("--timeout", type=float, default=None,
-              help="seconds to wait for each next result before giving up")
-    @argument("--keep-going", action="store_true",
-              help="run every item; failed items give their exception in the results")
+    @argument(
+        "-n",
+        "--processes",
+        type=int,
+        default=None,
+        help="workers in the warm pool (default: its size, else one per core); "
+        "with no loop, the number of ranks",
+    )
+    @argument(
+        "-o",
+        "--out",
+        default=DEFAULT_OUT,
+        help=f"notebook name for the list of results (default {DEFAULT_OUT})",
+    )
+    @argument(
+        "--chunksize",
+        type=int,
+        default=None,
+        help="items sent to a worker at a time (default: computed)",
+    )
+    @argument(
+        "--unordered",
+        action="store_true",
+        help="collect results as they complete, not in input order",
+    )
+    @argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for each next result before giving up",
+    )
+    @argument(
+        "--keep-going",
+        action="store_true",
+        help="run every item; failed items give their exception in the results",
+    )
     @argument("--no-progress", action="store_true", help="no progress bar")
-    @argument("--start-method", choices=("spawn", "forkserver", "fork"), default=None,
-              help="start method of the warm pool (restarts it if it differs)")
+    @argument(
+        "--start-method",
+        choices=("spawn", "forkserver", "fork"),
+        default=None,
+        help="start method of the warm pool (restarts it if it differs)",
+    )
     @cell_magic
     def mp_pool(self, line: str, cell: str) -> None:
         """Run a cell in parallel on the warm pool.
@@ -98,36 +132,49 @@ class PoolMagics(Magics):
             raise UsageError(f"%%mp_pool: {exc}. {USAGE}") from None
         self._check(args, target)
         if not cell.strip():
-            raise UsageError("%%mp_pool: the cell is empty: write the code to run "
-                             "for each item below the magic's line")
+            raise UsageError(
+                "%%mp_pool: the cell is empty: write the code to run "
+                "for each item below the magic's line"
+            )
         from .runner import run_parallel_cell
+
         results = run_parallel_cell(self.shell, cell, target, expr, args)
         self.shell.user_ns[args.out] = results
 
     @staticmethod
     def _check(args: Any, target: str | None) -> None:
         if args.processes is not None and args.processes < 1:
-            raise UsageError(f"%%mp_pool: -n/--processes must be 1 or more, not "
-                             f"{args.processes}")
+            raise UsageError(f"%%mp_pool: -n/--processes must be 1 or more, not {args.processes}")
         if args.chunksize is not None and args.chunksize < 1:
-            raise UsageError(f"%%mp_pool: --chunksize must be 1 or more, not "
-                             f"{args.chunksize}")
+            raise UsageError(f"%%mp_pool: --chunksize must be 1 or more, not {args.chunksize}")
         if args.timeout is not None and not args.timeout > 0:
-            raise UsageError(f"%%mp_pool: --timeout must be a positive number of "
-                             f"seconds, not {args.timeout}")
+            raise UsageError(
+                f"%%mp_pool: --timeout must be a positive number of seconds, not {args.timeout}"
+            )
         if not args.out.isidentifier():
             raise UsageError(f"%%mp_pool: --out {args.out!r} is not a Python name")
         if target is None and (args.unordered or args.chunksize):
-            raise UsageError("%%mp_pool: --unordered and --chunksize need a loop: "
-                             "%%mp_pool --unordered for x in items")
+            raise UsageError(
+                "%%mp_pool: --unordered and --chunksize need a loop: "
+                "%%mp_pool --unordered for x in items"
+            )
         if target is None and args.processes is None:
             raise UsageError(f"%%mp_pool: nothing to run in parallel: {USAGE}")
 
     @magic_arguments()
-    @argument("-n", "--processes", type=int, default=None,
-              help="resize the warm pool to this many workers")
-    @argument("--start-method", choices=("spawn", "forkserver", "fork"), default=None,
-              help="restart the warm pool with this start method")
+    @argument(
+        "-n",
+        "--processes",
+        type=int,
+        default=None,
+        help="resize the warm pool to this many workers",
+    )
+    @argument(
+        "--start-method",
+        choices=("spawn", "forkserver", "fork"),
+        default=None,
+        help="restart the warm pool with this start method",
+    )
     @argument("--restart", action="store_true", help="replace every worker")
     @argument("--shutdown", action="store_true", help="stop the warm pool")
     @line_magic("mp_pool")
@@ -140,6 +187,7 @@ class PoolMagics(Magics):
         %mp_pool --shutdown      stop the workers
         """
         from . import warm
+
         try:
             args = parse_argstring(self.mp_pool_line, line)
         except UsageError as exc:
@@ -152,8 +200,9 @@ class PoolMagics(Magics):
             warm.shutdown()
         elif args.restart:
             running = warm.describe()
-            if (args.processes or running["processes"]) == running["processes"] and \
-                    (args.start_method or running["start_method"]) == running["start_method"]:
+            if (args.processes or running["processes"]) == running["processes"] and (
+                args.start_method or running["start_method"]
+            ) == running["start_method"]:
                 warm.restart()
             else:  # another size or method: a new pool anyway
                 warm.get_pool(args.processes, args.start_method)
@@ -169,8 +218,10 @@ class WarmPoolView:
         self.state = state
 
     def _rows(self) -> list[tuple[str, str, str]]:
-        return [(w["name"], str(w["pid"]), "alive" if w["alive"] else "exited")
-                for w in self.state["workers"]]
+        return [
+            (w["name"], str(w["pid"]), "alive" if w["alive"] else "exited")
+            for w in self.state["workers"]
+        ]
 
     def __repr__(self) -> str:
         s = self.state
@@ -181,11 +232,16 @@ class WarmPoolView:
 
     def _repr_html_(self) -> str:
         import html
+
         s = self.state
         if not s["running"]:
             return "<p>warm pool: not running (the next <code>%%mp_pool</code> starts it)</p>"
-        rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{p}</td><td>{st}</td></tr>"
-                       for n, p, st in self._rows())
-        return (f"<p>warm pool: {s['processes']} workers, start method "
-                f"<code>{s['start_method']}</code></p><table><tr><th>worker</th>"
-                f"<th>pid</th><th>state</th></tr>{rows}</table>")
+        rows = "".join(
+            f"<tr><td>{html.escape(n)}</td><td>{p}</td><td>{st}</td></tr>"
+            for n, p, st in self._rows()
+        )
+        return (
+            f"<p>warm pool: {s['processes']} workers, start method "
+            f"<code>{s['start_method']}</code></p><table><tr><th>worker</th>"
+            f"<th>pid</th><th>state</th></tr>{rows}</table>"
+        )

@@ -1,4 +1,5 @@
 """Running one ``%%mp_pool`` cell: build the run, feed the warm pool, collect results."""
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,9 @@ def _items(shell: Any, expr: str) -> list[Any]:
         raise
 
 
-def run_parallel_cell(shell: Any, cell: str, target: str | None, expr: str | None,
-                      args: Any) -> list[Any]:
+def run_parallel_cell(
+    shell: Any, cell: str, target: str | None, expr: str | None, args: Any
+) -> list[Any]:
     filename = _cell_filename(shell, cell)
     body, last = split_cell(cell, filename)
     if target is None:
@@ -43,9 +45,16 @@ def run_parallel_cell(shell: Any, cell: str, target: str | None, expr: str | Non
         loop_names = set(_target_names(target))
     namespace = notebook_names(shell, [cell], loop_names)
     control = RunControl(len(items))
-    spec = CellSpec(body=body, last=last, filename=filename, loop_target=target,
-                    namespace=namespace, control=control.name,
-                    keep_going=args.keep_going, size=len(items))
+    spec = CellSpec(
+        body=body,
+        last=last,
+        filename=filename,
+        loop_target=target,
+        namespace=namespace,
+        control=control.name,
+        keep_going=args.keep_going,
+        size=len(items),
+    )
     try:
         pool = warm.get_pool(args.processes, args.start_method)
         if target is None and len(items) > warm.describe()["processes"]:
@@ -57,20 +66,23 @@ def run_parallel_cell(shell: Any, cell: str, target: str | None, expr: str | Non
 
 def _target_names(target: str) -> list[str]:
     import ast
+
     tree = ast.parse(f"for {target} in ():\n    pass")
     return [n.id for n in ast.walk(tree.body[0].target) if isinstance(n, ast.Name)]
 
 
-def _collect(pool: Any, spec: CellSpec, items: list[Any], args: Any,
-             control: RunControl) -> list[Any]:
+def _collect(
+    pool: Any, spec: CellSpec, items: list[Any], args: Any, control: RunControl
+) -> list[Any]:
     task = functools.partial(run_chunk, spec)
     chunksize = 1 if spec.loop_target is None else (args.chunksize or _chunksize(len(items), pool))
     indexed = list(enumerate(items))
-    chunks = [indexed[i:i + chunksize] for i in range(0, len(indexed), chunksize)]
+    chunks = [indexed[i : i + chunksize] for i in range(0, len(indexed), chunksize)]
     mapper = pool.imap_unordered if args.unordered else pool.imap
     bar = None
     if not args.no_progress and spec.loop_target is not None:
         from ..progress import ProgressBar
+
         bar = ProgressBar(len(items), "mp_pool")
     results: list[Any] = []
     failures: list[ItemFailed] = []
@@ -99,20 +111,24 @@ def _collect(pool: Any, spec: CellSpec, items: list[Any], args: Any,
             bar.close(failed=not ok or bool(failures))
     if failures:
         listed = ", ".join(f"{f.index} ({f.item_repr})" for f in failures[:10])
-        print(f"%%mp_pool: {len(failures)} of {len(items)} items failed: {listed}; "
-              f"their exceptions are in the results")
+        print(
+            f"%%mp_pool: {len(failures)} of {len(items)} items failed: {listed}; "
+            f"their exceptions are in the results"
+        )
     return results
 
 
-def _values(iterator: Any, n_chunks: int, timeout: float | None, total: int,
-            results: list[Any]) -> Any:
+def _values(
+    iterator: Any, n_chunks: int, timeout: float | None, total: int, results: list[Any]
+) -> Any:
     for _ in range(n_chunks):
         try:
             chunk = iterator.next(timeout)
         except multiprocessing.TimeoutError:
             raise multiprocessing.TimeoutError(
                 f"%%mp_pool: no result within --timeout {timeout} s; "
-                f"{len(results)} of {total} items done") from None
+                f"{len(results)} of {total} items done"
+            ) from None
         yield from chunk
 
 
@@ -123,14 +139,20 @@ def _chunksize(n: int, pool: Any) -> int:
 
 
 def _item_error(failed: ItemFailed, spec: CellSpec) -> ParallelCellError:
-    what = (f"rank {failed.index}" if spec.loop_target is None
-            else f"item {failed.index} ({spec.loop_target} = {failed.item_repr})")
+    what = (
+        f"rank {failed.index}"
+        if spec.loop_target is None
+        else f"item {failed.index} ({spec.loop_target} = {failed.item_repr})"
+    )
     cause = failed.error
     error = ParallelCellError(
         f"{what} raised {type(cause).__name__}: {cause}; the other items "
         f"were cancelled (use --keep-going to run them all)",
-        failed.index, failed.item_repr)
-    cause.__cause__ = RemoteTraceback(failed.frames, f" (in the worker, {what})",
-                                      f"{type(cause).__name__}: {cause}")
+        failed.index,
+        failed.item_repr,
+    )
+    cause.__cause__ = RemoteTraceback(
+        failed.frames, f" (in the worker, {what})", f"{type(cause).__name__}: {cause}"
+    )
     error.__cause__ = cause
     return error

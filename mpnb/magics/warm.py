@@ -3,6 +3,7 @@
 One locked singleton that is created on first use and recreated when asked for another
 size or start method; ``shutdown`` ends it (the extension calls it on unload).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,13 +24,12 @@ def get_pool(processes: int | None = None, start_method: str | None = None) -> A
     """The warm pool with ``processes`` workers (default: the current size, else one per
     core) under ``start_method`` (default: the current one, else mpnb's default)."""
     from ..context import _default_context
+
     with _lock:
         pool = _state["pool"]
         want_n = processes or _state["processes"] or _default_processes()
-        want_method = (start_method or _state["method"]
-                       or _default_context.get_start_method())
-        if pool is not None and (want_n != _state["processes"]
-                                 or want_method != _state["method"]):
+        want_method = start_method or _state["method"] or _default_context.get_start_method()
+        if pool is not None and (want_n != _state["processes"] or want_method != _state["method"]):
             _close(pool)
             pool = None
         if pool is None:
@@ -66,9 +66,19 @@ def describe() -> dict[str, Any]:
     with _lock:
         pool = _state["pool"]
         if pool is None:
-            return {"running": False, "processes": _state["processes"],
-                    "start_method": _state["method"], "workers": []}
-        workers = [{"name": w.name, "pid": w.pid, "alive": w.is_alive()}
-                   for w in getattr(pool, "_pool", [])]
-        return {"running": True, "processes": _state["processes"],
-                "start_method": _state["method"], "workers": workers}
+            return {
+                "running": False,
+                "processes": _state["processes"],
+                "start_method": _state["method"],
+                "workers": [],
+            }
+        workers = [
+            {"name": w.name, "pid": w.pid, "alive": w.is_alive()}
+            for w in getattr(pool, "_pool", [])
+        ]
+        return {
+            "running": True,
+            "processes": _state["processes"],
+            "start_method": _state["method"],
+            "workers": workers,
+        }

@@ -28,6 +28,7 @@ mpnb``) turns it off. Outside a kernel (terminal IPython, scripts) children writ
 the inherited fds, as with the standard library. Nothing here imports IPython or
 ipykernel: it finds them in ``sys.modules``.
 """
+
 from __future__ import annotations
 
 import threading

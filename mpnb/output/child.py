@@ -10,6 +10,7 @@ write to the new ones. A pool worker switches route per task through
 ``mpnb._routing`` (``enter``/``leave``): a marker in the byte stream. Grandchildren
 started through mpnb get the same relay and their parent's current route.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,16 @@ from .. import process as _process
 from . import kernel as _kernel
 from .protocol import hello, marker
 
-__all__ = ["FLUSH_DELAY", "ChildSetup", "ChildStream", "ChildSide", "ChildRouter",
-           "current", "start_child", "start_hook"]
+__all__ = [
+    "FLUSH_DELAY",
+    "ChildSetup",
+    "ChildStream",
+    "ChildSide",
+    "ChildRouter",
+    "current",
+    "start_child",
+    "start_hook",
+]
 
 # Seconds an unfinished line waits in a child's stream before it is written anyway:
 # long enough to gather the pieces ``print`` writes, short next to the relay's wait.
@@ -55,8 +64,12 @@ class ChildStream(io.TextIOWrapper):
     ``FLUSH_DELAY`` seconds, so nothing waits for a flush the user did not write."""
 
     def __init__(self, fd: int) -> None:
-        super().__init__(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
-                         errors="backslashreplace", line_buffering=True)
+        super().__init__(
+            io.FileIO(fd, "w", closefd=False),
+            encoding="utf-8",
+            errors="backslashreplace",
+            line_buffering=True,
+        )
 
     def write(self, text: str) -> int:
         written = super().write(text)
@@ -207,9 +220,11 @@ def _retarget_logging(old: tuple[Any, Any]) -> None:
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     for logger in loggers:
         for handler in getattr(logger, "handlers", ()):
-            if (isinstance(handler, logging.StreamHandler)
-                    and not isinstance(handler, logging.FileHandler)
-                    and id(handler.stream) in new):
+            if (
+                isinstance(handler, logging.StreamHandler)
+                and not isinstance(handler, logging.FileHandler)
+                and id(handler.stream) in new
+            ):
                 handler.stream = new[id(handler.stream)]
 
 
@@ -230,6 +245,7 @@ def _flush_c_streams() -> None:
     if _libc is None:
         try:
             import ctypes
+
             _libc = ctypes.CDLL(None)
             _libc.fflush  # noqa: B018 - fails early where there is none
         except (OSError, AttributeError):

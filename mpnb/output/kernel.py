@@ -12,6 +12,7 @@ by ``mpnb._compat.running_cell_label``.
 A forked child of the kernel is no kernel: it lets go of the relay's sockets without
 touching its locks (``os.register_at_fork``).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,17 @@ from typing import Any
 from .. import _compat, _routing
 from .relay import Relay
 
-__all__ = ["MAX_ROUTES", "KernelSide", "KernelRouter", "find_kernel",
-           "flush_kernel_streams", "current", "start", "stop", "forget"]
+__all__ = [
+    "MAX_ROUTES",
+    "KernelSide",
+    "KernelRouter",
+    "find_kernel",
+    "flush_kernel_streams",
+    "current",
+    "start",
+    "stop",
+    "forget",
+]
 
 # Parent headers of the cells that started work, by msg_id (the route); the oldest
 # is forgotten first (its late output then goes to the cell running at that time).
@@ -83,8 +93,9 @@ class KernelSide:
         with self._lock:
             if self.relay is None or not self.relay.alive:
                 try:
-                    self.relay = Relay(self.send, self.token, _compat.running_cell_label,
-                                       tags=self.tags)
+                    self.relay = Relay(
+                        self.send, self.token, _compat.running_cell_label, tags=self.tags
+                    )
                 except (OSError, AttributeError):  # no AF_UNIX sockets here
                     return None
             return self.relay.address
@@ -114,9 +125,13 @@ class KernelSide:
         if header is None:
             header = _current_header(self.kernel)
         flush_kernel_streams()  # what the kernel printed before comes first
-        self.kernel.session.send(self.kernel.iopub_socket, "stream",
-                                 {"name": stream, "text": text}, parent=header,
-                                 ident=b"stream." + stream.encode())
+        self.kernel.session.send(
+            self.kernel.iopub_socket,
+            "stream",
+            {"name": stream, "text": text},
+            parent=header,
+            ident=b"stream." + stream.encode(),
+        )
 
     def close(self) -> None:
         if self.relay is not None:

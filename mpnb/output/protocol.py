@@ -10,13 +10,22 @@ comes after it belongs to the new route.
 Both sides import this module, and nothing else of each other: the child side
 (``mpnb.output.child``) writes these bytes, the relay (``mpnb.output.relay``) reads them.
 """
+
 from __future__ import annotations
 
 import json
 from typing import NamedTuple
 
-__all__ = ["HELLO_PREFIX", "MAX_HELLO", "Hello", "hello", "read_hello", "marker",
-           "marker_start", "marker_prefix"]
+__all__ = [
+    "HELLO_PREFIX",
+    "MAX_HELLO",
+    "Hello",
+    "hello",
+    "read_hello",
+    "marker",
+    "marker_start",
+    "marker_prefix",
+]
 
 # The first bytes of an introduction line (the protocol's version is in it).
 HELLO_PREFIX = b"mpnb-output 1 "
@@ -30,7 +39,7 @@ class Hello(NamedTuple):
     token: str
     name: str
     pid: int
-    stream: str   # 'stdout' or 'stderr'
+    stream: str  # 'stdout' or 'stderr'
     route: str | None
 
 
@@ -45,10 +54,14 @@ def read_hello(line: bytes) -> Hello | None:
     if not line.startswith(HELLO_PREFIX):
         return None
     try:
-        info = json.loads(line[len(HELLO_PREFIX):])
-        return Hello(str(info["token"]), str(info["name"]), int(info["pid"]),
-                     "stderr" if info["stream"] == "stderr" else "stdout",
-                     info["route"] if isinstance(info["route"], str) else None)
+        info = json.loads(line[len(HELLO_PREFIX) :])
+        return Hello(
+            str(info["token"]),
+            str(info["name"]),
+            int(info["pid"]),
+            "stderr" if info["stream"] == "stderr" else "stdout",
+            info["route"] if isinstance(info["route"], str) else None,
+        )
     except (ValueError, KeyError, TypeError):
         return None
 

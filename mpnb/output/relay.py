@@ -15,6 +15,7 @@ result can follow its output.
 The relay knows nothing of kernels: it calls ``send(route, stream, text)``
 (``mpnb.output.kernel`` publishes that on IOPub).
 """
+
 from __future__ import annotations
 
 import codecs
@@ -28,13 +29,20 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from .protocol import MAX_HELLO, marker_prefix, marker_start, read_hello
 from .tracebacks import Label, relabel
 
-__all__ = ["Relay", "Send", "FLUSH_DELAY", "READ_SIZE", "MAX_PARTIAL", "MAX_DRAIN_READS",
-           "MAX_CELLS"]
+__all__ = [
+    "Relay",
+    "Send",
+    "FLUSH_DELAY",
+    "READ_SIZE",
+    "MAX_PARTIAL",
+    "MAX_DRAIN_READS",
+    "MAX_CELLS",
+]
 
 # Seconds a partial line waits for the rest of its line before it is published as is.
 FLUSH_DELAY = 0.1
@@ -48,27 +56,39 @@ MAX_DRAIN_READS = 256
 MAX_CELLS = 1024
 
 #: ``send(route, stream, text)``: publish ``text`` on ``stream`` into the cell of ``route``.
-Send = Callable[[Optional[str], str, str], None]
+Send = Callable[[str | None, str, str], None]
 
 
 class _Connection:
     """One stream of one child: its socket and the text waiting for its line's end."""
 
-    __slots__ = ("sock", "ready", "closed", "name", "pid", "stream", "route", "raw",
-                 "decoder", "partial", "held", "deadline")
+    __slots__ = (
+        "sock",
+        "ready",
+        "closed",
+        "name",
+        "pid",
+        "stream",
+        "route",
+        "raw",
+        "decoder",
+        "partial",
+        "held",
+        "deadline",
+    )
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.ready = False           # introduced itself
+        self.ready = False  # introduced itself
         self.closed = False
         self.name = ""
         self.pid = 0
         self.stream = "stdout"
         self.route: str | None = None
-        self.raw = b""               # bytes not yet decoded: an unfinished marker
+        self.raw = b""  # bytes not yet decoded: an unfinished marker
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self.partial = ""            # the start of a line
-        self.held = ""               # a traceback frame line, until its next line comes
+        self.partial = ""  # the start of a line
+        self.held = ""  # a traceback frame line, until its next line comes
         self.deadline: float | None = None
 
     @property
@@ -90,8 +110,9 @@ class _Cell:
 class Relay:
     """A listening socket and the thread that republishes what children write to it."""
 
-    def __init__(self, send: Send, token: str, label: Label | None = None,
-                 tags: bool = True) -> None:
+    def __init__(
+        self, send: Send, token: str, label: Label | None = None, tags: bool = True
+    ) -> None:
         self.tags = tags
         self._send = send
         self._token = token
@@ -148,8 +169,12 @@ class Relay:
 
     def abandon(self) -> None:
         """In a forked child: let go of the parent's sockets, touching none of its locks."""
-        for sock in [self._listener, self._wake_r, self._wake_w,
-                     *(c.sock for c in list(self._connections))]:
+        for sock in [
+            self._listener,
+            self._wake_r,
+            self._wake_w,
+            *(c.sock for c in list(self._connections)),
+        ]:
             try:
                 sock.close()
             except OSError:
@@ -289,14 +314,14 @@ class Relay:
             if not self._introduce(conn, buf[:end]):
                 self._close(conn)
                 return
-            buf = buf[end + 1:]
+            buf = buf[end + 1 :]
         mark = self._mark
         while buf:
             start = buf.find(mark)
             if start < 0:
                 keep = marker_prefix(buf, mark)
-                self._text(conn, buf[:len(buf) - keep] if keep else buf)
-                conn.raw = buf[len(buf) - keep:] if keep else b""
+                self._text(conn, buf[: len(buf) - keep] if keep else buf)
+                conn.raw = buf[len(buf) - keep :] if keep else b""
                 break
             if start:
                 self._text(conn, buf[:start])
@@ -304,10 +329,10 @@ class Relay:
             if end < 0:
                 conn.raw = buf[start:]
                 break
-            route = buf[start + len(mark):end].decode("ascii", "replace") or None
+            route = buf[start + len(mark) : end].decode("ascii", "replace") or None
             self._flush(conn)
             conn.route = route
-            buf = buf[end + 1:]
+            buf = buf[end + 1 :]
         self._schedule(conn)
 
     def _introduce(self, conn: _Connection, line: bytes) -> bool:

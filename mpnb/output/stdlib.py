@@ -29,12 +29,14 @@ meanwhile keep routing until they end. Nothing here runs unless the extension is
 loaded. It reaches the rest of mpnb only through the seam ``mpnb._routing`` and the
 start hooks of ``mpnb.process``.
 """
+
 from __future__ import annotations
 
 import multiprocessing.pool as _std_pool
 import multiprocessing.process as _std_process
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import _routing
 from .. import process as _process
@@ -128,8 +130,7 @@ def _apply_async(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
     return _ORIGINALS["apply_async"](self, func, *args, **kwargs)
 
 
-def _map_async(self: Any, func: Any, iterable: Any, mapper: Any, *args: Any,
-               **kwargs: Any) -> Any:
+def _map_async(self: Any, func: Any, iterable: Any, mapper: Any, *args: Any, **kwargs: Any) -> Any:
     if not _is_threads(self):
         mapper = _routed(mapper)  # once per chunk
     return _ORIGINALS["_map_async"](self, func, iterable, mapper, *args, **kwargs)
@@ -204,13 +205,19 @@ def _process_result_item(self: Any, result_item: Any) -> Any:
 
 def _targets() -> list[tuple[Any, str, Any]]:
     import concurrent.futures.process as cf_process
+
     base, pool = _std_process.BaseProcess, _std_pool.Pool
-    targets = [(base, "start", _start), (base, "_bootstrap", _bootstrap),
-               (base, "join", _join),
-               (pool, "apply_async", _apply_async), (pool, "_map_async", _map_async),
-               (pool, "imap", _imap), (pool, "imap_unordered", _imap_unordered),
-               (pool, "_setup_queues", _setup_queues),
-               (cf_process.ProcessPoolExecutor, "submit", _submit)]
+    targets = [
+        (base, "start", _start),
+        (base, "_bootstrap", _bootstrap),
+        (base, "join", _join),
+        (pool, "apply_async", _apply_async),
+        (pool, "_map_async", _map_async),
+        (pool, "imap", _imap),
+        (pool, "imap_unordered", _imap_unordered),
+        (pool, "_setup_queues", _setup_queues),
+        (cf_process.ProcessPoolExecutor, "submit", _submit),
+    ]
     manager = getattr(cf_process, "_ExecutorManagerThread", None)
     if manager is not None and "process_result_item" in manager.__dict__:
         targets.append((manager, "process_result_item", _process_result_item))

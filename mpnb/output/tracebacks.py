@@ -8,11 +8,13 @@ each run of whole lines through ``relabel``, which writes such a frame as IPytho
 labels, is the caller's ``label`` (in the kernel: ``mpnb._compat.running_cell_label``,
 the same helper a pool task's ``RemoteTraceback`` uses).
 """
+
 from __future__ import annotations
 
 import linecache
 import re
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["Label", "relabel", "source_line"]
 
@@ -20,7 +22,7 @@ __all__ = ["Label", "relabel", "source_line"]
 _FRAME = re.compile(r'^([ \t]*)File "([^"]+)", line (\d+)(.*)$')
 
 #: ``label(filename)``: ``'Cell In[3]'`` for the file of a notebook cell, else ``None``.
-Label = Callable[[str], Optional[str]]
+Label = Callable[[str], str | None]
 
 
 def relabel(text: str, label: Label, final: bool = False) -> tuple[str, str]:

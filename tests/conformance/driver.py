@@ -11,6 +11,7 @@ longer than --test-timeout makes faulthandler dump every thread's stack and exit
 Run as a script (not ``-m``): spawn and forkserver children import ``__main__`` again as
 ``__mp_main__``, which does nothing here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,14 @@ class JsonResult(unittest.TextTestResult):
         super().stopTest(test)
 
     def _outcome(self, test, outcome: str, detail: str = "") -> None:
-        self._write({"id": _short_id(test), "outcome": outcome, "detail": detail,
-                     "time": round(time.monotonic() - getattr(self, "_t0", time.monotonic()), 3)})
+        self._write(
+            {
+                "id": _short_id(test),
+                "outcome": outcome,
+                "detail": detail,
+                "time": round(time.monotonic() - getattr(self, "_t0", time.monotonic()), 3),
+            }
+        )
 
     def addSuccess(self, test):
         super().addSuccess(test)
@@ -85,8 +92,7 @@ class JsonResult(unittest.TextTestResult):
         if err is not None:
             failed = issubclass(err[0], test.failureException)
             pairs = self.failures if failed else self.errors
-            self._outcome(subtest, "fail" if failed else "error",
-                          f"{subtest.id()}\n{pairs[-1][1]}")
+            self._outcome(subtest, "fail" if failed else "error", f"{subtest.id()}\n{pairs[-1][1]}")
 
 
 def _flatten(suite):
@@ -104,8 +110,13 @@ def main() -> int:
     parser.add_argument("results")
     parser.add_argument("--skip", help="file with test ids (Class.test) not to run")
     parser.add_argument("--test-timeout", type=float, default=0.0)
-    parser.add_argument("-k", dest="only", action="append", default=[],
-                        help="run only the test ids containing this (repeatable)")
+    parser.add_argument(
+        "-k",
+        dest="only",
+        action="append",
+        default=[],
+        help="run only the test ids containing this (repeatable)",
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, args.build_dir)
@@ -114,14 +125,15 @@ def main() -> int:
         with open(args.skip, encoding="utf-8") as f:
             skip = {line.strip() for line in f if line.strip()}
     loader = unittest.TestLoader()
-    tests = [t for t in _flatten(loader.loadTestsFromName(args.module))
-             if _short_id(t) not in skip
-             and (not args.only or any(k in _short_id(t) for k in args.only))]
+    tests = [
+        t
+        for t in _flatten(loader.loadTestsFromName(args.module))
+        if _short_id(t) not in skip and (not args.only or any(k in _short_id(t) for k in args.only))
+    ]
     with open(args.results, "a", encoding="utf-8") as events:
         JsonResult.events = events
         JsonResult.timeout = args.test_timeout
-        runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2,
-                                         resultclass=JsonResult)
+        runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2, resultclass=JsonResult)
         runner.run(unittest.TestSuite(tests))
         events.write(json.dumps({"done": True}) + "\n")
     return 0

@@ -17,6 +17,7 @@ stale entry (an error). Anything else that fails or errors, any name mpnb lacks 
 generate.py), and any process, /dev/shm entry or temporary file left behind make the
 exit status non-zero. Results (with tracebacks) and logs go to the build folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,10 @@ MODE_WORDS = {"drop-in": "dropin", "extension": "ext"}
 # Tests that cannot run against a third-party package at all, whatever mpnb does. Not
 # differences of mpnb's: they are skipped in the named mode and reported as such.
 NOT_APPLICABLE = {
-    ("dropin", "TestFlags.test_flags"):
-        "starts `python -E -S`: without site-packages neither mpnb nor cloudpickle "
-        "can be imported",
+    (
+        "dropin",
+        "TestFlags.test_flags",
+    ): "starts `python -E -S`: without site-packages neither mpnb nor cloudpickle can be imported",
 }
 
 OUTCOMES = ("pass", "fail", "error", "skip", "xfail", "xpass")
@@ -77,8 +79,9 @@ def parse_readme(path: Path = README) -> list:
     for bullet in bullets:
         bullet = " ".join(bullet.split())
         ids = re.findall(r"`([A-Z_]\w*\.test\w*)`", bullet)
-        modes = tuple(v for k, v in MODE_WORDS.items() if f"({k} mode" in bullet) \
-            or tuple(MODE_WORDS.values())
+        modes = tuple(v for k, v in MODE_WORDS.items() if f"({k} mode" in bullet) or tuple(
+            MODE_WORDS.values()
+        )
         for test_id in ids:
             entries.append(Entry(test_id, modes, bullet))
     return entries
@@ -90,8 +93,8 @@ class RunResult:
     mode: str
     method: str
     wall: float = 0.0
-    outcomes: dict = field(default_factory=dict)   # id -> (outcome, detail)
-    crashed: list = field(default_factory=list)    # ids running when the driver died
+    outcomes: dict = field(default_factory=dict)  # id -> (outcome, detail)
+    crashed: list = field(default_factory=list)  # ids running when the driver died
     leftovers: list = field(default_factory=list)  # processes, files left behind
     notes: list = field(default_factory=list)
 
@@ -165,8 +168,7 @@ def run_one(mode: str, method: str, build_dir: Path, work_root: Path, args) -> R
     log = work / "log.txt"
     skip_file = work / "skip.txt"
     na = {tid for (m, tid) in NOT_APPLICABLE if m == mode}
-    env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=str(build_dir),
-               PYTHONFAULTHANDLER="1")
+    env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=str(build_dir), PYTHONFAULTHANDLER="1")
     env.pop("PYTHONSTARTUP", None)
     module = generate.module_name(mode, method)
     start = time.monotonic()
@@ -175,15 +177,30 @@ def run_one(mode: str, method: str, build_dir: Path, work_root: Path, args) -> R
     for attempt in range(args.max_restarts + 1):
         outcomes, started, _ = _read_events(events)
         skip_file.write_text("\n".join(sorted(set(outcomes) | set(result.crashed) | na)))
-        cmd = [sys.executable, str(HERE / "driver.py"), str(build_dir), module,
-               str(events), "--skip", str(skip_file),
-               "--test-timeout", str(args.test_timeout)]
+        cmd = [
+            sys.executable,
+            str(HERE / "driver.py"),
+            str(build_dir),
+            module,
+            str(events),
+            "--skip",
+            str(skip_file),
+            "--test-timeout",
+            str(args.test_timeout),
+        ]
         cmd += [f"-k{k}" for k in args.only]
         with open(log, "a", encoding="utf-8") as logf:
             logf.write(f"\n=== attempt {attempt}: {' '.join(cmd)}\n")
             logf.flush()
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=logf, stderr=logf,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                env=env,
+                stdout=logf,
+                stderr=logf,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             timed_out = False
             try:
                 proc.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -195,8 +212,9 @@ def run_one(mode: str, method: str, build_dir: Path, work_root: Path, args) -> R
                 proc.wait()
         left = _reap_group(proc.pid, grace=5.0)
         for pid, cmdline in left:
-            result.leftovers.append(f"process {pid} still running after the run "
-                                    f"(killed): {cmdline[:200]}")
+            result.leftovers.append(
+                f"process {pid} still running after the run (killed): {cmdline[:200]}"
+            )
         outcomes, started, done = _read_events(events)
         if done:
             break
@@ -207,11 +225,14 @@ def run_one(mode: str, method: str, build_dir: Path, work_root: Path, args) -> R
             break
         if running:
             result.crashed.append(running[-1])
-            result.notes.append(f"interpreter exited (rc {proc.returncode}) during "
-                                f"{running[-1]}; restarted after it")
+            result.notes.append(
+                f"interpreter exited (rc {proc.returncode}) during "
+                f"{running[-1]}; restarted after it"
+            )
         else:
-            result.notes.append(f"interpreter exited (rc {proc.returncode}) outside a "
-                                "test; see the log")
+            result.notes.append(
+                f"interpreter exited (rc {proc.returncode}) outside a test; see the log"
+            )
             result.crashed.append("<driver>")
             break
     result.wall = time.monotonic() - start
@@ -222,9 +243,12 @@ def run_one(mode: str, method: str, build_dir: Path, work_root: Path, args) -> R
         if not args.only or any(k in tid for k in args.only):
             result.outcomes[tid] = ("skip", "not applicable: " + NOT_APPLICABLE[(mode, tid)])
     # Full results and the log, for reading the tracebacks (the build folder is ignored).
-    (build_dir / f"results-{mode}-{method}.json").write_text(json.dumps(
-        {tid: {"outcome": o, "detail": d} for tid, (o, d) in sorted(result.outcomes.items())},
-        indent=1))
+    (build_dir / f"results-{mode}-{method}.json").write_text(
+        json.dumps(
+            {tid: {"outcome": o, "detail": d} for tid, (o, d) in sorted(result.outcomes.items())},
+            indent=1,
+        )
+    )
     shutil.copyfile(log, build_dir / f"log-{mode}-{method}.txt")
     # What the suite left in its working directory and TMPDIR.
     for folder in (tmp, cwd):
@@ -281,8 +305,10 @@ def _last_line(detail: str) -> str:
 def summarize(results: list, entries: list, report: dict) -> int:
     status = 0
     print()
-    print(f"{'mode':7} {'method':10} {'ran':>5} {'passed':>6} {'failed':>6} {'errors':>6} "
-          f"{'skipped':>7} {'deliberate':>10} {'stale':>5} {'wall':>7}")
+    print(
+        f"{'mode':7} {'method':10} {'ran':>5} {'passed':>6} {'failed':>6} {'errors':>6} "
+        f"{'skipped':>7} {'deliberate':>10} {'stale':>5} {'wall':>7}"
+    )
     problems = []
     for r in results:
         counts = dict.fromkeys(OUTCOMES, 0)
@@ -298,9 +324,11 @@ def summarize(results: list, entries: list, report: dict) -> int:
             elif outcome in ("fail", "error", "xpass"):
                 unexpected.append((tid, outcome, detail))
         ran = sum(counts[o] for o in OUTCOMES if o != "skip")
-        print(f"{r.mode:7} {r.method:10} {ran:5} {counts['pass'] + counts['xfail']:6} "
-              f"{counts['fail']:6} {counts['error'] + counts['xpass']:6} {counts['skip']:7} "
-              f"{len(deliberate):10} {len(stale):5} {r.wall:6.0f}s")
+        print(
+            f"{r.mode:7} {r.method:10} {ran:5} {counts['pass'] + counts['xfail']:6} "
+            f"{counts['fail']:6} {counts['error'] + counts['xpass']:6} {counts['skip']:7} "
+            f"{len(deliberate):10} {len(stale):5} {r.wall:6.0f}s"
+        )
         label = f"[{r.mode}/{r.method}]"
         for tid, outcome, detail in unexpected:
             problems.append(f"{label} {outcome.upper()}: {tid}: {_last_line(detail)}")
@@ -327,16 +355,30 @@ def main() -> int:
     parser.add_argument("--modes", default="dropin,ext")
     parser.add_argument("--methods", default="forkserver,spawn,fork")
     parser.add_argument("-j", "--jobs", type=int, default=2)
-    parser.add_argument("--run-timeout", type=float, default=1500.0,
-                        help="hard limit for one mode x method run, seconds")
-    parser.add_argument("--test-timeout", type=float, default=180.0,
-                        help="limit for one test (faulthandler dumps the stacks), seconds")
+    parser.add_argument(
+        "--run-timeout",
+        type=float,
+        default=1500.0,
+        help="hard limit for one mode x method run, seconds",
+    )
+    parser.add_argument(
+        "--test-timeout",
+        type=float,
+        default=180.0,
+        help="limit for one test (faulthandler dumps the stacks), seconds",
+    )
     parser.add_argument("--max-restarts", type=int, default=10)
     parser.add_argument("--build-dir", default=str(ROOT / "build" / "conformance"))
-    parser.add_argument("-k", dest="only", action="append", default=[],
-                        help="run only the test ids containing this (repeatable)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the runs' working folders (their path is printed)")
+    parser.add_argument(
+        "-k",
+        dest="only",
+        action="append",
+        default=[],
+        help="run only the test ids containing this (repeatable)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the runs' working folders (their path is printed)"
+    )
     args = parser.parse_args()
 
     modes = [m for m in args.modes.split(",") if m]
@@ -352,13 +394,16 @@ def main() -> int:
     tag = f"py{sys.version_info[0]}{sys.version_info[1]}"
     build_dir = Path(args.build_dir).resolve() / tag
     report = generate.generate(build_dir).as_dict()
-    print(f"CPython {sys.version.split()[0]}: "
-          f"{generate.stdlib_test_dir()}/_test_multiprocessing.py")
+    print(
+        f"CPython {sys.version.split()[0]}: {generate.stdlib_test_dir()}/_test_multiprocessing.py"
+    )
     print(f"generated into {build_dir}")
-    for key, title in (("mpnb_modules", "mapped to mpnb"),
-                       ("stdlib_modules", "kept on the stdlib (no importable mpnb.X)"),
-                       ("bookkeeping", "harness bookkeeping kept on the stdlib"),
-                       ("stdlib_patch_targets", "mock.patch targets kept on the stdlib")):
+    for key, title in (
+        ("mpnb_modules", "mapped to mpnb"),
+        ("stdlib_modules", "kept on the stdlib (no importable mpnb.X)"),
+        ("bookkeeping", "harness bookkeeping kept on the stdlib"),
+        ("stdlib_patch_targets", "mock.patch targets kept on the stdlib"),
+    ):
         if report[key]:
             print(f"  {title}: {', '.join(report[key])}")
     print(f"README deliberate differences: {len(entries)} test id(s)", flush=True)
@@ -370,8 +415,10 @@ def main() -> int:
     t0 = time.monotonic()
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(run_one, mode, method, build_dir, work_root, args)
-                       for mode, method in runs]
+            futures = [
+                pool.submit(run_one, mode, method, build_dir, work_root, args)
+                for mode, method in runs
+            ]
             for future in concurrent.futures.as_completed(futures):
                 r = future.result()
                 print(f"finished {r.mode}/{r.method} in {r.wall:.0f}s", flush=True)
@@ -385,8 +432,10 @@ def main() -> int:
         shm_left = []
         for name in sorted(new):
             if name in holders:
-                print(f"note: /dev/shm/{name} appeared during the run, held by "
-                      f"pid(s) {holders[name]}: not ours, left alone")
+                print(
+                    f"note: /dev/shm/{name} appeared during the run, held by "
+                    f"pid(s) {holders[name]}: not ours, left alone"
+                )
                 continue
             shm_left.append(name)
             try:
@@ -396,12 +445,15 @@ def main() -> int:
         if shm_left and results:
             # Not attributable to one run when runs overlap: counted under the first.
             results[0].leftovers.extend(
-                f"/dev/shm/{n} (any run): appeared during the runs, no live process holds it; removed "
-                "(on a machine shared with other programs it may be theirs)"
-                for n in shm_left)
+                f"/dev/shm/{n} (any run): appeared during the runs, no live process holds "
+                "it; removed (on a machine shared with other programs it may be theirs)"
+                for n in shm_left
+            )
         status = summarize(results, entries, report)
-        print(f"\ntotal wall time {time.monotonic() - t0:.0f}s with -j {args.jobs}; "
-              f"results and logs in {build_dir}")
+        print(
+            f"\ntotal wall time {time.monotonic() - t0:.0f}s with -j {args.jobs}; "
+            f"results and logs in {build_dir}"
+        )
     finally:
         if args.keep:
             print(f"working folders kept in {work_root}")

@@ -18,8 +18,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle  # type: ignore[import-untyped]  # no stubs, no py.typed
-import cloudpickle.cloudpickle as _cp  # type: ignore[import-untyped]
+import cloudpickle  # no stubs, no py.typed: see pyproject's mypy overrides
+import cloudpickle.cloudpickle as _cp
 
 __all__ = [
     "PicklerBase",

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import _routing
 from ._pickle import segments_released_on_error
@@ -281,11 +281,10 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """``terminate_workers``, with SIGKILL at once."""
         self._stop_workers(kill=True)
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             self._core.interrupt()
         self.shutdown(wait=True)
-        return False
 
     def __del__(self) -> None:
         # Like the standard library's: work submitted goes on, then the workers exit.
@@ -317,8 +316,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         self._futures[future._job.id] = future  # type: ignore[union-attr]
         future.add_done_callback(self._settled)
 
-    def _settled(self, future: Future) -> None:
-        job = future._job
+    def _settled(self, future: concurrent.futures.Future[Any]) -> None:
+        job = cast(Future, future)._job
         if job is None:  # never: a tracked future has its job
             return
         self._futures.pop(job.id, None)

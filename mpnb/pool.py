@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable
 from multiprocessing.context import get_spawning_popen, set_spawning_popen
 from multiprocessing.pool import ThreadPool
 from multiprocessing.process import BaseProcess
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import _routing
 from ._pickle import checked_dumps, in_band, segments_released_on_error
@@ -422,7 +422,7 @@ def _check_sendable_at_start(
     a spawned process (a lock made in a fork context: ``RuntimeError``) is accepted there.
     """
     outer = get_spawning_popen()
-    set_spawning_popen(_ProbePopen())
+    set_spawning_popen(cast(Any, _ProbePopen()))  # a stand-in for the start's Popen
     try:
         with in_band():  # a probe, never loaded: no shared-memory segments
             checked_dumps(initializer, "initializer")

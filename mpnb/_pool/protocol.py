@@ -158,7 +158,7 @@ def parse_func(msg: Message) -> tuple[int, bytes]:
 
 def parse_task(msg: Message) -> tuple[int, int, int, int, bool, Any, Any]:
     """``(task_id, func_id, mode, start, stop_on_error, route, payload)`` of a TASK."""
-    return msg[1:]  # type: ignore[return-value]
+    return msg[1:]
 
 
 def parse_result(msg: Message) -> tuple[list[Any], ResultErrors | BaseException, float]:

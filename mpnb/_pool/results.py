@@ -136,7 +136,8 @@ class ApplyResult:
             return self._value
         raise self._value
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    def __class_getitem__(cls, item: Any) -> types.GenericAlias:
+        return types.GenericAlias(cls, item)
 
     # -- the ``protocol.Job`` interface: told by the engine (its thread) --
 
@@ -234,7 +235,8 @@ class IMapIterator:
 
     __next__ = next
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    def __class_getitem__(cls, item: Any) -> types.GenericAlias:
+        return types.GenericAlias(cls, item)
 
     def _next(self, timeout: float | None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout

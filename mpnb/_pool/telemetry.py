@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import short_repr
 from ..registry import REGISTRY
@@ -43,6 +43,8 @@ __all__ = [
     "report_progress",
     "report_callback_error",
 ]
+
+T = TypeVar("T")
 
 # A worker's task shows in the registry (what the monitor reads) once it ran this many
 # seconds, then at most every ``LABEL_INTERVAL``: tiny tasks cost no registry update.
@@ -179,7 +181,7 @@ def bar_hook(progress: bool, total: int | None) -> BarHook | None:
     return BarHook(total) if progress else None
 
 
-def with_bar(progress: bool, run: Callable[[BarHook | None], Any], total: int | None) -> Any:
+def with_bar(progress: bool, run: Callable[[BarHook | None], T], total: int | None) -> T:
     """``run(hook)``; the bar, if any, shows a failure when ``run`` raises."""
     hook = bar_hook(progress, total)
     try:

@@ -87,8 +87,9 @@ class Initializer:
     def load(self) -> tuple[Any, tuple[Any, ...]]:
         """``(initializer, initargs)``; unpickled here on first use."""
         if self._objects is None:
-            self._objects, self._data = loads(self._data), None  # type: ignore[arg-type]
-        return self._objects  # type: ignore[return-value]
+            assert self._data is not None  # one or the other, always
+            self._objects, self._data = loads(self._data), None
+        return self._objects
 
 
 def _unloaded_initializer(data: bytes) -> Initializer:
@@ -270,7 +271,7 @@ def _watch_owner(owner: int) -> None:
 
     def watch() -> None:
         try:
-            fd = os.pidfd_open(owner)  # type: ignore[attr-defined]
+            fd = os.pidfd_open(owner)
         except ProcessLookupError:
             os._exit(1)
         except (AttributeError, OSError):

@@ -49,7 +49,9 @@ def split_cell(cell: str, filename: str) -> tuple[types.CodeType, types.CodeType
         raise UsageError(f"%%mp_pool: the cell does not parse: {exc}") from None
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
+        expr = tree.body.pop()
+        assert isinstance(expr, ast.Expr)
+        last = compile(ast.Expression(expr.value), filename, "eval")
     return compile(tree, filename, "exec"), last
 
 

@@ -62,14 +62,17 @@ class RunControl:
 
     def __init__(self, size: int) -> None:
         self.block = shared_memory.SharedMemory(create=True, size=1 + max(size, 1))
-        self.block.buf[:] = bytes(len(self.block.buf))
+        buf = self.block.buf
+        assert buf is not None  # open until close()
+        self.buf: memoryview = buf
+        buf[:] = bytes(len(buf))
 
     @property
     def name(self) -> str:
         return self.block.name
 
     def cancel(self) -> None:
-        self.block.buf[0] = 1
+        self.buf[0] = 1
 
     def close(self) -> None:
         self.block.close()

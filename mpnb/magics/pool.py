@@ -138,8 +138,9 @@ class PoolMagics(Magics):
             )
         from .runner import run_parallel_cell
 
-        results = run_parallel_cell(self.shell, cell, target, expr, args)
-        self.shell.user_ns[args.out] = results
+        shell = self.shell
+        assert shell is not None  # a magic runs in a shell
+        shell.user_ns[args.out] = run_parallel_cell(shell, cell, target, expr, args)
 
     @staticmethod
     def _check(args: Any, target: str | None) -> None:
@@ -177,7 +178,7 @@ class PoolMagics(Magics):
     )
     @argument("--restart", action="store_true", help="replace every worker")
     @argument("--shutdown", action="store_true", help="stop the warm pool")
-    @line_magic("mp_pool")
+    @line_magic("mp_pool")  # type: ignore[arg-type]  # IPython types its argument as Never
     def mp_pool_line(self, line: str = "") -> Any:
         """Show, resize, restart or stop the warm pool behind %%mp_pool.
 

@@ -67,8 +67,9 @@ def run_parallel_cell(
 def _target_names(target: str) -> list[str]:
     import ast
 
-    tree = ast.parse(f"for {target} in ():\n    pass")
-    return [n.id for n in ast.walk(tree.body[0].target) if isinstance(n, ast.Name)]
+    loop = ast.parse(f"for {target} in ():\n    pass").body[0]
+    assert isinstance(loop, ast.For)
+    return [n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)]
 
 
 def _collect(

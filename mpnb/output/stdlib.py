@@ -43,6 +43,10 @@ from .. import process as _process
 
 __all__ = ["patch", "unpatch", "patched", "Routed"]
 
+# ``multiprocessing.pool``'s private helpers used here (``Pool._get_tasks``, ``mapstar``),
+# which typeshed leaves out.
+_POOL_INTERNALS: Any = _std_pool
+
 # The instance attribute that holds a started standard library process's set-ups.
 _SETUPS = "_mpnb_stdlib_setups"
 
@@ -93,7 +97,7 @@ def _arm(setups: tuple[Any, ...]) -> _Setups:
     owner = _std_process.BaseProcess
     if owner.__dict__["_bootstrap"] is not _bootstrap:
         _ORIGINALS["_bootstrap"] = owner.__dict__["_bootstrap"]
-        owner._bootstrap = _bootstrap  # type: ignore[method-assign]
+        setattr(owner, "_bootstrap", _bootstrap)  # noqa: B010 - typeshed has no _bootstrap
     return _Setups(setups)
 
 
@@ -153,8 +157,8 @@ def _imap_routed(pool: Any, name: str, func: Any, iterable: Any, chunksize: int)
         return original(pool, Routed(route, func), iterable, 1)
     # As the standard library does it (one task per chunk, through ``mapstar``), with
     # the route entered once per chunk rather than once per item.
-    chunks = _std_pool.Pool._get_tasks(func, iterable, chunksize)
-    return _ItemsOfChunks(original(pool, Routed(route, _std_pool.mapstar), chunks, 1))
+    chunks = _POOL_INTERNALS.Pool._get_tasks(func, iterable, chunksize)
+    return _ItemsOfChunks(original(pool, Routed(route, _POOL_INTERNALS.mapstar), chunks, 1))
 
 
 class _ItemsOfChunks:

@@ -18,6 +18,7 @@ from typing import Any as _Any
 
 from . import _aliases
 from ._pickle import SerializationError as SerializationError
+from ._pool import telemetry as _telemetry
 from .context import _default_context
 from .errors import InitializerError as InitializerError
 from .errors import RemoteTraceback as RemoteTraceback
@@ -75,6 +76,17 @@ if _TYPE_CHECKING:
     get_start_method = _default_context.get_start_method
     set_start_method = _default_context.set_start_method
     get_context = _default_context.get_context
+
+
+def _progress_bar(total: "int | None", label: str) -> _Any:
+    """The bar of ``progress=True``: the notebook layer's (a widget in Jupyter, text
+    elsewhere), imported when the first bar is drawn."""
+    from .progress import ProgressBar
+
+    return ProgressBar(total, label)
+
+
+_telemetry.set_bar_factory(_progress_bar)
 
 if "ipykernel" in _sys.modules:  # in a kernel: children's output goes to their cells
     from .output import activate as _activate_output

@@ -19,11 +19,10 @@ MIN_REDRAW = 0.1
 
 
 def _in_widget_frontend() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    ipython = sys.modules.get("IPython")  # a kernel has it loaded; a script needs none
+    if ipython is None:
         return False
-    shell = get_ipython()
+    shell = ipython.get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..errors import short_repr
 from ..registry import REGISTRY
@@ -41,6 +41,8 @@ __all__ = [
     "bar_hook",
     "with_bar",
     "report_progress",
+    "Bar",
+    "set_bar_factory",
     "report_callback_error",
 ]
 
@@ -150,13 +152,46 @@ def pool_closed(pool: str) -> None:
 # -- progress ---------------------------------------------------------------------------
 
 
+class Bar(Protocol):
+    """What ``progress=True`` draws on: ``mpnb.progress.ProgressBar`` is one."""
+
+    total: int | None
+    done: int
+
+    def update(self, count: int) -> None: ...
+    def close(self, failed: bool = False) -> None: ...
+
+
+# Makes the bar of ``progress=True`` from ``(total, label)``. The display belongs to the
+# notebook layer: ``mpnb/__init__.py`` installs ``mpnb.progress.ProgressBar`` here, so
+# the engine draws bars without importing display code.
+_bar_factory: Callable[[int | None, str], Bar] | None = None
+
+
+def set_bar_factory(factory: Callable[[int | None, str], Bar] | None) -> None:
+    """Install what draws progress bars (``None``: ``progress=True`` draws nothing)."""
+    global _bar_factory
+    _bar_factory = factory
+
+
+class _NoBar:
+    total: int | None = None
+    done = 0
+
+    def update(self, count: int) -> None:
+        self.done += count
+
+    def close(self, failed: bool = False) -> None:
+        pass
+
+
 class BarHook:
     """``on_progress`` that drives a progress bar (``progress=True``)."""
 
     def __init__(self, total: int | None) -> None:
-        from ..progress import ProgressBar
-
-        self.bar = ProgressBar(total, "mpnb.Pool")
+        factory = _bar_factory
+        self.bar: Bar = factory(total, "mpnb.Pool") if factory is not None else _NoBar()
+        self.bar.total = total
         self.closed = False
 
     def __call__(self, count: int) -> None:

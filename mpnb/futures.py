@@ -5,7 +5,7 @@
 context manager, ``terminate_workers``/``kill_workers`` of Python 3.14) and returns
 ``concurrent.futures.Future`` objects, so ``wait`` and ``as_completed`` work as usual.
 It runs on mpnb's pool engine (a ``pool.Pool``'s ``_pool.core.PoolCore``, its tasks
-made by a ``_pool.tasks.TaskMaker``, each future told by a ``_pool.results.FutureJob``):
+made by a ``_pool.tasks.TaskMaker``, each future told by a ``_pool.executor_jobs.ExecutorJob``):
 cell-defined code, errors with their own type and the worker's traceback, output in the
 cell that submitted the work, and a worker that dies fails its task only (see
 ``ProcessPoolExecutor``).
@@ -22,14 +22,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar, cast
 
 from . import _routing
 from ._pickle import segments_released_on_error
 from ._pool.core import PoolCore, cpu_count
+from ._pool.executor_jobs import (
+    BrokenInitializerError,
+    BrokenWorkerError,
+    ExecutorJob,
+    Future,
+    for_executor,
+)
 from ._pool.protocol import MAP, STARMAP, Task
-from ._pool.results import FutureJob
 from ._pool.tasks import TaskMaker
 from ._pool.telemetry import BarHook, bar_hook, func_name, report_progress
 from .errors import InitializerError, WorkerCrashedError
@@ -41,78 +46,6 @@ T = TypeVar("T")
 
 # The standard library's limit on Windows (WaitForMultipleObjects).
 _MAX_WINDOWS_WORKERS = 61
-
-
-class BrokenWorkerError(WorkerCrashedError, BrokenProcessPool):
-    """A worker of a ``ProcessPoolExecutor`` died while it ran this future's call.
-
-    Both mpnb's ``WorkerCrashedError`` (``worker``, ``pid``, ``exitcode``, ``signal``,
-    ``task``, ``index``) and the standard library's ``BrokenProcessPool``; the executor
-    replaced the worker and goes on.
-    """
-
-
-class BrokenInitializerError(InitializerError, BrokenProcessPool):
-    """The executor's initializer failed: the executor runs nothing more."""
-
-
-class Future(concurrent.futures.Future):  # type: ignore[type-arg]
-    """A ``concurrent.futures.Future`` of ``ProcessPoolExecutor``.
-
-    A ``KeyboardInterrupt`` (the kernel's interrupt) while ``result()`` or
-    ``exception()`` waits cancels the executor's pending futures and stops the calls
-    running, as ``mpnb.Pool`` does, so the executor is free for the next cell.
-    """
-
-    def __init__(self, core: PoolCore) -> None:
-        super().__init__()
-        self._core = core
-        self._job: _ExecutorJob | None = None
-
-    def result(self, timeout: float | None = None) -> Any:
-        with self._core.interrupting():
-            return super().result(timeout)
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        with self._core.interrupting():
-            return super().exception(timeout)
-
-
-class _ExecutorJob(FutureJob):
-    """The job of one of the executor's futures: what fails it, as the executor raises
-    it (``_for_executor``)."""
-
-    __slots__ = ()
-    future: Future
-
-    def __init__(self, core: PoolCore, future: Future, whole: bool) -> None:
-        super().__init__(core, future, whole)
-        future._job = self
-
-    def fail(self, exc: BaseException, task: Task | None) -> bool:
-        return super().fail(_for_executor(exc), task)
-
-
-def _for_executor(exc: BaseException) -> BaseException:
-    """``exc``, as the executor raises it: a crash or a failed initializer is also a
-    ``BrokenProcessPool``."""
-    if isinstance(exc, BrokenProcessPool):
-        return exc
-    if isinstance(exc, WorkerCrashedError):
-        new: BaseException = BrokenWorkerError(
-            str(exc),
-            worker=exc.worker,
-            pid=exc.pid,
-            exitcode=exc.exitcode,
-            task=exc.task,
-            index=exc.index,
-        )
-    elif isinstance(exc, InitializerError):
-        new = BrokenInitializerError(*exc.args)
-    else:
-        return exc
-    new.__cause__ = exc.__cause__
-    return new
 
 
 def _mpnb_context(mp_context: Any) -> Any:
@@ -204,7 +137,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             with core.interrupting():
                 func_ref = self._tasks.function(fn)
                 future = Future(core)
-                job = _ExecutorJob(core, future, whole=False)
+                job = ExecutorJob(core, future, whole=False)
                 task = self._tasks.apply(job, fn, func_ref, args, kwargs, job.claim)
                 self._track(future)
                 core.submit(job, [task])
@@ -309,7 +242,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         try:
             self._core.check()
         except (WorkerCrashedError, InitializerError) as exc:
-            raise _for_executor(exc) from None
+            raise for_executor(exc) from None
         return self._core
 
     def _track(self, future: Future) -> None:
@@ -373,11 +306,11 @@ class _ChunkSubmitter:
         tasks = executor._tasks
         with executor._shutdown_lock:
             core = executor._check()
-            made: list[tuple[_ExecutorJob, Task]] = []
+            made: list[tuple[ExecutorJob, Task]] = []
             with core.interrupting():
                 with segments_released_on_error():
                     for start, chunk in itertools.islice(batches, limit):
-                        job = _ExecutorJob(core, Future(core), whole=True)
+                        job = ExecutorJob(core, Future(core), whole=True)
                         made.append(
                             (
                                 job,

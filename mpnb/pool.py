@@ -40,15 +40,15 @@ import sys
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
-from multiprocessing.context import get_spawning_popen, set_spawning_popen
 from multiprocessing.pool import ThreadPool
 from multiprocessing.process import BaseProcess
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from . import _routing
-from ._pickle import checked_dumps, in_band, segments_released_on_error
+from ._pickle import segments_released_on_error
 from ._pool.core import RUN, TERMINATE, PoolCore, cpu_count
 from ._pool.feeder import Feeder
+from ._pool.initializer import Initializer, check_sendable_at_start
 from ._pool.protocol import MAP, STARMAP
 from ._pool.results import (
     ApplyResult,
@@ -60,7 +60,6 @@ from ._pool.results import (
 )
 from ._pool.tasks import TaskMaker, chunked
 from ._pool.telemetry import Progress, bar_hook, func_name, with_bar
-from ._pool.worker import Initializer
 from .errors import RemoteTraceback  # noqa: F401 - re-exported
 from .registry import REGISTRY
 
@@ -112,7 +111,7 @@ class Pool:
         init = None
         if initializer is not None:
             initargs = tuple(initargs)
-            _check_sendable_at_start(initializer, initargs, context.get_start_method() == "fork")
+            check_sendable_at_start(initializer, initargs, context.get_start_method() == "fork")
             init = Initializer(initializer, initargs)
         self._ctx = context
         self._processes = processes
@@ -394,46 +393,6 @@ class Pool:
                 self._lazy.add(feeder)
                 feeder.top_up()
         return it
-
-
-class _ProbePopen:
-    """Stands in for the ``Popen`` of a process being started while ``initargs`` are
-    probed: what may only travel at process start (queues, locks, shared ctypes,
-    connections) pickles as it would then; no descriptor is duplicated."""
-
-    @staticmethod
-    def duplicate_for_child(fd: int) -> int:
-        return fd
-
-    @staticmethod
-    def DupFd(fd: int) -> int:
-        return fd
-
-
-def _check_sendable_at_start(
-    initializer: Callable[..., object], initargs: tuple[Any, ...], fork: bool
-) -> None:
-    """Raise ``SerializationError`` (naming ``initializer`` or ``initargs[i]``) now if
-    they could not be sent to a worker when it starts.
-
-    Each worker gets them as process arguments (``_pool.worker.Initializer``), pickled while
-    it starts, so the probe pickles them inside a spawning context as the start would.
-    Under fork they are inherited, not pickled: an argument that only refuses to go to
-    a spawned process (a lock made in a fork context: ``RuntimeError``) is accepted there.
-    """
-    outer = get_spawning_popen()
-    set_spawning_popen(cast(Any, _ProbePopen()))  # a stand-in for the start's Popen
-    try:
-        with in_band():  # a probe, never loaded: no shared-memory segments
-            checked_dumps(initializer, "initializer")
-            for index, arg in enumerate(initargs):
-                try:
-                    checked_dumps(arg, f"initargs[{index}]")
-                except RuntimeError:
-                    if not fork:
-                        raise
-    finally:
-        set_spawning_popen(outer)
 
 
 class _NotPicklable(NotImplementedError, TypeError):

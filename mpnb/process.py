@@ -196,7 +196,7 @@ if sys.platform != "win32":
         """The standard library's spawn ``Popen``, passing each descriptor once.
 
         A pool worker's ``initargs`` are pickled apart from its process object
-        (``_pool.worker.Initializer``): shared ctypes in both (one heap arena) would list
+        (``_pool.initializer.Initializer``): shared ctypes in both (one heap arena) would list
         the arena's descriptor twice, which spawning refuses.
         """
 

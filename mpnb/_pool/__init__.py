@@ -10,7 +10,9 @@ Imports flow one way, each module from those above it:
 - ``core``: the local engine (``PoolCore``): workers, queue, manager thread;
 - ``tasks``: calls and chunks turned into ``Task``s, pickled in the caller's thread;
 - ``results``: the jobs ``Pool`` returns (``ApplyResult``, ``MapResult``, the ``imap``
-  iterators) and the one each executor future has (``FutureJob``);
+  iterators);
+- ``executor_jobs``: the job each executor future has, and what an executor raises;
+- ``initializer``: a pool's initializer and ``initargs``, sent with each worker at start;
 - ``feeder``: the lazily read input of an ``imap``.
 
 A second engine (one that runs tasks elsewhere) would take the same ``Task``s and

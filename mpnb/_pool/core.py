@@ -19,7 +19,7 @@ been quick (under ``PREFETCH_SECONDS`` of work queued) and what it has not read 
 fits in half its pipe's buffer (so a send to a busy worker never blocks, and neither
 side can wait on the other); slow tasks go one at a time, so work stays balanced.
 
-Jobs (``results.ApplyResult`` and friends, ``results.FutureJob``) are told of results
+Jobs (``results.ApplyResult`` and friends, ``executor_jobs.FutureJob``) are told of results
 by the manager thread only, outside the lock, through the ``protocol.Job`` interface:
 ``deliver``/``fail``, then ``fire`` once a job is done. A task may carry ``claim``,
 called (lock held) before each send: ``False`` drops the task (a future cancelled
@@ -57,6 +57,7 @@ from ..errors import (
 )
 from . import telemetry, worker
 from .frames import FAST, FrameReader, send_frames
+from .initializer import Initializer
 from .protocol import (
     APPLY,
     INIT_FAILED,
@@ -163,7 +164,7 @@ class PoolCore:
         self,
         ctx: Any,
         processes: int,
-        init: worker.Initializer | None,
+        init: Initializer | None,
         initializer_name: str,
         maxtasks: int | None,
         name: str,

@@ -5,7 +5,7 @@ the iterators of ``imap``/``imap_unordered`` keep the standard library's methods
 (``get``/``wait``/``ready``/``successful``; ``next(timeout)``) and implement
 ``protocol.Job``: the engine's thread ``deliver``s each task's results, ``fail``s what
 could not run, then ``fire``s, which runs the callbacks and wakes the waiters.
-``FutureJob`` does the same for one ``concurrent.futures.Future`` (``mpnb.futures``).
+``executor_jobs.FutureJob`` does the same for one ``concurrent.futures.Future``.
 
 A wait is interruptible: a ``KeyboardInterrupt`` there interrupts the engine
 (``PoolCore.interrupting``), which cancels every job submitted so far.
@@ -17,7 +17,6 @@ a failed item of ``imap`` raises at its place and the iteration goes on.
 
 from __future__ import annotations
 
-import concurrent.futures
 import threading
 import time
 import types
@@ -26,7 +25,6 @@ from collections.abc import Callable, Iterator
 from multiprocessing import TimeoutError
 from typing import Any, Protocol
 
-from ..errors import TaskCancelledError
 from .core import PoolCore
 from .protocol import Task
 from .telemetry import BarHook, Progress, report_callback_error, report_progress
@@ -37,7 +35,6 @@ __all__ = [
     "MapResult",
     "IMapIterator",
     "IMapUnorderedIterator",
-    "FutureJob",
     "Owner",
     "Feed",
     "Callback",
@@ -375,71 +372,3 @@ class IMapUnorderedIterator(IMapIterator):
             self._index += 1
             return self._queue.popleft()
         return self._end()
-
-
-class FutureJob:
-    """A job whose outcome goes to one ``concurrent.futures.Future``: a submitted call,
-    or a chunk of a ``map`` (its list of results)."""
-
-    __slots__ = (
-        "id",
-        "future",
-        "settled",
-        "_whole",
-        "_claimed",
-        "_lock",
-        "_value",
-        "_error",
-        "on_success",
-    )
-
-    def __init__(self, core: PoolCore, future: concurrent.futures.Future[Any], whole: bool) -> None:
-        self.id = core.new_job_id()
-        self.future = future
-        self.settled = False
-        self._whole = whole  # the future gets every value (a chunk), not the first
-        self._claimed: bool | None = None
-        self._lock = threading.Lock()
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self.on_success: Callable[[], object] | None = None  # before the result is set
-
-    def claim(self) -> bool:
-        """Before the task is sent: the future runs, unless it was cancelled."""
-        with self._lock:
-            if self._claimed is None:
-                self._claimed = self.future.set_running_or_notify_cancel()
-            return self._claimed
-
-    # -- the ``protocol.Job`` interface: told by the engine (its thread) --
-
-    def deliver(
-        self, task: Task, values: list[Any], errors: list[tuple[int, BaseException]]
-    ) -> bool:
-        if errors:
-            return self.fail(errors[0][1], task)
-        if self.settled:
-            return False
-        self._value = values if self._whole else values[0]
-        self.settled = True
-        return True
-
-    def fail(self, exc: BaseException, task: Task | None) -> bool:
-        if self.settled:
-            return False
-        self._error, self.settled = exc, True
-        return True
-
-    def fire(self) -> None:
-        future, error = self.future, self._error
-        if isinstance(error, TaskCancelledError) and future.cancel():
-            return  # was pending: cancelled (the executor's done callback follows)
-        try:
-            if error is None:
-                if self.on_success is not None:
-                    self.on_success()
-                future.set_result(self._value)
-            else:
-                future.set_exception(error)
-        except concurrent.futures.InvalidStateError:
-            pass  # cancelled by its owner meanwhile

@@ -29,8 +29,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .. import _routing
-from .._pickle import PICKLING_ERRORS, describe_unpicklable, dumps, fails, in_band, loads
+from .._pickle import PICKLING_ERRORS, describe_unpicklable, fails, loads
 from ..errors import ErrorRecord, TaskSerializationError, capture, short_repr
+from .initializer import Initializer
 from .protocol import (
     APPLY,
     FUNC,
@@ -46,7 +47,7 @@ from .protocol import (
     result_message,
 )
 
-__all__ = ["run", "Initializer", "FAST_ITEM_SECONDS"]
+__all__ = ["run", "FAST_ITEM_SECONDS"]
 
 # Items quicker than this run through ``map`` without writing their index to shared
 # memory first (that write costs ~30 ns an item); the first chunk of each function
@@ -58,44 +59,6 @@ _OWNER_POLL = 1.0
 
 # Frames of this file are the pool's, not the user's: left out of remote tracebacks.
 _HERE = __file__
-
-
-class Initializer:
-    """A pool's initializer and its arguments, passed to each worker as a process argument.
-
-    Pickled when that worker starts, within its ``Popen``'s spawning context, so queues,
-    locks, events and shared ctypes in ``initargs`` travel as in the standard library
-    (under fork it is inherited as it is). The pickle is nested: the worker loads it in
-    ``run``, where an initializer that cannot be loaded is reported like one that raises.
-    """
-
-    __slots__ = ("_objects", "_data")
-
-    def __init__(self, initializer: Any, initargs: tuple[Any, ...]) -> None:
-        self._objects: tuple[Any, tuple[Any, ...]] | None = (initializer, initargs)
-        self._data: bytes | None = None
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        data = self._data
-        if self._objects is not None:
-            # In-band: a worker stopped while it starts never loads what it was sent,
-            # and a shared-memory segment would be left behind.
-            with in_band():
-                data = bytes(dumps(self._objects))
-        return _unloaded_initializer, (data,)
-
-    def load(self) -> tuple[Any, tuple[Any, ...]]:
-        """``(initializer, initargs)``; unpickled here on first use."""
-        if self._objects is None:
-            assert self._data is not None  # one or the other, always
-            self._objects, self._data = loads(self._data), None
-        return self._objects
-
-
-def _unloaded_initializer(data: bytes) -> Initializer:
-    init = Initializer.__new__(Initializer)
-    init._objects, init._data = None, data
-    return init
 
 
 def run(

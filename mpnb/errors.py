@@ -38,6 +38,7 @@ __all__ = [
     "capture",
     "rebuild",
     "short_repr",
+    "frames_of",
     "crash_message",
 ]
 
@@ -228,15 +229,23 @@ class ErrorRecord(NamedTuple):
     item: str  # short repr of the item that failed ('' if not a map)
 
 
+def frames_of(
+    exc: BaseException, *, skip: str = "", drop: int = 0
+) -> list[tuple[str, int, str, str]]:
+    """The frames of ``exc``'s traceback as plain data, without the first ``drop`` and
+    those of the file ``skip`` (the machinery's own, not the user's)."""
+    return [
+        (f.filename, f.lineno or 0, f.name, f.line or "")
+        for f in traceback.extract_tb(exc.__traceback__)[drop:]
+        if f.filename != skip
+    ]
+
+
 def capture(
     exc: BaseException, *, skip: str = "", item: Any = None, has_item: bool = False
 ) -> ErrorRecord:
     """Turn ``exc`` into an ``ErrorRecord``; frames from the file ``skip`` are left out."""
-    frames = [
-        (f.filename, f.lineno or 0, f.name, f.line or "")
-        for f in traceback.extract_tb(exc.__traceback__)
-        if f.filename != skip
-    ]
+    frames = frames_of(exc, skip=skip)
     exc_line = "".join(traceback.format_exception_only(type(exc), exc)).rstrip("\n")
     chain = ""
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)

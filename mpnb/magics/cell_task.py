@@ -14,12 +14,11 @@ import dataclasses
 import mmap
 import os
 import time
-import traceback
 import types
 from multiprocessing import shared_memory
 from typing import Any
 
-from ..errors import short_repr
+from ..errors import frames_of, short_repr
 
 __all__ = ["CellSpec", "ItemFailed", "RunControl", "run_item", "run_chunk"]
 
@@ -137,10 +136,7 @@ def run_item(spec: CellSpec, indexed: tuple[int, Any]) -> Any:
     except Exception as exc:
         if not spec.keep_going:
             block[0] = 1
-        frames = [
-            (f.filename, f.lineno or 0, f.name, f.line or "")
-            for f in traceback.extract_tb(exc.__traceback__)[1:]
-        ]
+        frames = frames_of(exc, drop=1)  # not this function's frame
         exc.__traceback__ = None
         return ItemFailed(index, short_repr(item), exc, frames)
 

@@ -92,7 +92,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
     def __init__(
         self,
         max_workers: int | None = None,
-        mp_context: Any = None,
+        mp_context: multiprocessing.context.BaseContext | None = None,
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         *,

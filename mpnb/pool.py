@@ -40,6 +40,7 @@ import sys
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
+from multiprocessing.context import BaseContext
 from multiprocessing.pool import ThreadPool
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
@@ -93,7 +94,7 @@ class Pool:
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
-        context: Any = None,
+        context: BaseContext | None = None,
     ) -> None:
         if context is None:
             from .context import _default_context

@@ -221,7 +221,11 @@ def test_dashboard_in_jupyterlab(lab: JupyterLab, page: Any) -> None:
 def _saved_outputs(lab: JupyterLab, live: bool) -> str | None:
     """The dashboard cell's saved HTML, once the file holds a live widget and its
     snapshot (``live``) or the stopped snapshot in place of the widget."""
-    notebook = json.loads((lab.root / "dashboard.ipynb").read_text())
+    try:
+        notebook = json.loads((lab.root / "dashboard.ipynb").read_text())
+    except json.JSONDecodeError:
+        return None  # JupyterLab is writing the file: read it again
+
     datas = [output.get("data", {}) for output in notebook["cells"][1].get("outputs", [])]
     widgets = [d for d in datas if "application/vnd.jupyter.widget-view+json" in d]
     pages = ["".join(d.get("text/html", "")) for d in datas]

@@ -7,7 +7,8 @@ standard library's with one mixin that:
   cell-defined targets and ``Process`` subclasses defined in cells can be started,
   and an argument that cannot be sent fails in the parent, naming it;
 - installs mpnb's pickler in the child and runs the start hooks' child set-up before
-  ``run()`` (output routing, for instance);
+  ``run()`` (output routing, for instance); the parent's environ, cwd and ``sys.path``
+  (``mpnb._world``) are applied first, as the process object is unpickled;
 - records the process in ``registry.REGISTRY``.
 """
 
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, cast
 
-from . import _pickle, _routing, shutdown
+from . import _pickle, _routing, _world, shutdown
 from .registry import REGISTRY, signal_name
 
 __all__ = [
@@ -63,6 +64,10 @@ def child_setups(process: Any) -> list[Callable[[], None]]:
         hooks = list(_start_hooks)
     setups = (hook(process) for hook in hooks)
     return [setup for setup in setups if setup is not None]
+
+
+# Every mpnb child starts in the parent's environ, cwd and sys.path (``mpnb._world``).
+add_start_hook(_world.setup_for)
 
 
 class _ProcessInternals(Protocol):
@@ -137,7 +142,14 @@ class _MpnbProcess(_ProcessBase):
         return _default_context.get_start_method()
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, tuple[Any, ...]]:
-        return _pickle.reduce_process(self)
+        make, args = _pickle.reduce_process(self)
+        worlds = [
+            s for s in getattr(self, "_mpnb_child_setups", ()) if isinstance(s, _world.WorldSetup)
+        ]
+        if not worlds:
+            return make, args
+        # The world first: unpickling it applies it, before the target is unpickled.
+        return _rebuild_in_world, (worlds, make, args)
 
     def _bootstrap(self, *args: Any, **kwargs: Any) -> int:
         _pickle.install()
@@ -177,6 +189,11 @@ class _MpnbProcess(_ProcessBase):
         if code is not None and key is not None:
             REGISTRY.update_process(key, exitcode=code)
         return code
+
+
+def _rebuild_in_world(worlds: list[Any], make: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """Unpickled after ``worlds`` were (and so applied): the process itself."""
+    return make(*args)
 
 
 class SpawnProcess(_MpnbProcess, _std_context.SpawnProcess):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .. import _routing
+from .. import _routing, _world
 from .._pickle import (
     PICKLING_ERRORS,
     by_reference,
@@ -43,19 +43,24 @@ class TaskMaker:
 
     def __init__(self, core: PoolCore) -> None:
         self.core = core
-        self._func_cache: dict[int, tuple[Callable[..., Any], FuncRef]] = {}
+        self._func_cache: dict[int, tuple[Callable[..., Any], _world.Stamp | None, FuncRef]] = {}
 
     def function(self, func: Callable[..., Any]) -> FuncRef:
-        """``func`` pickled now (its globals as they are), known to the engine."""
+        """``func`` pickled now (its globals as they are), known to the engine. A function
+        of a user module travels with the module's stamp: a worker holding an older
+        version of the module re-imports it first (``mpnb._world``)."""
         cached = self._func_cache.get(id(func))
         if cached is not None and cached[0] is func:
-            return cached[1]
+            if cached[1] is None or cached[1] == _world.module_stamp(func.__module__):
+                return cached[2]
+        reference = by_reference(func)
+        sent, stamp = _world.fresh_reference(func) if reference else (func, None)
         with in_band():  # loaded by each worker that runs it, maybe more than once
-            ref = self.core.function(bytes(checked_dumps(func, "func")))
-        if by_reference(func):
+            ref = self.core.function(bytes(checked_dumps(sent, "func")))
+        if reference:
             if len(self._func_cache) >= REFERENCE_CACHE:
                 self._func_cache.clear()
-            self._func_cache[id(func)] = (func, ref)
+            self._func_cache[id(func)] = (func, stamp, ref)
         return ref
 
     def apply(

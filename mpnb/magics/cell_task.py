@@ -141,6 +141,7 @@ def run_item(spec: CellSpec, indexed: tuple[int, Any]) -> Any:
         return ItemFailed(index, short_repr(item), exc, frames)
 
 
-def run_chunk(spec: CellSpec, chunk: list[tuple[int, Any]]) -> list[Any]:
-    """``run_item`` for each ``(index, item)`` of ``chunk``."""
+def run_chunk(world: object, spec: CellSpec, chunk: list[tuple[int, Any]]) -> list[Any]:
+    """``run_item`` for each ``(index, item)`` of ``chunk``. ``world`` (a
+    ``mpnb._world.Sync``) was applied when this call was unpickled, before ``spec``."""
     return [run_item(spec, indexed) for indexed in chunk]

@@ -75,7 +75,9 @@ def _target_names(target: str) -> list[str]:
 def _collect(
     pool: Any, spec: CellSpec, items: list[Any], args: Any, control: RunControl
 ) -> list[Any]:
-    task = functools.partial(run_chunk, spec)
+    # The world first: unpickling it in a worker applies it (modules re-imported, cwd and
+    # sys.path set) before the cell's names are unpickled.
+    task = functools.partial(run_chunk, warm.world_sync(), spec)
     chunksize = 1 if spec.loop_target is None else (args.chunksize or _chunksize(len(items), pool))
     indexed = list(enumerate(items))
     chunks = [indexed[i : i + chunksize] for i in range(0, len(indexed), chunksize)]

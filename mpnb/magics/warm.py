@@ -1,7 +1,8 @@
 """The warm pool: one ``mpnb.Pool`` that lives across cells, behind the magics.
 
 One locked singleton that is created on first use and recreated when asked for another
-size or start method; ``shutdown`` ends it (the extension calls it on unload).
+size or start method; ``shutdown`` ends it (the extension calls it on unload). Its
+workers live long: ``world_sync`` brings them the notebook's world before each run.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import os
 import threading
 from typing import Any
 
-__all__ = ["get_pool", "shutdown", "restart", "describe"]
+from .._world import Sync, Tracker
+
+__all__ = ["get_pool", "world_sync", "shutdown", "restart", "describe"]
 
 _lock = threading.RLock()
-_state: dict[str, Any] = {"pool": None, "processes": None, "method": None}
+_state: dict[str, Any] = {"pool": None, "processes": None, "method": None, "world": None}
 
 
 def _default_processes() -> int:
@@ -34,9 +37,21 @@ def get_pool(processes: int | None = None, start_method: str | None = None) -> A
             pool = None
         if pool is None:
             ctx = _default_context.get_context(want_method)
+            world = Tracker()  # before the workers start: they start in this world
             pool = ctx.Pool(want_n)
-            _state.update(pool=pool, processes=want_n, method=want_method)
+            _state.update(pool=pool, processes=want_n, method=want_method, world=world)
         return pool
+
+
+def world_sync() -> Sync:
+    """What the warm pool's workers apply before this run: the notebook's environ, cwd
+    and ``sys.path`` changes since they started, and its user modules' stamps."""
+    with _lock:
+        world = _state["world"]
+        if world is None:
+            world = _state["world"] = Tracker()
+        sync: Sync = world.sync()
+        return sync
 
 
 def _close(pool: Any) -> None:

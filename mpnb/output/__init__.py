@@ -40,7 +40,7 @@ from . import kernel as _kernel
 
 __all__ = ["activate", "deactivate", "active", "configure"]
 
-_settings: dict[str, Any] = {"tags": True}
+_settings: dict[str, Any] = {"tags": True, "logging": True}
 _state_lock = threading.Lock()
 
 
@@ -76,12 +76,17 @@ def active() -> bool:
     return _kernel.current() is not None or _child.current() is not None
 
 
-def configure(*, tags: bool | None = None) -> dict[str, Any]:
+def configure(*, tags: bool | None = None, logging: bool | None = None) -> dict[str, Any]:
     """Change settings; return them all.
 
     ``tags``: when more than one process writes into a cell, start the text of each
     change of source with ``[stdout:<process name>]`` (default ``True``).
+    ``logging``: children started from now on get the kernel's root logger (its level,
+    and its handlers on sys.stdout/sys.stderr, the process name in front), so their
+    records show in the cell (default ``True``).
     """
+    if logging is not None:
+        _settings["logging"] = _child.LOGGING = bool(logging)
     if tags is not None:
         _settings["tags"] = bool(tags)
         side = _kernel.current()

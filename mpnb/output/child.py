@@ -6,9 +6,11 @@ cell's msg_id). Run in the child before its target, it connects the child's fds 
 2 there (``mpnb.output.protocol``) and replaces ``sys.stdout``/``sys.stderr`` by UTF-8
 streams on them: line-buffered, and an unfinished line goes out after ``FLUSH_DELAY``,
 so output arrives without flushing. ``logging`` handlers that wrote to the old streams
-write to the new ones. A pool worker switches route per task through
-``mpnb._routing`` (``enter``/``leave``): a marker in the byte stream. Grandchildren
-started through mpnb get the same relay and their parent's current route.
+write to the new ones, and the child's root logger gets the kernel's level and stream
+handlers (``log_config``), so its records show in the cell, once, with its name. A
+pool worker switches route per task through ``mpnb._routing`` (``enter``/``leave``):
+a marker in the byte stream. Grandchildren started through mpnb get the same relay and
+their parent's current route.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ __all__ = [
     "ChildStream",
     "ChildSide",
     "ChildRouter",
+    "LOGGING",
+    "LogConfig",
     "current",
+    "log_config",
     "start_child",
     "start_hook",
 ]
@@ -44,16 +49,34 @@ FLUSH_DELAY = 0.05
 _fork_handler_registered = False
 
 
+# Whether children get the kernel's logging set-up (``mpnb.output.configure(logging=)``).
+LOGGING = True
+
+# The kernel's root logger as a child rebuilds it: its level, and per stream handler on
+# sys.stdout/sys.stderr: stream name, handler level, format, date format, style.
+LogHandler = tuple[str, int, str, "str | None", str]
+LogConfig = tuple[int, list[LogHandler]]
+
+
 class ChildSetup:
-    """Run in a child before its target: connect its fds 1 and 2 to the kernel's relay."""
+    """Run in a child before its target: connect its fds 1 and 2 to the kernel's relay
+    (and set up its root logger as the kernel's, ``log_config``)."""
 
-    __slots__ = ("address", "token", "route", "name")
+    __slots__ = ("address", "token", "route", "name", "logging")
 
-    def __init__(self, address: str, token: str, route: str | None, name: str) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        route: str | None,
+        name: str,
+        logging: LogConfig | None = None,
+    ) -> None:
         self.address, self.token, self.route, self.name = address, token, route, name
+        self.logging = logging
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return ChildSetup, (self.address, self.token, self.route, self.name)
+        return ChildSetup, (self.address, self.token, self.route, self.name, self.logging)
 
     def __call__(self) -> None:
         start_child(self)
@@ -118,6 +141,7 @@ class ChildSide:
     def __init__(self, setup: ChildSetup, out: socket.socket, err: socket.socket) -> None:
         self.address, self.token = setup.address, setup.token
         self.default = self.route = setup.route
+        self.logging = setup.logging
         self._socks = (out, err)
         self._lock = threading.Lock()
 
@@ -190,6 +214,8 @@ def start_child(setup: ChildSetup) -> None:
     os.dup2(socks[1].fileno(), 2)
     sys.stdout, sys.stderr = ChildStream(1), ChildStream(2)
     _retarget_logging(old)
+    if setup.logging is not None:
+        _apply_log_config(setup.logging)
     _child = ChildSide(setup, socks[0], socks[1])
     _routing.set_router(ChildRouter(_child))
     _process.add_start_hook(start_hook)
@@ -200,7 +226,7 @@ def start_hook(process: Any) -> ChildSetup | None:
     """Before an mpnb process starts: how it should set up its output."""
     child = _child
     if child is not None:  # a grandchild: same relay, this process's current route
-        return ChildSetup(child.address, child.token, child.route, process.name)
+        return ChildSetup(child.address, child.token, child.route, process.name, child.logging)
     side = _kernel.current()
     if side is None:
         return None
@@ -208,7 +234,65 @@ def start_hook(process: Any) -> ChildSetup | None:
     if address is None:
         return None
     _kernel.flush_kernel_streams()
-    return ChildSetup(address, side.token, side.capture(), process.name)
+    config = log_config() if LOGGING else None
+    return ChildSetup(address, side.token, side.capture(), process.name, config)
+
+
+_STYLES = {"PercentStyle": "%", "StrFormatStyle": "{", "StringTemplateStyle": "$"}
+_NAME_FIELD = {"%": "%(processName)s", "{": "{processName}", "$": "${processName}"}
+
+
+def log_config() -> LogConfig | None:
+    """The kernel's root logger as a child should rebuild it (``None``: logging's
+    defaults, nothing to do). Only handlers writing to sys.stdout or sys.stderr are
+    rebuilt, with the process name in front unless their format has it: in the child
+    they write to its streams, which land in the cell that started the work."""
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return None
+    root = logging.getLogger()
+    handlers: list[LogHandler] = []
+    for handler in root.handlers:
+        if not isinstance(handler, logging.StreamHandler) or isinstance(
+            handler, logging.FileHandler
+        ):
+            continue
+        stream = handler.stream
+        name = "stdout" if stream is sys.stdout else "stderr" if stream is sys.stderr else None
+        if name is None:
+            continue
+        formatter = handler.formatter or logging.Formatter()
+        style = _STYLES.get(type(formatter._style).__name__, "%")
+        fmt = formatter._style._fmt or "%(message)s"
+        if "processName" not in fmt:
+            fmt = f"[{_NAME_FIELD[style]}] {fmt}"
+        handlers.append((name, handler.level, fmt, formatter.datefmt, style))
+    level = root.getEffectiveLevel()
+    if not handlers and level == logging.WARNING:
+        return None
+    return (level, handlers)
+
+
+def _apply_log_config(config: LogConfig) -> None:
+    """Make this child's root logger the kernel's: its level, and its stream handlers
+    in place of those it had on sys.stdout/sys.stderr (inherited through fork)."""
+    import logging
+
+    level, handlers = config
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if (
+            isinstance(handler, logging.StreamHandler)
+            and not isinstance(handler, logging.FileHandler)
+            and handler.stream in (sys.stdout, sys.stderr)
+        ):
+            root.removeHandler(handler)
+    for name, handler_level, fmt, datefmt, style in handlers:
+        new = logging.StreamHandler(getattr(sys, name))
+        new.setLevel(handler_level)
+        new.setFormatter(logging.Formatter(fmt, datefmt, style))  # type: ignore[arg-type]
+        root.addHandler(new)
 
 
 def _retarget_logging(old: tuple[Any, Any]) -> None:

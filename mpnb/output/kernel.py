@@ -167,8 +167,10 @@ class KernelSide:
             self._events.register("pre_run_cell", self._watch_cell)
 
     def _watch_cell(self, *info: Any) -> None:
-        """Before each cell: watch the ``write`` IPython installed for it."""
+        """Before each cell: watch the ``write`` IPython installed for it; a line an
+        earlier cell left unfinished is no line of this cell."""
         for watch in self.watches.values():
+            watch.since = None
             watch.install()
 
     def address(self) -> str | None:

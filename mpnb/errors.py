@@ -5,6 +5,8 @@
 - ``InitializerError``: the pool's initializer failed, so the pool cannot run tasks.
 - ``TaskSerializationError``: a task's result or exception could not be sent back.
 - ``TaskCancelledError``: a task was cancelled (an interrupt, ``terminate()``).
+- ``PoolTimeoutError``: a wait on a pool ran out of time; both
+  ``multiprocessing.TimeoutError`` and the builtin ``TimeoutError``.
 - ``RemoteTraceback``: the frames of an exception raised in a worker, set as its
   ``__cause__`` in the parent and rendered there, with the parent's source lines (cells
   of a notebook included).
@@ -16,8 +18,10 @@ type where it can be unpickled and a ``TaskSerializationError`` naming the type 
 
 from __future__ import annotations
 
+import builtins
 import concurrent.futures
 import linecache
+import multiprocessing
 import multiprocessing.pool as _std_pool
 import pickle
 import reprlib
@@ -33,6 +37,7 @@ __all__ = [
     "InitializerError",
     "TaskSerializationError",
     "TaskCancelledError",
+    "PoolTimeoutError",
     "RemoteTraceback",
     "ErrorRecord",
     "capture",
@@ -144,6 +149,12 @@ class TaskSerializationError(SerializationError, _MaybeEncodingError):
 
 class TaskCancelledError(concurrent.futures.CancelledError):
     """A task was cancelled before it finished (an interrupt, ``Pool.terminate()``)."""
+
+
+class PoolTimeoutError(multiprocessing.TimeoutError, builtins.TimeoutError):
+    """A wait on a pool ran out of time (``AsyncResult.get(timeout)``, ``%%mp_pool
+    --timeout``): ``except multiprocessing.TimeoutError`` and ``except TimeoutError``
+    both catch it."""
 
 
 class Frame(NamedTuple):

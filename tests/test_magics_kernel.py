@@ -99,13 +99,83 @@ def test_keep_going_collects_exceptions(k):
     ]
 
 
-def test_timeout(k):
-    res = k.execute(
-        "%%mp_pool --no-progress --timeout 0.5 for x in range(2)\nimport time\ntime.sleep(5)"
-    )
-    assert res.error is not None and "TimeoutError" in res.error.text
-    k.ensure_ok("%mp_pool --restart")
-    k.ensure_ok("%%mp_pool --no-progress -o r for x in range(2)\nx")
+SLOW_ITEM = """import os, pathlib, time
+pathlib.Path(marks, f"started-{x}").write_text(str(os.getpid()))
+time.sleep(120)
+pathlib.Path(marks, f"finished-{x}").write_text("the item was not stopped")
+"""
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_timeout_stops_the_items_and_the_next_run_starts_at_once(k, tmp_path, method):
+    import psutil
+
+    k.ensure_ok(f"marks = {str(tmp_path)!r}")
+    k.ensure_ok(f"%%mp_pool --no-progress --start-method {method} for x in range(2)\nx")
+    res = k.execute("%%mp_pool --no-progress --timeout 2 for x in range(2)\n" + SLOW_ITEM)
+    assert res.error is not None and res.error.ename == "PoolTimeoutError", res.error
+    assert "no result within --timeout 2.0 s" in res.error.text
+    # The old items held both workers for 120 s: the next run finishes only if they
+    # were stopped, and before any of them could finish.
+    k.ensure_ok("%%mp_pool --no-progress -o r for x in range(2)\nx", timeout=60)
+    assert k.evaluate("r") == [0, 1]
+    assert not list(tmp_path.glob("finished-*"))
+    pids = [int(p.read_text()) for p in tmp_path.glob("started-*")]
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=30)
+    assert not alive
+    k.ensure_ok("%mp_pool --start-method forkserver")
+
+
+def test_timeout_is_caught_by_both_timeout_errors(k):
+    for caught in ("TimeoutError", "multiprocessing.TimeoutError"):
+        k.ensure_ok(
+            "import multiprocessing\n"
+            "try:\n"
+            "    get_ipython().run_cell_magic('mp_pool', "
+            "'--no-progress --timeout 0.5 for x in range(2)', 'import time\\ntime.sleep(120)')\n"
+            f"except {caught} as exc:\n"
+            "    got = type(exc).__mro__\n",
+            timeout=60,
+        )
+        assert k.evaluate("multiprocessing.TimeoutError in got and TimeoutError in got")
+    k.ensure_ok("%%mp_pool --no-progress -o r for x in range(2)\nx", timeout=60)
+    assert k.evaluate("r") == [0, 1]
+
+
+def test_more_processes_than_cores_needs_force(k):
+    n = k.evaluate("__import__('mpnb.magics.pool', fromlist=['_']).cores()") + 1
+    for line in (f"%%mp_pool -n {n} for x in range(3)\nx", f"%mp_pool -n {n}"):
+        res = k.execute(line)
+        assert res.error is not None and res.error.ename == "UsageError", res.error
+        assert f"-n {n} is more than the {n - 1} cores" in res.error.text
+        assert "--force" in res.error.text
+    assert "2 workers" in k.execute("%mp_pool").result  # nothing was started
+    k.ensure_ok(f"%%mp_pool --no-progress -n {n} --force -o r for x in range(3)\nx")
+    assert k.evaluate("r") == [0, 1, 2]
+    assert f"{n} workers" in k.execute("%mp_pool").result
+    k.ensure_ok(f"%mp_pool -n {n} --force")
+    k.ensure_ok("%mp_pool -n 2")
+
+
+def test_max_items_bounds_endless_and_long_inputs(k):
+    k.ensure_ok("import itertools")
+    res = k.execute("%%mp_pool --no-progress for x in itertools.count()\nx")
+    assert res.error is not None and res.error.ename == "UsageError", res.error
+    assert "more than 1000000 items" in res.error.text and "--max-items" in res.error.text
+    res = k.execute("%%mp_pool --max-items 5 for x in range(10**12)\nx")
+    assert res.error is not None and "has 1000000000000 items" in res.error.text
+    k.ensure_ok("%%mp_pool --no-progress --max-items 3 -o r for x in iter([1, 2, 3])\nx")
+    assert k.evaluate("r") == [1, 2, 3]
+
+
+def test_a_function_in_the_cell_may_return(k):
+    k.ensure_ok("%%mp_pool --no-progress -o r for x in range(2)\ndef f():\n    return x\nf()")
     assert k.evaluate("r") == [0, 1]
 
 
@@ -120,7 +190,7 @@ def test_progress_bar_widget(k):
 
 
 def test_line_magic_shows_and_resizes(k):
-    k.ensure_ok("%mp_pool -n 3")
+    k.ensure_ok("%mp_pool -n 3 --force")
     shown = k.execute("%mp_pool").result
     assert "3 workers" in shown and shown.count("alive") == 3
     k.ensure_ok("%mp_pool -n 2")
@@ -134,6 +204,7 @@ def test_help_text(k):
     # Jupyter shows help in its pager: the execute_reply's payload.
     text = str(res.reply["content"].get("payload")) + res.stdout
     assert "--keep-going" in text and "mp_rank" in text
+    assert "--max-items" in text and "--force" in text and "PoolTimeoutError" in text
 
 
 @pytest.mark.parametrize(
@@ -151,6 +222,17 @@ def test_help_text(k):
         ("%%mp_pool --bogus for x in [1]\nx", "unrecognized arguments"),
         ("%%mp_pool for x in [1]\n", "empty"),
         ("%mp_pool --shutdown -n 2", "--shutdown takes no other option"),
+        ("%%mp_pool for x in [1]\nreturn x", "'return' at the top level of the cell (line 1)"),
+        ("%%mp_pool for x in [1]\nx\nyield x", "'yield' at the top level"),
+        ("%%mp_pool for x in [1]\nawait f(x)", "'await' at the top level"),
+        ("%%mp_pool for x in [1]\nif x:\n    return x", "its last expression is the item's"),
+        ("%%mp_pool for x in [1]\nnonlocal x", "the cell does not compile"),
+        ("%%mp_pool --max-items 0 for x in [1]\nx", "--max-items must be 1 or more"),
+        ('%%mp_pool -o "r for x in [1]\nx', "cannot read the options"),
+        ("%%mp_pool -o 'r for x in [1]\nx", "No closing quotation"),
+        ('%mp_pool -n "2', "cannot read the options"),
+        ("%%mp_pool for x range(3)\nx", "(no 'in')"),
+        ("%%mp_pool -n\nx", "expected one argument"),
     ],
 )
 def test_usage_errors(k, line, message):

@@ -345,3 +345,53 @@ def test_kernel_and_child_lines_keep_their_order(kernel):
     )
     order = [line for line in res.stdout.splitlines() if line]
     assert order == ["kernel: first", "child: second", "kernel: third"], res.stdout
+
+
+HALF_LINES = """
+import sys
+import mpnb as mp
+import mpnb.output.kernel as _kernel_side
+
+def says(go, done):
+    go.wait(60)
+    print("Worker process running...")
+    done.set()
+
+# The mechanism decides here, not the machine's load: wait as long as it takes.
+_kernel_side.UNFINISHED_LINE_WAIT = 60
+try:
+    for i in range(8):
+        go, done = mp.Event(), mp.Event()
+        p = mp.Process(target=says, args=(go, done))
+        p.start()
+        sys.stdout.write(f"STATE {i} = ")  # half a line, as print writes it
+        go.set()
+        done.wait(60)  # the child's line is written while the kernel's is unfinished
+        sys.stdout.write("'running'")
+        sys.stdout.write("\\n")
+        p.join()
+finally:
+    _kernel_side.UNFINISHED_LINE_WAIT = 0.5
+"""
+
+
+def test_a_child_line_never_lands_inside_a_kernel_line(kernel):
+    res = kernel.ensure_ok(HALF_LINES, timeout=240)
+    lines = [line for line in untagged(res.stdout) if line]
+    expected = []
+    for i in range(8):
+        expected += [f"STATE {i} = 'running'", "Worker process running..."]
+    assert lines == expected, res.stdout
+
+
+def test_a_kernel_line_never_finished_holds_a_child_line_only_a_while(kernel):
+    res = kernel.ensure_ok(
+        "import sys, mpnb as mp\n"
+        "sys.stdout.write('no newline yet ')\n"
+        "p = mp.Process(target=print, args=('child line',))\n"
+        "p.start()\n"
+        "p.join()\n"
+        "print('end')\n",
+        timeout=120,
+    )
+    assert "child line" in res.stdout and res.stdout.endswith("end\n"), res.stdout

@@ -164,6 +164,8 @@ def test_timeouts_raise_multiprocessing_timeout_error(ctx):
         result = pool.apply_async(sleep_for, (0.5,))
         with pytest.raises(multiprocessing.TimeoutError):
             result.get(timeout=0.01)
+        with pytest.raises(TimeoutError):  # the builtin too: mpnb.errors.PoolTimeoutError
+            result.get(timeout=0.01)
         assert mpnb.TimeoutError is multiprocessing.TimeoutError
         assert not result.ready()
         with pytest.raises(ValueError, match="not ready"):
@@ -171,6 +173,8 @@ def test_timeouts_raise_multiprocessing_timeout_error(ctx):
         result.wait(0.01)
         it = pool.imap(sleep_for, [0.5])
         with pytest.raises(multiprocessing.TimeoutError):
+            it.next(timeout=0.01)
+        with pytest.raises(TimeoutError):
             it.next(timeout=0.01)
         assert isinstance(it.next(timeout=WAIT), int)
         assert isinstance(result.get(WAIT), int)

@@ -22,9 +22,9 @@ import time
 import types
 from collections import deque
 from collections.abc import Callable, Iterator
-from multiprocessing import TimeoutError
 from typing import Any, Protocol
 
+from ..errors import PoolTimeoutError
 from .core import PoolCore
 from .protocol import Task
 from .telemetry import BarHook, Progress, report_callback_error, report_progress
@@ -128,7 +128,7 @@ class ApplyResult:
     def get(self, timeout: float | None = None) -> Any:
         self.wait(timeout)
         if not self.ready():
-            raise TimeoutError
+            raise PoolTimeoutError
         if self._success:
             return self._value
         raise self._value
@@ -250,7 +250,7 @@ class IMapIterator:
                         break
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
-                        raise TimeoutError
+                        raise PoolTimeoutError
                     self._cond.wait(remaining)
             if got is _NOTHING:
                 continue

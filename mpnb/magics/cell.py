@@ -3,23 +3,37 @@ the error that names a failed item.
 
 ``split_cell`` compiles the cell as its statements and its last expression, under the
 file name the parent's ``linecache`` holds its source by, so a worker's traceback shows
-the cell's lines. ``notebook_names`` picks the values of the names the cell reads
-(functions, classes and data by value, modules by reference). Shared by the magic
-(``mpnb.magics.pool``) and the run (``mpnb.magics.runner``); what a worker does with
-them is ``mpnb.magics.cell_task``.
+the cell's lines; ``return``, ``yield`` or ``await`` at its top level is a usage error.
+``take_items`` reads the items, at most ``--max-items`` of them. ``notebook_names``
+picks the values of the names the cell reads (functions, classes and data by value,
+modules by reference). Shared by the magic (``mpnb.magics.pool``) and the run
+(``mpnb.magics.runner``); what a worker does with them is ``mpnb.magics.cell_task``.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import itertools
 import textwrap
 import types
+from collections.abc import Iterable, Sized
 from typing import Any
 
 from IPython.core.error import UsageError
 
-__all__ = ["ParallelCellError", "split_cell", "names_read", "notebook_names"]
+__all__ = ["ParallelCellError", "split_cell", "take_items", "names_read", "notebook_names"]
+
+# What may not stand at the cell's top level (outside a def or lambda), and its name.
+_FUNCTION_ONLY: dict[type[ast.AST], str] = {
+    ast.Return: "return",
+    ast.Yield: "yield",
+    ast.YieldFrom: "yield from",
+    ast.Await: "await",
+    ast.AsyncFor: "async for",
+    ast.AsyncWith: "async with",
+}
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 
 
 class ParallelCellError(RuntimeError):
@@ -47,12 +61,60 @@ def split_cell(cell: str, filename: str) -> tuple[types.CodeType, types.CodeType
         tree = ast.parse(source)
     except SyntaxError as exc:
         raise UsageError(f"%%mp_pool: the cell does not parse: {exc}") from None
+    _check_top_level(tree)
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         expr = tree.body.pop()
         assert isinstance(expr, ast.Expr)
         last = compile(ast.Expression(expr.value), filename, "eval")
-    return compile(tree, filename, "exec"), last
+    try:
+        body = compile(tree, filename, "exec")
+    except SyntaxError as exc:
+        raise UsageError(f"%%mp_pool: the cell does not compile: {exc}") from None
+    return body, last
+
+
+def _check_top_level(tree: ast.Module) -> None:
+    """A ``UsageError`` for ``return``, ``yield`` or ``await`` outside a function."""
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        keyword = _FUNCTION_ONLY.get(type(node))
+        if keyword is not None:
+            line = getattr(node, "lineno", "?")
+            raise UsageError(
+                f"%%mp_pool: '{keyword}' at the top level of the cell (line {line}): the "
+                f"cell is no function; the value of its last expression is the item's "
+                f"value, so write that value as the cell's last line (e.g. 'result' "
+                f"instead of 'return result')"
+            )
+        if not isinstance(node, _SCOPES):
+            todo.extend(ast.iter_child_nodes(node))
+        elif not isinstance(node, ast.Lambda):  # decorators and defaults run here
+            todo.extend(node.decorator_list)
+            todo.extend(d for d in node.args.defaults + node.args.kw_defaults if d)
+
+
+def take_items(values: Iterable[Any], max_items: int, expr: str) -> list[Any]:
+    """The items of ``values`` as a list; a ``UsageError`` if there are more than
+    ``max_items`` (a sized input is checked by ``len``, an iterator by taking one more,
+    so an endless one never hangs)."""
+    if isinstance(values, Sized):
+        if len(values) > max_items:
+            raise _too_many(expr, max_items, f"{len(values)} items")
+        return list(values)
+    items = list(itertools.islice(values, max_items + 1))
+    if len(items) > max_items:
+        raise _too_many(expr, max_items, f"more than {max_items} items")
+    return items
+
+
+def _too_many(expr: str, max_items: int, found: str) -> UsageError:
+    return UsageError(
+        f"%%mp_pool: the input {expr!r} has {found}, more than --max-items {max_items} "
+        f"(an endless iterator?): pass --max-items N to allow more, or bound the input "
+        f"(itertools.islice(items, N))"
+    )
 
 
 def names_read(source: str) -> set[str]:

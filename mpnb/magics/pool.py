@@ -13,6 +13,7 @@ nothing of an earlier run stays behind in the warm workers.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -22,10 +23,12 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .cell import ParallelCellError
 
-__all__ = ["PoolMagics", "DEFAULT_OUT", "ParallelCellError"]
+__all__ = ["PoolMagics", "DEFAULT_OUT", "DEFAULT_MAX_ITEMS", "ParallelCellError", "cores"]
 
 # Where results go when ``--out`` is not given.
 DEFAULT_OUT = "mp_results"
+# Most items a run reads from its input when ``--max-items`` is not given.
+DEFAULT_MAX_ITEMS = 1_000_000
 
 _LOOP = re.compile(r"(?:^|\s)for\s+(?P<target>.+?)\s+in\s+(?P<expr>.+)$", re.S)
 
@@ -33,6 +36,40 @@ USAGE = (
     "write  %%mp_pool [options] for x in items  (one run per item) or "
     "%%mp_pool -n 4  (one run per worker, with mp_rank and mp_size)"
 )
+LINE_USAGE = "write  %mp_pool [-n N [--force]] [--start-method M] [--restart | --shutdown]"
+
+
+def cores() -> int:
+    """The cores this process may run on (``os.process_cpu_count()`` where it exists)."""
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return int(count or 1)
+
+
+def _parse(magic: Any, options: str, name: str, usage: str) -> Any:
+    """The parsed options; a ``UsageError`` naming the problem, never a traceback."""
+    try:
+        return parse_argstring(magic, options)
+    except UsageError as exc:
+        raise UsageError(f"{name}: {exc}. {usage}") from None
+    except ValueError as exc:  # shlex: an unbalanced quote or a lone backslash
+        raise UsageError(
+            f"{name}: cannot read the options {options.strip()!r}: {exc}; close every "
+            f"quote and escape no line end. {usage}"
+        ) from None
+
+
+def _check_processes(name: str, processes: int | None, force: bool) -> None:
+    """``-n`` is 1 or more, and no more than the cores unless ``--force``."""
+    if processes is None:
+        return
+    if processes < 1:
+        raise UsageError(f"{name}: -n/--processes must be 1 or more, not {processes}")
+    if processes > cores() and not force:
+        raise UsageError(
+            f"{name}: -n {processes} is more than the {cores()} cores this kernel may use: "
+            f"the extra workers would only wait their turn and stay warm. Write -n "
+            f"{cores()} or less, or add --force to start {processes} anyway"
+        )
 
 
 def _split_line(line: str) -> tuple[str, str | None, str | None]:
@@ -40,7 +77,8 @@ def _split_line(line: str) -> tuple[str, str | None, str | None]:
     match = _LOOP.search(line)
     if match is None:
         if re.search(r"(?:^|\s)for\s", line):
-            raise UsageError(f"%%mp_pool: cannot read the loop in {line!r}: {USAGE}")
+            problem = "" if re.search(r"\sin(?:\s|$)", line) else " (no 'in')"
+            raise UsageError(f"%%mp_pool: cannot read the loop in {line!r}{problem}: {USAGE}")
         return line, None, None
     target, expr = match.group("target").strip(), match.group("expr").strip()
     try:
@@ -71,7 +109,12 @@ class PoolMagics(Magics):
         type=int,
         default=None,
         help="workers in the warm pool (default: its size, else one per core); "
-        "with no loop, the number of ranks",
+        "with no loop, the number of ranks; more than the cores needs --force",
+    )
+    @argument(
+        "--force",
+        action="store_true",
+        help="allow -n above the number of cores",
     )
     @argument(
         "-o",
@@ -94,7 +137,16 @@ class PoolMagics(Magics):
         "--timeout",
         type=float,
         default=None,
-        help="seconds to wait for each next result before giving up",
+        help="seconds to wait for each next result; then the run stops (its items "
+        "still running are stopped) and raises mpnb.errors.PoolTimeoutError, both "
+        "TimeoutError and multiprocessing.TimeoutError",
+    )
+    @argument(
+        "--max-items",
+        type=int,
+        default=DEFAULT_MAX_ITEMS,
+        help=f"most items read from the input (default {DEFAULT_MAX_ITEMS:,}); "
+        "a longer or endless input is an error",
     )
     @argument(
         "--keep-going",
@@ -123,13 +175,11 @@ class PoolMagics(Magics):
         Names the cell reads from the notebook travel with each run: functions,
         classes and data by value, modules by reference. By default the first
         failing item stops the run, cancels the rest and raises naming the item;
-        --keep-going runs every item instead.
+        --keep-going runs every item instead. The cell is no function: its last
+        expression is the item's value (no return, yield or await at its top level).
         """
         options, target, expr = _split_line(line)
-        try:
-            args = parse_argstring(self.mp_pool, options)
-        except UsageError as exc:
-            raise UsageError(f"%%mp_pool: {exc}. {USAGE}") from None
+        args = _parse(self.mp_pool, options, "%%mp_pool", USAGE)
         self._check(args, target)
         if not cell.strip():
             raise UsageError(
@@ -144,8 +194,9 @@ class PoolMagics(Magics):
 
     @staticmethod
     def _check(args: Any, target: str | None) -> None:
-        if args.processes is not None and args.processes < 1:
-            raise UsageError(f"%%mp_pool: -n/--processes must be 1 or more, not {args.processes}")
+        _check_processes("%%mp_pool", args.processes, args.force)
+        if args.max_items < 1:
+            raise UsageError(f"%%mp_pool: --max-items must be 1 or more, not {args.max_items}")
         if args.chunksize is not None and args.chunksize < 1:
             raise UsageError(f"%%mp_pool: --chunksize must be 1 or more, not {args.chunksize}")
         if args.timeout is not None and not args.timeout > 0:
@@ -168,8 +219,9 @@ class PoolMagics(Magics):
         "--processes",
         type=int,
         default=None,
-        help="resize the warm pool to this many workers",
+        help="resize the warm pool to this many workers (more than the cores needs --force)",
     )
+    @argument("--force", action="store_true", help="allow -n above the number of cores")
     @argument(
         "--start-method",
         choices=("spawn", "forkserver", "fork"),
@@ -183,20 +235,16 @@ class PoolMagics(Magics):
         """Show, resize, restart or stop the warm pool behind %%mp_pool.
 
         %mp_pool                 size, start method and workers (busy or idle)
-        %mp_pool -n 4            resize to 4 workers
+        %mp_pool -n 4            resize to 4 workers (--force: above the cores)
         %mp_pool --restart       fresh workers, same size
         %mp_pool --shutdown      stop the workers
         """
         from . import warm
 
-        try:
-            args = parse_argstring(self.mp_pool_line, line)
-        except UsageError as exc:
-            raise UsageError(f"%mp_pool: {exc}") from None
+        args = _parse(self.mp_pool_line, line, "%mp_pool", LINE_USAGE)
         if args.shutdown and (args.restart or args.processes or args.start_method):
             raise UsageError("%mp_pool: --shutdown takes no other option")
-        if args.processes is not None and args.processes < 1:
-            raise UsageError(f"%mp_pool: -n must be 1 or more, not {args.processes}")
+        _check_processes("%mp_pool", args.processes, args.force)
         if args.shutdown:
             warm.shutdown()
         elif args.restart:

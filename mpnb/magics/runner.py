@@ -6,9 +6,11 @@ import functools
 import multiprocessing
 from typing import Any
 
-from ..errors import RemoteTraceback
+from IPython.core.error import UsageError
+
+from ..errors import PoolTimeoutError, RemoteTraceback
 from . import warm
-from .cell import ParallelCellError, notebook_names, split_cell
+from .cell import ParallelCellError, notebook_names, split_cell, take_items
 from .cell_task import SKIPPED, CellSpec, ItemFailed, RunControl, run_chunk
 
 __all__ = ["run_parallel_cell"]
@@ -23,9 +25,11 @@ def _cell_filename(shell: Any, cell: str) -> str:
     return "<mp_pool cell>"
 
 
-def _items(shell: Any, expr: str) -> list[Any]:
+def _items(shell: Any, expr: str, max_items: int) -> list[Any]:
     try:
-        return list(shell.ev(expr))
+        return take_items(shell.ev(expr), max_items, expr)
+    except UsageError:
+        raise
     except Exception as exc:
         if hasattr(exc, "add_note"):
             exc.add_note(f"(while %%mp_pool evaluated its items: {expr})")
@@ -41,7 +45,7 @@ def run_parallel_cell(
         items: list[Any] = list(range(args.processes))
         loop_names: set[str] = {"mp_rank", "mp_size"}
     else:
-        items = _items(shell, expr or "")
+        items = _items(shell, expr or "", args.max_items)
         loop_names = set(_target_names(target))
     namespace = notebook_names(shell, [cell], loop_names)
     control = RunControl(len(items))
@@ -92,7 +96,7 @@ def _collect(
     ok = False
     try:
         iterator = mapper(task, chunks, 1)
-        for value in _values(iterator, len(chunks), args.timeout, len(items), results):
+        for value in _values(pool, iterator, len(chunks), args.timeout, len(items), results):
             if value is SKIPPED:
                 continue
             if isinstance(value, ItemFailed):
@@ -122,15 +126,25 @@ def _collect(
 
 
 def _values(
-    iterator: Any, n_chunks: int, timeout: float | None, total: int, results: list[Any]
+    pool: Any,
+    iterator: Any,
+    n_chunks: int,
+    timeout: float | None,
+    total: int,
+    results: list[Any],
 ) -> Any:
     for _ in range(n_chunks):
         try:
             chunk = iterator.next(timeout)
         except multiprocessing.TimeoutError:
-            raise multiprocessing.TimeoutError(
+            # Cancel the rest and stop the workers still running items, as an interrupt
+            # does (the warm pool runs nothing else), so the next run starts at once.
+            core = getattr(pool, "_core", None)
+            if core is not None:
+                core.interrupt()
+            raise PoolTimeoutError(
                 f"%%mp_pool: no result within --timeout {timeout} s; "
-                f"{len(results)} of {total} items done"
+                f"{len(results)} of {total} items done, the others were stopped"
             ) from None
         yield from chunk
 

@@ -6,7 +6,10 @@ header, so text a child writes later (even after its cell finished) is sent as a
 ``stream`` message with that header and lands in that cell, never in another one. The
 text comes from a ``Relay`` (``mpnb.output.relay``), started when the first child
 needs its address. What the kernel printed itself is flushed first, so a child's
-output comes after it. Frames of notebook cells in a child's traceback are labelled
+output comes after it; while the kernel's own stream of that name holds an unfinished
+line (``print`` writes its text and its newline apart), a child's line waits for the
+kernel's newline, at most ``UNFINISHED_LINE_WAIT`` seconds, so it never lands inside
+that line (``LineWatch``). Frames of notebook cells in a child's traceback are labelled
 by ``mpnb._compat.running_cell_label``.
 
 A forked child of the kernel is no kernel: it lets go of the relay's sockets without
@@ -19,6 +22,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -27,6 +31,8 @@ from .relay import Relay
 
 __all__ = [
     "MAX_ROUTES",
+    "UNFINISHED_LINE_WAIT",
+    "LineWatch",
     "KernelSide",
     "KernelRouter",
     "find_kernel",
@@ -40,6 +46,10 @@ __all__ = [
 # Parent headers of the cells that started work, by msg_id (the route); the oldest
 # is forgotten first (its late output then goes to the cell running at that time).
 MAX_ROUTES = 4096
+# Seconds a child's line waits at most for the kernel to finish a line it is printing.
+UNFINISHED_LINE_WAIT = 0.5
+# Seconds between two looks at whether the kernel finished its line.
+_LINE_POLL = 0.002
 
 
 def find_kernel() -> Any:
@@ -77,6 +87,65 @@ def flush_kernel_streams() -> None:
             pass
 
 
+class LineWatch:
+    """Whether one of the kernel's own streams (an ipykernel ``OutStream``) holds an
+    unfinished line: its ``write`` is wrapped to note when the last text written ended
+    without a newline, and by which thread. IPython wraps ``write`` anew for each cell
+    and puts the old one back after it, so ``install`` runs again before each cell.
+
+    Lock-free (plain attribute writes), so a fork never inherits a held lock.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.since: float | None = None  # when the unfinished line began
+        self.writer: int | None = None  # the thread writing it
+        self._write: Any = None
+        self.install()
+
+    def install(self) -> None:
+        """Wrap the stream's current ``write`` (unless it is this watch's already)."""
+        current = self.stream.write
+        if getattr(current, "__self__", None) is not self:
+            self._write = current
+            self.stream.write = self.write
+
+    def write(self, text: str, *args: Any, **kwargs: Any) -> Any:
+        written = self._write(text, *args, **kwargs)
+        if text:
+            if text.endswith("\n"):
+                self.since = None
+            elif self.since is None:
+                self.writer = threading.get_ident()
+                self.since = time.monotonic()
+        return written
+
+    def wait_for_line_end(self, limit: float) -> None:
+        """Return once the kernel's line is finished, or ``limit`` seconds after it
+        began; at once when this thread is the one writing it (it cannot finish it)."""
+        since = self.since
+        if since is None or self.writer == threading.get_ident():
+            return
+        deadline = since + limit
+        while self.since is not None and time.monotonic() < deadline:
+            time.sleep(_LINE_POLL)
+
+    def close(self) -> None:
+        """Put back the ``write`` this watch wrapped."""
+        if self.stream.__dict__.get("write") == self.write:
+            self.stream.write = self._write
+
+
+def _watch(stream: Any) -> LineWatch | None:
+    """A ``LineWatch`` on ``stream`` if it is an ipykernel stream (else ``None``)."""
+    if not type(stream).__module__.startswith("ipykernel."):
+        return None
+    try:
+        return LineWatch(stream)
+    except (AttributeError, TypeError):
+        return None
+
+
 class KernelSide:
     """The kernel's routes, and the relay that publishes on its IOPub socket."""
 
@@ -87,6 +156,22 @@ class KernelSide:
         self.relay: Relay | None = None
         self._headers: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self.watches: dict[str, LineWatch] = {}
+        for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+            watch = _watch(stream)
+            if watch is not None:
+                self.watches[name] = watch
+        events = getattr(getattr(kernel, "shell", None), "events", None)
+        self._events = events if self.watches and hasattr(events, "register") else None
+        if self._events is not None:
+            self._events.register("pre_run_cell", self._watch_cell)
+
+    def _watch_cell(self, *info: Any) -> None:
+        """Before each cell: watch the ``write`` IPython installed for it; a line an
+        earlier cell left unfinished is no line of this cell."""
+        for watch in self.watches.values():
+            watch.since = None
+            watch.install()
 
     def address(self) -> str | None:
         """The relay's address, starting the relay on first use (``None``: cannot)."""
@@ -124,6 +209,9 @@ class KernelSide:
             header = self._headers.get(route) if route else None
         if header is None:
             header = _current_header(self.kernel)
+        watch = self.watches.get(stream)
+        if watch is not None:  # never inside a line the kernel is printing
+            watch.wait_for_line_end(UNFINISHED_LINE_WAIT)
         flush_kernel_streams()  # what the kernel printed before comes first
         self.kernel.session.send(
             self.kernel.iopub_socket,
@@ -134,6 +222,13 @@ class KernelSide:
         )
 
     def close(self) -> None:
+        if self._events is not None:
+            try:
+                self._events.unregister("pre_run_cell", self._watch_cell)
+            except ValueError:
+                pass
+        for watch in self.watches.values():
+            watch.close()
         if self.relay is not None:
             self.relay.close()
 

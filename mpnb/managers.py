@@ -4,11 +4,17 @@ The standard library's managers with two defaults changed: the ``'mpnb'`` serial
 (connections that send with mpnb's pickler, see ``mpnb.connection``) and mpnb's
 default context (the server process is an mpnb process). ``BaseManager.register``
 takes cell-defined classes and callables.
+
+A proxy call interrupted between its request and its reply (a ``KeyboardInterrupt``
+in a notebook) leaves the reply on the way: the standard library would hand it to the
+next call. A proxy of the ``'mpnb'`` serializer drops that thread's connection instead,
+and its next call opens a fresh one (``_callmethod`` below).
 """
 
 from __future__ import annotations
 
 import multiprocessing.managers as _std
+import threading
 import types
 from collections.abc import Callable, Iterator, Reversible
 from multiprocessing.managers import BaseListProxy, BaseProxy, Namespace, Server, Token, ValueProxy
@@ -98,6 +104,46 @@ def _call(proxy: BaseProxy, name: str, args: tuple[Any, ...] = ()) -> Any:
 cast(_ManagersModule, _std).listener_client.setdefault(
     SERIALIZER, (connection.Listener, connection.Client)
 )
+
+
+class _ProxyState(Protocol):
+    """``BaseProxy``'s state used here: its serializer and per-thread connection."""
+
+    _serializer: str
+    _tls: threading.local
+
+
+_std_callmethod = BaseProxy._callmethod
+
+
+def _callmethod(
+    self: BaseProxy, methodname: str, args: tuple[Any, ...] = (), kwds: dict[Any, Any] | None = None
+) -> Any:
+    """``BaseProxy._callmethod``; for the ``'mpnb'`` serializer, a call cut short by a
+    ``KeyboardInterrupt`` (any ``BaseException`` but an ``Exception``) closes this
+    thread's connection, whose next reply would be this call's: the next call connects
+    afresh and never gets a stale reply."""
+    call = cast(Callable[..., Any], _std_callmethod)
+    state = cast(_ProxyState, self)
+    if state._serializer != SERIALIZER:
+        return call(self, methodname, args, {} if kwds is None else kwds)
+    try:
+        return call(self, methodname, args, {} if kwds is None else kwds)
+    except Exception:
+        raise
+    except BaseException:
+        conn = getattr(state._tls, "connection", None)
+        if conn is not None:
+            del state._tls.connection
+            try:
+                conn.close()
+            except OSError:
+                pass
+        raise
+
+
+# Every proxy class inherits it; proxies of other serializers call the original.
+BaseProxy._callmethod = _callmethod  # type: ignore[method-assign]
 
 if TYPE_CHECKING:
     # A mixin over a manager class: to the type checker, a manager.

@@ -9,7 +9,10 @@ standard library's with one mixin that:
 - installs mpnb's pickler in the child and runs the start hooks' child set-up before
   ``run()`` (output routing, for instance); the parent's environ, cwd and ``sys.path``
   (``mpnb._world``) are applied first, as the process object is unpickled;
-- records the process in ``registry.REGISTRY``.
+- records the process in ``registry.REGISTRY``;
+- in a kernel, gives the child a process group of its own and a watch on the kernel
+  (``mpnb._owner``: the kernel's interrupt reaches only the running cell's processes,
+  and nothing outlives the kernel).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, cast
 
-from . import _pickle, _routing, _world, shutdown
+from . import _owner, _pickle, _routing, _world, shutdown
 from .registry import REGISTRY, signal_name
 
 __all__ = [
@@ -119,6 +122,10 @@ class _MpnbProcess(_ProcessBase):
 
     def start(self) -> None:
         shutdown.watch()  # this process stops its children when it exits
+        self._mpnb_owner, detach = _owner.for_new_child()
+        self._mpnb_detach = detach
+        if detach:
+            self._mpnb_cell = _owner.hook_kernel()
         self._mpnb_child_setups = child_setups(self)
         self._mpnb_method = self._effective_start_method()
         if self._mpnb_method == "fork":
@@ -131,6 +138,7 @@ class _MpnbProcess(_ProcessBase):
             REGISTRY.discard_process(key)
             raise
         self._mpnb_key = key
+        _owner.started(self, detach)
         REGISTRY.update_process(key, pid=self.pid)
 
     def _effective_start_method(self) -> str:
@@ -152,6 +160,7 @@ class _MpnbProcess(_ProcessBase):
         return _rebuild_in_world, (worlds, make, args)
 
     def _bootstrap(self, *args: Any, **kwargs: Any) -> int:
+        _owner.enter_child(getattr(self, "_mpnb_owner", None), getattr(self, "_mpnb_detach", False))
         _pickle.install()
         # As the standard library does for its own default: in the child, mpnb's
         # default start method is the one that started it.

@@ -192,13 +192,17 @@ def _hook_kernel() -> None:
 
 
 def kernel_shutdown() -> None:
-    """What a kernel does for mpnb before it exits: processes, finalizers, helpers."""
+    """What a kernel does for mpnb before it exits: processes, finalizers, the segments
+    of payloads never received, helpers."""
     if _watching_pid != os.getpid():
         return
     stop_all()
     from multiprocessing import util
 
     cast(_UtilModule, util)._run_finalizers(0)
+    from . import _owner
+
+    _owner.release_segments()  # payloads never received: the tracker would warn
     _stop_forkserver()
     _stop_resource_tracker()
 

@@ -10,9 +10,11 @@
   tracker and forkserver, and what processes older than the test started (a module
   fixture's kernel or server: that fixture checks them). Orphans count: the test process
   adopts them. Mark a test ``no_leak_check`` to opt out.
-- The session fails if /dev/shm holds new multiprocessing or mpnb entries at its end, or
-  if child processes are still alive. On a machine shared with other test runs, entries
-  they leave can look like ours: MPNB_TEST_SHM_CHECK=warn (or off) relaxes that check.
+- The session fails if /dev/shm holds new multiprocessing or mpnb entries at its end that
+  the session's own processes created (each logs what it registers with a resource
+  tracker: tests/shm_audit/), or if child processes are still alive. Entries of other
+  programs on the machine never count. MPNB_TEST_SHM_CHECK=warn (or off) relaxes that
+  check.
 
 Every test has a timeout (``timeout`` in pyproject.toml; ``@pytest.mark.timeout(s)``
 for a shorter one).
@@ -24,6 +26,7 @@ import gc
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 
 import pytest
@@ -33,6 +36,7 @@ os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
 
 import leaks
 from kernel_harness import KernelHarness
+from shm_audit import sitecustomize as shm_audit
 
 START_METHODS = ("spawn", "forkserver", "fork")
 KERNEL_FIXTURES = frozenset({"kernel", "module_kernel", "make_kernel"})
@@ -43,6 +47,7 @@ TEST_EXIT_GRACE = 3.0
 SHM_GRACE = 2.0
 
 _SHM_BEFORE = pytest.StashKey[set]()
+_SHM_LOG = pytest.StashKey[str]()
 _SESSION_LEAKS = pytest.StashKey[leaks.SessionLeaks]()
 
 
@@ -71,6 +76,21 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     _become_subreaper()
     config.stash[_SHM_BEFORE] = leaks.shm_entries()
+    _audit_shm(config)
+
+
+def _audit_shm(config: pytest.Config) -> None:
+    """Have every process of the session log what it registers with a resource tracker
+    (``shm_audit/sitecustomize.py``): the /dev/shm check counts only that."""
+    fd, path = tempfile.mkstemp(prefix="mpnb-shm-audit-", suffix=".log")
+    os.close(fd)
+    config.stash[_SHM_LOG] = path
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shm_audit")
+    os.environ[shm_audit.ENV] = path
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (folder, os.environ.get("PYTHONPATH")) if p
+    )
+    shm_audit.install(path)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -191,10 +211,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if shm_check != "off":
         before = session.config.stash.get(_SHM_BEFORE, set())
         deadline = time.monotonic() + SHM_GRACE
-        while (new := leaks.shm_entries() - before) and time.monotonic() < deadline:
+        ours = leaks.session_created(session.config.stash.get(_SHM_LOG, ""))
+        while (new := (leaks.shm_entries() - before) & ours) and time.monotonic() < deadline:
             time.sleep(0.1)
+            ours = leaks.session_created(session.config.stash.get(_SHM_LOG, ""))
         # Entries that a process outside this session holds belong to someone else.
         found.shm = sorted(leaks.not_held_by_others(new))
+    log = session.config.stash.get(_SHM_LOG, "")
+    if log:
+        try:
+            os.unlink(log)
+        except OSError:
+            pass
 
     session.config.stash[_SESSION_LEAKS] = found
     fails = found.processes or (found.shm and shm_check == "fail")

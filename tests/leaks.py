@@ -6,6 +6,11 @@ loudly and with the offender named, instead of slowing down or hanging later tes
 Non-goals: finding leaks inside a process (file descriptors, threads); telling which test
 created a /dev/shm entry (names carry no pid, so that check runs once per session).
 
+Which /dev/shm entries are the session's: every process of the session records the
+names it registers with multiprocessing's resource tracker (``shm_audit/sitecustomize.py``,
+loaded through ``PYTHONPATH``), and only those count (``session_created``): another
+program's segments and semaphores, created meanwhile on the same machine, never do.
+
 Long-lived helpers are not leaks: the multiprocessing resource tracker and the forkserver
 live as long as the process that started them. They are recognised by their command line;
 the workers a forkserver forks carry the same command line, so only the topmost process of
@@ -31,6 +36,7 @@ __all__ = [
     "live_descendants",
     "not_held_by_others",
     "reap",
+    "session_created",
     "shm_entries",
     "wait_gone",
 ]
@@ -156,6 +162,25 @@ def shm_entries(directory: str = SHM_DIR) -> set[str]:
     except OSError:
         return set()
     return {n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in SHM_PATTERNS)}
+
+
+def session_created(log_path: str) -> set[str]:
+    """The /dev/shm names of what the session's processes registered with a resource
+    tracker (the log of ``shm_audit/sitecustomize.py``)."""
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return set()
+    names: set[str] = set()
+    for line in lines:
+        rtype, _, name = line.partition(" ")
+        name = name.lstrip("/")
+        if rtype == "semaphore":
+            names.add("sem." + name)
+        elif rtype == "shared_memory":
+            names.add(name)
+    return names
 
 
 def not_held_by_others(names: Iterable[str], directory: str = SHM_DIR) -> set[str]:

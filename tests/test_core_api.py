@@ -393,7 +393,7 @@ def test_ctypes_structure_is_plain_ctypes():
 def _psm_entries() -> set[str]:
     import os
 
-    return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
+    return {n for n in os.listdir("/dev/shm") if n.startswith(("psm_", "mpnb-"))}
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="shared memory by name is POSIX here")

@@ -10,6 +10,7 @@ import leaks
 import psutil
 import pytest
 from kernel_harness import KernelHarness
+from shm_audit import sitecustomize as shm_audit
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -202,3 +203,48 @@ def test_shm_entries_match_multiprocessing_names(tmp_path):
     for name in ("psm_abc", "sem.mp-x1", "mp-y", "mpnb-z", "unrelated", "sem.other"):
         (tmp_path / name).touch()
     assert leaks.shm_entries(str(tmp_path)) == {"psm_abc", "sem.mp-x1", "mp-y", "mpnb-z"}
+
+
+OUTSIDER = """
+import time
+from multiprocessing import shared_memory
+seg = shared_memory.SharedMemory(create=True, size=16)
+print(seg.name, flush=True)
+time.sleep(60)
+"""
+INSIDER = """
+from multiprocessing import shared_memory
+seg = shared_memory.SharedMemory(create=True, size=16)
+print(seg.name, flush=True)
+seg.close()
+seg.unlink()
+"""
+
+
+@pytest.mark.core
+@pytest.mark.timeout(60)
+def test_only_what_the_sessions_processes_created_counts(tmp_path):
+    import os
+
+    log = os.environ[shm_audit.ENV]  # set by conftest for the whole session
+    clean = {k: v for k, v in os.environ.items() if k not in (shm_audit.ENV, "PYTHONPATH")}
+    outsider = subprocess.Popen(
+        [sys.executable, "-c", OUTSIDER], env=clean, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        foreign = outsider.stdout.readline().strip().lstrip("/")
+        ours = subprocess.run(
+            [sys.executable, "-c", INSIDER], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        created = leaks.session_created(log)
+        assert ours.lstrip("/") in created  # a child of the session: logged
+        assert foreign and foreign not in created  # another program: never ours
+    finally:
+        outsider.kill()
+        outsider.wait()
+        from multiprocessing import shared_memory
+
+        try:
+            shared_memory.SharedMemory(foreign).unlink()
+        except (FileNotFoundError, ValueError):
+            pass

@@ -6,6 +6,11 @@ the pipe, none when unpickling. Every segment has one owner that removes it: the
 receiver, as it maps it, or the sender, when the payload is never delivered
 (``segments_released_on_error``, ``release_segments``). Within ``in_band()`` arrays go
 inside the pickle (a payload loaded more than once, or never).
+
+A segment is named ``mpnb-<pid>-<start time>-<random>`` after the kernel above the
+process that makes it (``set_owner_tag``; the process itself outside a kernel): a
+kernel that shuts down removes what is left of its own and its children's (payloads
+never received, ``release_owned``), and a later kernel removes a dead one's.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import secrets
 import threading
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol, cast
@@ -24,6 +30,9 @@ __all__ = [
     "segments_released_on_error",
     "release_segments",
     "reduce_large_array",
+    "SEGMENT_PREFIX",
+    "set_owner_tag",
+    "release_owned",
 ]
 
 
@@ -34,6 +43,36 @@ __all__ = [
 # program ends.
 SHARED_ARRAY_MIN = 1 << 20
 SHARED_ARRAYS = os.name == "posix"
+
+
+SEGMENT_PREFIX = "mpnb-"
+SHM_DIR = "/dev/shm"
+
+# "<pid>-<start time>" of the kernel above this process (``None``: this process's pid).
+_owner_tag: str | None = None
+
+
+def set_owner_tag(tag: str) -> None:
+    """Name the segments made here after ``tag`` (``mpnb._owner`` sets the kernel's)."""
+    global _owner_tag
+    _owner_tag = tag
+
+
+def _new_name() -> str:
+    tag = _owner_tag if _owner_tag is not None else f"{os.getpid()}-0"
+    return f"{SEGMENT_PREFIX}{tag}-{secrets.token_hex(8)}"  # SharedMemory adds the "/"
+
+
+def release_owned(tag: str, directory: str = SHM_DIR) -> list[str]:
+    """Remove the segments named after ``tag`` that are still there (never received),
+    and tell the resource tracker, which would warn about them; return their names."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    mine = ["/" + n for n in names if n.startswith(f"{SEGMENT_PREFIX}{tag}-")]
+    release_segments(mine)
+    return mine
 
 
 class _SegmentState(threading.local):
@@ -116,7 +155,10 @@ def reduce_large_array(array: Any) -> tuple[Any, tuple[Any, ...]] | None:
         return None  # strided views go in-band, as numpy pickles them
     from multiprocessing import shared_memory
 
-    segment = shared_memory.SharedMemory(create=True, size=array.nbytes)
+    try:
+        segment = shared_memory.SharedMemory(_new_name(), create=True, size=array.nbytes)
+    except FileExistsError:
+        return None
     std = cast(_SegmentInternals, segment)
     try:
         # Reserve the pages now: a full /dev/shm (64 MiB in many containers) must mean

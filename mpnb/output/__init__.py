@@ -34,6 +34,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .. import _owner
 from .. import process as _process
 from . import child as _child
 from . import kernel as _kernel
@@ -56,6 +57,7 @@ def activate() -> bool:
         if _kernel.start(tags=_settings["tags"]) is None:
             return False
         _process.add_start_hook(_child.start_hook)
+        _owner.remove_stale()  # what killed kernels left in /tmp and /dev/shm
     return True
 
 

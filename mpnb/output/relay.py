@@ -31,6 +31,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
+from .. import _owner
 from .protocol import MAX_HELLO, marker_prefix, marker_start, read_hello
 from .tracebacks import Label, relabel
 
@@ -122,7 +123,7 @@ class Relay:
         self._connections: set[_Connection] = set()
         self._cells: OrderedDict[str | None, _Cell] = OrderedDict()
         self._closing = False
-        self._dir = tempfile.mkdtemp(prefix="mpnb-")
+        self._dir = tempfile.mkdtemp(prefix=_owner.dir_prefix())
         self.address = os.path.join(self._dir, "out")
         self._cleanup = weakref.finalize(self, _remove_dir, self._dir, os.getpid())
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -135,3 +135,21 @@ def test_child_logging_shows_once_in_its_cell(k, method):
             assert "info from" not in res.stderr, res.stderr
     finally:
         k.ensure_ok("mp.output.configure(logging=True)\nlogging.getLogger().handlers.clear()")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_manager_server_starts_in_the_current_world(k, method):
+    """A ``Manager``'s server process is an mpnb process: it starts in the kernel's
+    environ and working directory as they are now."""
+    k.ensure_ok(f"in_process(mp.get_context({method!r}), lambda: 0)")  # the fork server exists
+    k.ensure_ok(
+        f"os.environ['MPNB_WORLD_MANAGER'] = 'manager-{method}'\n"
+        "class WorldManager(mp.managers.BaseManager):\n"
+        "    pass\n"
+        "WorldManager.register('world', callable=lambda: {\n"
+        "    'env': os.environ.get('MPNB_WORLD_MANAGER'), 'cwd': os.getcwd()},\n"
+        "    proxytype=mp.managers.DictProxy)\n"
+        f"with WorldManager(ctx=mp.get_context({method!r})) as m:\n"
+        "    seen = m.world().copy()"
+    )
+    assert k.evaluate("seen") == {"env": f"manager-{method}", "cwd": k.evaluate("home")}

@@ -97,6 +97,7 @@ class RunResult:
     crashed: list = field(default_factory=list)  # ids running when the driver died
     leftovers: list = field(default_factory=list)  # processes, files left behind
     notes: list = field(default_factory=list)
+    killed: bool = False  # an interpreter was killed in a test (a hang)
 
 
 def _group_members(pgid: int) -> list:
@@ -240,6 +241,7 @@ def run_one(mode: str, method: str, build_dir: Path, work_root: Path, args) -> R
     # hangs now and then on a loaded machine inside the standard library's ThreadPool
     # alone. It counts as passed only if that second run passes, and the report says so.
     killed = [tid for tid in result.crashed if not tid.startswith("<")]
+    result.killed = bool(killed)
     for number, tid in enumerate(killed):
         outcome = _run_alone(tid, module, work / f"retry-{number}.jsonl", cwd, env, args)
         if outcome == "pass":
@@ -492,12 +494,20 @@ def main() -> int:
             except FileNotFoundError:
                 pass
         if shm_left and results:
-            # Not attributable to one run when runs overlap: counted under the first.
-            results[0].leftovers.extend(
-                f"/dev/shm/{n} (any run): appeared during the runs, no live process holds "
-                "it; removed (on a machine shared with other programs it may be theirs)"
-                for n in shm_left
+            # Not attributable to one run when runs overlap: counted under the first. An
+            # interpreter killed in a hung test takes its resource tracker's clean-up
+            # with it (the group is killed), so then they are noted, not failed.
+            what = (
+                "appeared during the runs, no live process holds it; removed (on a "
+                "machine shared with other programs it may be theirs)"
             )
+            if any(r.killed for r in results):
+                results[0].notes.extend(
+                    f"/dev/shm/{n} (any run): {what}; an interpreter was killed in a test"
+                    for n in shm_left
+                )
+            else:
+                results[0].leftovers.extend(f"/dev/shm/{n} (any run): {what}" for n in shm_left)
         status = summarize(results, entries, report)
         print(
             f"\ntotal wall time {time.monotonic() - t0:.0f}s with -j {args.jobs}; "

@@ -504,3 +504,29 @@ def untagged(text: str) -> list[str]:
 def messages_with(messages: list[dict[str, Any]], needle: str) -> list[dict[str, Any]]:
     """The stream messages whose text holds ``needle``."""
     return [m for m in streams(messages) if needle in m["content"]["text"]]
+
+
+# -- terminal IPython -------------------------------------------------------------------
+
+
+def run_terminal_ipython(
+    code: str, timeout: float, cwd: str | os.PathLike[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``code`` typed into a real terminal IPython (no colours, banner or history)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "IPython",
+            "--simple-prompt",
+            "--no-banner",
+            "--colors=nocolor",
+            "--HistoryManager.enabled=False",
+        ],
+        input=code,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, TERM="dumb"),
+        cwd=cwd,
+    )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from kernel_harness import run_terminal_ipython
 
 pytestmark = [pytest.mark.core, pytest.mark.timeout(180)]
 
@@ -58,23 +58,7 @@ def test_plain_script(tmp_path):
 
 def test_terminal_ipython():
     code = BODY + "\nfor method in mp.get_all_start_methods():\n    main(method)\n\nexit()\n"
-    env = dict(os.environ, TERM="dumb")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "IPython",
-            "--simple-prompt",
-            "--no-banner",
-            "--colors=nocolor",
-            "--HistoryManager.enabled=False",
-        ],
-        input=code,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        env=env,
-    )
+    out = run_terminal_ipython(code, timeout=150)
     assert out.returncode == 0, out.stderr
     for method in ("fork", "forkserver", "spawn"):
         assert f"{method} [0, 1, 4, 9, 16] [2] True True 7 0" in out.stdout, out.stdout

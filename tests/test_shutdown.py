@@ -11,6 +11,7 @@ import time
 
 import leaks
 import pytest
+from kernel_harness import run_terminal_ipython
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -147,23 +148,6 @@ def test_interactive_exit_stops_every_process(tmp_path):
         proc.start()
         exit()
     """)
-    env = dict(os.environ, TERM="dumb")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "IPython",
-            "--simple-prompt",
-            "--no-banner",
-            "--colors=nocolor",
-            "--HistoryManager.enabled=False",
-        ],
-        input=code,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=tmp_path,
-    )
+    out = run_terminal_ipython(code, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert not [w for w in WARNINGS if w in out.stderr], out.stderr

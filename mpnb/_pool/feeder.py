@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import _routing
 from .._pickle import PICKLING_ERRORS
+from .protocol import Task
 from .results import IMapIterator
 from .tasks import FuncRef, TaskMaker, chunked
 from .telemetry import func_name
@@ -52,23 +53,24 @@ class Feeder:
     def submit_all(self, items: list[Any]) -> None:
         """Submit a sized input now, whole."""
         self.source = None
-        tasks = [
-            self.tasks.chunk(
-                self.it,
-                self.func_ref,
-                self.mode,
-                self.name,
-                chunk,
-                start,
-                False,
-                self.route,
-                "iterable",
-            )
-            for start, chunk in chunked(items, self.chunksize)
-        ]
+        tasks = [self._task(chunk, start) for start, chunk in chunked(items, self.chunksize)]
         if tasks:
             self.tasks.core.submit(self.it, tasks)
         self.it.set_length(len(items))
+
+    def _task(self, chunk: list[Any], start: int) -> Task:
+        """One chunk of this ``imap``, pickled (errors keep going: the iterator's way)."""
+        return self.tasks.chunk(
+            self.it,
+            self.func_ref,
+            self.mode,
+            self.name,
+            chunk,
+            start,
+            False,
+            self.route,
+            "iterable",
+        )
 
     def wants_more(self) -> bool:
         return self.source is not None and self.submitted - self.it.position < self.window
@@ -101,17 +103,7 @@ class Feeder:
         start = self.submitted
         if chunk:
             try:
-                task = self.tasks.chunk(
-                    self.it,
-                    self.func_ref,
-                    self.mode,
-                    self.name,
-                    chunk,
-                    start,
-                    False,
-                    self.route,
-                    "iterable",
-                )
+                task = self._task(chunk, start)
             except PICKLING_ERRORS as exc:
                 error, chunk = exc, []
             else:

@@ -24,7 +24,9 @@ by the manager thread only, outside the lock, through the ``protocol.Job`` inter
 ``deliver``/``fail``, then ``fire`` once a job is done. A task may carry ``claim``,
 called (lock held) before each send: ``False`` drops the task (a future cancelled
 meanwhile). The messages exchanged with workers are built and read by ``protocol``;
-what the monitor hears of tasks goes through ``telemetry``.
+what the monitor hears of tasks goes through ``telemetry``, and so does the timeline:
+one tuple per result appended to ``recorder`` (the worker's start time rides on its
+RESULT message).
 
 A ``KeyboardInterrupt`` while a caller waits on the pool (or submits to it) cancels
 every job submitted so far: callers wrap such code in ``with core.interrupting():``.
@@ -69,12 +71,22 @@ from .protocol import (
     func_message,
     parse_init_failed,
     parse_result,
+    parse_started,
     read,
     remember,
     stop_message,
     unloadable_result,
 )
-from .telemetry import DONE, FAILED, LABEL_DELAY, LABEL_INTERVAL, SUBMITTED, Tally
+from .telemetry import (
+    DONE,
+    FAILED,
+    LABEL_DELAY,
+    LABEL_INTERVAL,
+    LABEL_SECONDS,
+    SUBMITTED,
+    Recorder,
+    Tally,
+)
 
 __all__ = ["PoolCore", "RUN", "CLOSE", "TERMINATE", "cpu_count"]
 
@@ -199,6 +211,7 @@ class PoolCore:
         self._kill_now = False
         self._budget = 0  # bytes a worker may have unread in its pipe
         self._tally = Tally(name)  # counts not yet in the registry
+        self.recorder = Recorder(name)  # the tasks' times, for the timeline
         self._interrupting = _Interrupting(self)
         self._wake_r, self._wake_w = connection.Pipe(duplex=False)
         self._woken = False
@@ -247,6 +260,8 @@ class PoolCore:
         """Queue ``tasks`` of ``job`` (all or none) and send what workers can take."""
         with self._lock:
             self._check_state(internal)
+            if not self._jobs:
+                self.recorder.new_run(job.id)
             self._jobs[job.id] = job
             self._last_job = max(self._last_job, job.id)
             self._pending.extend(tasks)
@@ -363,6 +378,7 @@ class PoolCore:
         finally:
             child_end.close()
         w = _Worker(process, parent_end, slot)
+        self.recorder.worker_started(slot)
         if not self._budget:
             self._budget = _pipe_buffer(parent_end) // 2
         with self._lock:
@@ -597,6 +613,25 @@ class PoolCore:
                     if isinstance(errors, BaseException):
                         values = []
                     results.append((task, values, errs))
+                    if self.recorder.on:
+                        apply = task.mode == APPLY
+                        self.recorder.raw.append(
+                            (
+                                task.job.id,
+                                w.process,
+                                w.slot,
+                                parse_started(msg) or time.perf_counter() - seconds,
+                                seconds,
+                                None if apply else task.start,
+                                task.count,
+                                len(errs),
+                                task.label
+                                if apply and seconds >= LABEL_SECONDS
+                                else task.func_name,
+                                None,
+                                None,
+                            )
+                        )
                     old = self._task_seconds.get(task.func_id)
                     self._task_seconds[task.func_id] = (
                         seconds if old is None else 0.7 * old + 0.3 * seconds
@@ -652,6 +687,8 @@ class PoolCore:
 
     def _finish(self, job: Job) -> None:
         self._jobs.pop(job.id, None)  # atomic; no lock needed
+        if not self._jobs:  # the last job ended: the monitor's counts are final now
+            self._flush_counts()
         job.fire()
 
     def _reap(self, w: _Worker) -> None:
@@ -693,6 +730,17 @@ class PoolCore:
             self._dispatch_locked()
         w.conn.close()
         error = None
+        if running is not None:
+            self.recorder.crashed(
+                running.job.id,
+                w.process,
+                w.slot,
+                None if running.mode == APPLY else running.start,
+                running.count,
+                running.label if running.mode == APPLY else running.func_name,
+                code,
+                cancelled=running.job.settled or w.stopping,
+            )
         if running is not None and not running.job.settled:
             index = None if running.mode == APPLY else int(self._words[2 * w.slot + 1])
             label = running.label

@@ -6,6 +6,11 @@
 - Each worker's registry record: the task it runs (``Label``, turned into text only when
   shown, once the task ran ``LABEL_DELAY``: most tasks end before) and how it ended
   (``record_exit``).
+- The timeline (``mpnb.timeline``): each pool's ``Recorder``, to which the engine
+  appends one tuple per task result (the worker's start time and seconds, from its
+  RESULT message) and one per task whose worker died or was stopped; tasks that ran
+  ``LABEL_SECONDS`` or more keep their label. ``mpnb.timeline.set_recording(False)``
+  turns it off.
 - Progress: the ``on_progress(n)`` hooks of the result objects (``BarHook`` draws the
   bar of ``progress=True``); a hook or callback that raises is reported on stderr,
   never raised into the engine's thread.
@@ -22,11 +27,14 @@ from typing import Any, Protocol, TypeVar
 
 from ..errors import short_repr
 from ..registry import REGISTRY
+from ..timeline.record import LABEL_SECONDS, Recorder
 from .protocol import APPLY, STARMAP
 
 __all__ = [
     "LABEL_DELAY",
     "LABEL_INTERVAL",
+    "LABEL_SECONDS",
+    "Recorder",
     "SUBMITTED",
     "DONE",
     "FAILED",

@@ -71,7 +71,6 @@ from .protocol import (
     func_message,
     parse_init_failed,
     parse_result,
-    parse_started,
     read,
     remember,
     stop_message,
@@ -141,6 +140,7 @@ class _Worker:
         "unsendable",
         "label",
         "label_due",
+        "lane",
     )
 
     def __init__(self, process: BaseProcess, conn: connection.Connection, slot: int) -> None:
@@ -163,6 +163,7 @@ class _Worker:
         self.unsendable = False  # a send to it failed: it is dying
         self.label: str | None = None  # the task the registry shows
         self.label_due = 0.0  # when to show the current task (0: nothing to do)
+        self.lane = 0  # its lane in the timeline (``Recorder.worker_started``)
 
     @property
     def name(self) -> str:
@@ -378,7 +379,7 @@ class PoolCore:
         finally:
             child_end.close()
         w = _Worker(process, parent_end, slot)
-        self.recorder.worker_started(slot)
+        w.lane = self.recorder.worker_started(process, slot)
         if not self._budget:
             self._budget = _pipe_buffer(parent_end) // 2
         with self._lock:
@@ -608,7 +609,7 @@ class PoolCore:
             if kind == RESULT:
                 if len(results) < len(w.outstanding):
                     task = w.outstanding[len(results)]
-                    values, errors, seconds = parse_result(msg)
+                    values, errors, seconds, started = parse_result(msg)
                     errs = self._errors(w, task, errors)
                     if isinstance(errors, BaseException):
                         values = []
@@ -618,9 +619,8 @@ class PoolCore:
                         self.recorder.raw.append(
                             (
                                 task.job.id,
-                                w.process,
-                                w.slot,
-                                parse_started(msg) or time.perf_counter() - seconds,
+                                w.lane,
+                                started or time.perf_counter() - seconds,
                                 seconds,
                                 None if apply else task.start,
                                 task.count,
@@ -733,8 +733,7 @@ class PoolCore:
         if running is not None:
             self.recorder.crashed(
                 running.job.id,
-                w.process,
-                w.slot,
+                w.lane,
                 None if running.mode == APPLY else running.start,
                 running.count,
                 running.label if running.mode == APPLY else running.func_name,

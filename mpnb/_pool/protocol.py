@@ -64,7 +64,6 @@ __all__ = [
     "parse_func",
     "parse_task",
     "parse_result",
-    "parse_started",
     "parse_init_failed",
     "Task",
     "Job",
@@ -168,15 +167,14 @@ def parse_task(msg: Message) -> tuple[int, int, int, int, bool, Any, Any]:
     return msg[1:]
 
 
-def parse_result(msg: Message) -> tuple[list[Any], ResultErrors | BaseException, float]:
-    """``(values, errors, seconds)`` of a RESULT, read in order of the tasks sent;
-    ``errors`` is an exception where the parent could not load the message."""
-    return msg[2], msg[3], msg[4]
-
-
-def parse_started(msg: Message) -> float:
-    """When the task of a RESULT started (``time.perf_counter``; 0.0: unknown)."""
-    return msg[5]
+def parse_result(
+    msg: Message,
+) -> tuple[list[Any], ResultErrors | BaseException, float, float]:
+    """``(values, errors, seconds, started)`` of a RESULT, read in order of the tasks
+    sent; ``errors`` is an exception where the parent could not load the message;
+    ``started``: ``time.perf_counter()`` in the worker as the task started (0.0:
+    unknown)."""
+    return msg[2], msg[3], msg[4], msg[5]
 
 
 def parse_init_failed(msg: Message) -> ErrorRecord:

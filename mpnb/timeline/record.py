@@ -104,20 +104,23 @@ class TaskRecord:
 class Recorder:
     """One pool's task records, appended by its engine's thread.
 
-    ``raw`` holds, per task, ``(job, process, slot, start, seconds, item, count,
-    errors, label, outcome, exitcode)``: a tuple append is all the engine pays.
+    ``raw`` holds, per task, ``(job, lane, start, seconds, item, count, errors, label,
+    outcome, exitcode)``: a tuple append is all the engine pays. Its fields are numbers,
+    strings and ``None`` only, so the garbage collector stops tracking it at once (a
+    hundred thousand tracked tuples would slow every collection). ``lanes`` holds
+    ``(process, slot, started)`` per worker started, by lane number.
     ``run_from``: the first job of the current run (a run: what was submitted since
     the pool was last idle).
     """
 
-    __slots__ = ("name", "on", "raw", "run_from", "started", "__weakref__")
+    __slots__ = ("name", "on", "raw", "run_from", "lanes", "__weakref__")
 
     def __init__(self, name: str, limit: int = MAX_RECORDS) -> None:
         self.name = name
         self.on = _recording
         self.raw: deque[tuple[Any, ...]] = deque(maxlen=limit)
         self.run_from = 0
-        self.started: dict[int, float] = {}  # slot -> when its worker started
+        self.lanes: list[tuple[Any, int, float]] = []
         _RECORDERS.add(self)
 
     def new_run(self, job: int) -> None:
@@ -126,14 +129,15 @@ class Recorder:
         self.run_from = job
         _last = weakref.ref(self)
 
-    def worker_started(self, slot: int) -> None:
-        self.started[slot] = now()
+    def worker_started(self, process: Any, slot: int) -> int:
+        """A worker started in ``slot``: its lane number."""
+        self.lanes.append((process, slot, now()))
+        return len(self.lanes) - 1
 
     def crashed(
         self,
         job: int,
-        process: Any,
-        slot: int,
+        lane: int,
         item: int | None,
         count: int,
         label: str,
@@ -144,24 +148,24 @@ class Recorder:
         if not self.on:
             return
         end = now()
-        start = self.started.get(slot, end)
-        for entry in reversed(self.raw):  # the end of the slot's previous task
-            if entry[2] == slot and entry[1] is process:
-                start = max(start, entry[3] + entry[4])
+        start = self.lanes[lane][2]
+        for entry in reversed(self.raw):  # the end of the lane's previous task
+            if entry[1] == lane:
+                start = max(start, entry[2] + entry[3])
                 break
         outcome = CANCELLED if cancelled else CRASHED
         self.raw.append(
-            (job, process, slot, start, end - start, item, count, count, label, outcome, exitcode)
+            (job, lane, start, end - start, item, count, count, label, outcome, exitcode)
         )
 
     def records(self, since_job: int = 0) -> list[TaskRecord]:
         """The task records of jobs from ``since_job`` on, by start time."""
         out = []
-        for job, process, slot, start, seconds, item, count, errors, label, outcome, code in list(
-            self.raw
-        ):
+        lanes = list(self.lanes)
+        for job, lane, start, seconds, item, count, errors, label, outcome, code in list(self.raw):
             if job < since_job:
                 continue
+            process, slot, _ = lanes[lane]
             pid = getattr(process, "pid", None)
             name = getattr(process, "name", f"worker {slot}")
             if outcome is None:

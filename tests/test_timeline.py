@@ -97,7 +97,7 @@ def test_outcomes_records_and_lanes(ctx, tmp_path):
     # Text: the summary, then a row per lane with its marks.
     text = repr(tl)
     lines = text.splitlines()
-    assert "10 tasks" in lines[0] and "1 crashed" in lines[0] and "1 items failed" in lines[0]
+    assert "10 tasks" in lines[0] and "1 crashed" in lines[0] and "1 item failed" in lines[0]
     rows = [line for line in lines if line.endswith("|")]
     assert len(rows) == 3
     assert "X" in "".join(rows) and "E" in "".join(rows)

@@ -143,7 +143,7 @@ class Timeline:
             else f"{self.title}: {len(self.tasks)} tasks ({items} items)"
         ]
         if errors:
-            parts.append(f"{errors} items failed")
+            parts.append(f"{errors} item{'s' if errors != 1 else ''} failed")
         for outcome in (CRASHED, CANCELLED, RUNNING):
             if outcomes[outcome]:
                 parts.append(f"{outcomes[outcome]} {outcome}")
@@ -221,9 +221,10 @@ class Timeline:
         ]
         for i in range(5):  # the time axis
             x = _LABEL_WIDTH + plot * i / 4
+            anchor = "end" if i == 4 else "middle"
             parts.append(
                 f'<line x1="{x:.1f}" y1="{_AXIS - 4}" x2="{x:.1f}" y2="{height - 4}" '
-                f'stroke="#ddd"/><text x="{x:.1f}" y="{_AXIS - 8}" text-anchor="middle" '
+                f'stroke="#ddd"/><text x="{x:.1f}" y="{_AXIS - 8}" text-anchor="{anchor}" '
                 f'fill="#666">{_seconds(span * i / 4) if i else "0"}</text>'
             )
         for row, lane in enumerate(lanes):
@@ -235,7 +236,9 @@ class Timeline:
             )
             for start, end, outcome, title, _ in self._bars(lane, 1 / scale):
                 x = _LABEL_WIDTH + (start - self.start) * scale
-                w = max(1.0, (end - start) * scale)
+                w = (end - start) * scale
+                w = w - 1 if w > 3 else w  # a hair between neighbours
+                w = max(3.0 if outcome != OK else 1.0, w)  # failures stay visible
                 parts.append(
                     f'<rect class="mpnb-task mpnb-{outcome}" x="{x:.1f}" y="{y + 3}" '
                     f'width="{w:.1f}" height="{_LANE - 6}" fill="{COLOURS[outcome]}">'

@@ -161,8 +161,16 @@ class Recorder:
     def records(self, since_job: int = 0) -> list[TaskRecord]:
         """The task records of jobs from ``since_job`` on, by start time."""
         out = []
+        for _ in range(100):  # the engine's thread may append meanwhile
+            try:
+                raw = list(self.raw)
+                break
+            except RuntimeError:
+                continue
+        else:
+            raw = []
         lanes = list(self.lanes)
-        for job, lane, start, seconds, item, count, errors, label, outcome, code in list(self.raw):
+        for job, lane, start, seconds, item, count, errors, label, outcome, code in raw:
             if job < since_job:
                 continue
             process, slot, _ = lanes[lane]

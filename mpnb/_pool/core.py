@@ -212,6 +212,7 @@ class PoolCore:
         self._kill_now = False
         self._budget = 0  # bytes a worker may have unread in its pipe
         self._tally = Tally(name)  # counts not yet in the registry
+        telemetry.flush_with(self._tally, self._flush_counts)
         self.recorder = Recorder(name)  # the tasks' times, for the timeline
         self._interrupting = _Interrupting(self)
         self._wake_r, self._wake_w = connection.Pipe(duplex=False)
@@ -655,7 +656,7 @@ class PoolCore:
         for task, values, errs in results:
             job = task.job
             if not job.settled and job.deliver(task, values, errs):
-                self._finish(job)
+                self._finish(job, task.mode != APPLY)
 
     def _init_failed(self, w: _Worker, record: ErrorRecord) -> None:
         cause = rebuild(record, w.name, "the initializer")
@@ -685,10 +686,10 @@ class PoolCore:
             for offset, record in errors
         ]
 
-    def _finish(self, job: Job) -> None:
+    def _finish(self, job: Job, flush: bool = True) -> None:
         self._jobs.pop(job.id, None)  # atomic; no lock needed
-        if not self._jobs:  # the last job ended: the monitor's counts are final now
-            self._flush_counts()
+        if flush and not self._jobs:  # a map ended the run: the monitor's counts are final
+            self._flush_counts()  # (an apply's wait for ``telemetry.flush_all``, per cell)
         job.fire()
 
     def _reap(self, w: _Worker) -> None:

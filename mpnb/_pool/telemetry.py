@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol, TypeVar
@@ -45,6 +46,8 @@ __all__ = [
     "show_task",
     "record_exit",
     "pool_closed",
+    "flush_with",
+    "flush_all",
     "BarHook",
     "bar_hook",
     "with_bar",
@@ -120,7 +123,7 @@ class Tally:
     ``take`` under its lock, ``publish`` outside it.
     """
 
-    __slots__ = ("pool", "counts", "due")
+    __slots__ = ("pool", "counts", "due", "__weakref__")
 
     def __init__(self, pool: str) -> None:
         self.pool = pool
@@ -137,6 +140,28 @@ class Tally:
         submitted, done, failed = counts
         if submitted or done or failed:
             REGISTRY.count_pool(self.pool, submitted=submitted, done=done, failed=failed)
+
+
+# How to publish each live pool's tally now (``flush_all``): weak both ways, so that
+# no pool is kept alive by it.
+_flushers: weakref.WeakKeyDictionary[Tally, weakref.WeakMethod[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def flush_with(tally: Tally, flush: Callable[[], None]) -> None:
+    """The bound method ``flush()`` publishes ``tally`` (the engine's lock taken):
+    ``flush_all`` calls it while both live."""
+    _flushers[tally] = weakref.WeakMethod(flush)
+
+
+def flush_all() -> None:
+    """Publish every pool's counts now (the notebook does so as each cell ends, so that
+    what the monitor shows then is final)."""
+    for ref in list(_flushers.values()):
+        flush = ref()
+        if flush is not None:
+            flush()
 
 
 def show_task(process: BaseProcess, label: str | None) -> None:

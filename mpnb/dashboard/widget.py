@@ -33,6 +33,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._pool.telemetry import flush_all
 from ..timeline.record import last_recorder
 from ..timeline.render import last_run
 from .sampler import DEFAULT_HISTORY, Sampler
@@ -278,6 +279,7 @@ class Dashboard:
             return
         from IPython.display import update_display
 
+        flush_all()  # the pools' counts, final as the cell ends
         bundle = self._snapshot_bundle(self.sampler.sample())
         for display_id in self._snapshot_ids:
             update_display(bundle, raw=True, display_id=display_id)

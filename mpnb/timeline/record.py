@@ -62,7 +62,7 @@ now = time.perf_counter  # the timeline's clock, in every process (see the docst
 _recording = os.environ.get("MPNB_TIMELINE", "1").strip().lower() not in ("0", "false", "off", "no")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class TaskRecord:
     """One task (an apply call, a chunk of a map, or a plain process) on one lane.
 
@@ -169,18 +169,22 @@ class Recorder:
                 continue
         else:
             raw = []
-        lanes = list(self.lanes)
+        lanes: dict[int, tuple[str, int, int | None]] = {}
         for job, lane, start, seconds, item, count, errors, label, outcome, code in raw:
             if job < since_job:
                 continue
-            process, slot, _ = lanes[lane]
-            pid = getattr(process, "pid", None)
-            name = getattr(process, "name", f"worker {slot}")
+            known = lanes.get(lane)
+            if known is None:
+                process, slot, _ = self.lanes[lane]
+                pid = getattr(process, "pid", None)
+                name = getattr(process, "name", f"worker {slot}")
+                known = lanes[lane] = (f"{name} (pid {pid})", slot, pid)
+            lane_name, slot, pid = known
             if outcome is None:
                 outcome = ERROR if errors else OK
             out.append(
                 TaskRecord(
-                    lane=f"{name} (pid {pid})",
+                    lane=lane_name,
                     worker=slot,
                     pid=pid,
                     start=start,

@@ -75,8 +75,10 @@ class Timeline:
         self.tasks: list[TaskRecord] = sorted(tasks, key=lambda t: t.start)
         self.title = title
         first: dict[str, tuple[int, float]] = {}
+        self._by_lane: dict[str, list[TaskRecord]] = {}
         for t in self.tasks:
             first.setdefault(t.lane, (t.worker, t.start))
+            self._by_lane.setdefault(t.lane, []).append(t)
         self.lanes: list[str] = sorted(first, key=lambda lane: first[lane])
         self.start = min((t.start for t in self.tasks), default=0.0)
         self.end = max((t.end for t in self.tasks), default=0.0)
@@ -90,7 +92,8 @@ class Timeline:
         return len(self.tasks)
 
     def lane_tasks(self, lane: str) -> list[TaskRecord]:
-        return [t for t in self.tasks if t.lane == lane]
+        """The tasks of ``lane``, by start time."""
+        return list(self._by_lane.get(lane, ()))
 
     # -- what stands out -----------------------------------------------------------------
     def stragglers(self, count: int = 3) -> list[TaskRecord]:

@@ -739,7 +739,7 @@ class PoolCore:
                 running.count,
                 running.label if running.mode == APPLY else running.func_name,
                 code,
-                cancelled=running.job.settled or w.stopping,
+                cancelled=w.stopping,  # stopped by the pool (interrupt, terminate)
             )
         if running is not None and not running.job.settled:
             index = None if running.mode == APPLY else int(self._words[2 * w.slot + 1])

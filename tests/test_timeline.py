@@ -202,3 +202,18 @@ def test_many_tasks_merge_into_few_bars():
     bars = markup.count('class="mpnb-task')
     assert 2 <= bars < 6000
     assert _svg_lanes(markup) == 2
+
+
+def test_records_keep_no_process_alive():
+    """A recorded lane is a name: dead workers' process objects (and the file descriptors
+    of their sentinels) go, however many the pool replaced."""
+    import gc
+
+    with mpnb.Pool(1, maxtasksperchild=1) as pool:
+        pool.map(inc, range(3), chunksize=1)
+        gc.collect()
+        fds = len(os.listdir("/proc/self/fd"))
+        pool.map(inc, range(30), chunksize=1)
+        gc.collect()
+        assert len(os.listdir("/proc/self/fd")) < fds + 10
+        assert len(pool.timeline().lanes) == 33

@@ -108,7 +108,8 @@ class Recorder:
     outcome, exitcode)``: a tuple append is all the engine pays. Its fields are numbers,
     strings and ``None`` only, so the garbage collector stops tracking it at once (a
     hundred thousand tracked tuples would slow every collection). ``lanes`` holds
-    ``(process, slot, started)`` per worker started, by lane number.
+    ``(name, slot, started)`` per worker started, by lane number (names, not process
+    objects: a process object kept alive keeps its sentinel's file descriptor open).
     ``run_from``: the first job of the current run (a run: what was submitted since
     the pool was last idle).
     """
@@ -120,7 +121,7 @@ class Recorder:
         self.on = _recording
         self.raw: deque[tuple[Any, ...]] = deque(maxlen=limit)
         self.run_from = 0
-        self.lanes: list[tuple[Any, int, float]] = []
+        self.lanes: list[tuple[str, int, int | None, float]] = []
         _RECORDERS.add(self)
 
     def new_run(self, job: int) -> None:
@@ -131,7 +132,9 @@ class Recorder:
 
     def worker_started(self, process: Any, slot: int) -> int:
         """A worker started in ``slot``: its lane number."""
-        self.lanes.append((process, slot, now()))
+        pid = getattr(process, "pid", None)
+        name = getattr(process, "name", f"worker {slot}")
+        self.lanes.append((f"{name} (pid {pid})", slot, pid, now()))
         return len(self.lanes) - 1
 
     def crashed(
@@ -148,7 +151,7 @@ class Recorder:
         if not self.on:
             return
         end = now()
-        start = self.lanes[lane][2]
+        start = self.lanes[lane][3]
         for entry in reversed(self.raw):  # the end of the lane's previous task
             if entry[1] == lane:
                 start = max(start, entry[2] + entry[3])
@@ -169,17 +172,11 @@ class Recorder:
                 continue
         else:
             raw = []
-        lanes: dict[int, tuple[str, int, int | None]] = {}
+        lanes = list(self.lanes)
         for job, lane, start, seconds, item, count, errors, label, outcome, code in raw:
             if job < since_job:
                 continue
-            known = lanes.get(lane)
-            if known is None:
-                process, slot, _ = self.lanes[lane]
-                pid = getattr(process, "pid", None)
-                name = getattr(process, "name", f"worker {slot}")
-                known = lanes[lane] = (f"{name} (pid {pid})", slot, pid)
-            lane_name, slot, pid = known
+            lane_name, slot, pid, _ = lanes[lane]
             if outcome is None:
                 outcome = ERROR if errors else OK
             out.append(
@@ -228,8 +225,10 @@ def last_recorder() -> Recorder | None:
 
 # -- plain processes --------------------------------------------------------------------
 
-_processes: deque[list[Any]] = deque(maxlen=MAX_PROCESSES)  # [process, start, end, code]
-_by_id: dict[int, list[Any]] = {}
+# [name, pid, start, end, exitcode, number] per process; names, not process objects (see
+# ``Recorder``), found by process while it lives.
+_processes: deque[list[Any]] = deque(maxlen=MAX_PROCESSES)
+_by_process: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
 _process_lock = threading.Lock()
 _process_numbers = itertools.count()
 
@@ -238,19 +237,17 @@ def process_started(process: Any) -> None:
     """A plain process started (pool workers are the pools' to record)."""
     if not _recording or getattr(process, "_mpnb_pool", None) is not None:
         return
-    entry = [process, now(), None, None, next(_process_numbers)]
+    entry = [process.name, process.pid, now(), None, None, next(_process_numbers)]
     with _process_lock:
-        if len(_processes) == _processes.maxlen:
-            _by_id.pop(id(_processes[0][0]), None)
         _processes.append(entry)
-        _by_id[id(process)] = entry
+        _by_process[process] = entry
 
 
 def process_ended(process: Any, exitcode: int) -> None:
     """A plain process's exit code was seen (the first time counts)."""
-    entry = _by_id.get(id(process))
-    if entry is not None and entry[0] is process and entry[2] is None:
-        entry[2], entry[3] = now(), exitcode
+    entry = _by_process.get(process)
+    if entry is not None and entry[3] is None:
+        entry[3], entry[4] = now(), exitcode
 
 
 def process_records() -> list[TaskRecord]:
@@ -259,7 +256,7 @@ def process_records() -> list[TaskRecord]:
         entries = [list(e) for e in _processes]
     t = now()
     out = []
-    for index, (process, start, end, code, number) in enumerate(entries):
+    for index, (name, pid, start, end, code, number) in enumerate(entries):
         if end is None:
             outcome = RUNNING
         elif code == 0:
@@ -268,10 +265,9 @@ def process_records() -> list[TaskRecord]:
             outcome = CRASHED
         else:
             outcome = ERROR
-        pid = getattr(process, "pid", None)
         out.append(
             TaskRecord(
-                lane=f"{process.name} (pid {pid})",
+                lane=f"{name} (pid {pid})",
                 worker=index,
                 pid=pid,
                 start=start,
@@ -280,7 +276,7 @@ def process_records() -> list[TaskRecord]:
                 item=None,
                 count=1,
                 errors=0 if outcome in (OK, RUNNING) else 1,
-                label=process.name,
+                label=name,
                 job=number,
                 exitcode=code,
             )

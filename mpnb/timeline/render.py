@@ -237,7 +237,9 @@ class Timeline:
                 f'<text x="{_LABEL_WIDTH - 6}" y="{y + 14}" text-anchor="end">'
                 f"{html.escape(lane)}</text>"
             )
-            for start, end, outcome, title, _ in self._bars(lane, 1 / scale):
+            bars = self._bars(lane, 1 / scale)
+            bars.sort(key=lambda bar: bar[2] != OK)  # failures drawn last, on top
+            for start, end, outcome, title, _ in bars:
                 x = _LABEL_WIDTH + (start - self.start) * scale
                 w = (end - start) * scale
                 w = w - 1 if w > 3 else w  # a hair between neighbours

@@ -20,7 +20,11 @@ from . import _pickle
 __all__ = ["load", "unload", "loaded"]
 
 # Magics classes by module; a module that is absent is skipped.
-_MAGICS = (("mpnb.magics.dashboard", "MonitorMagics"), ("mpnb.magics.pool", "PoolMagics"))
+_MAGICS = (
+    ("mpnb.magics.dashboard", "MonitorMagics"),
+    ("mpnb.magics.pool", "PoolMagics"),
+    ("mpnb.magics.timeline", "TimelineMagics"),
+)
 
 _state: dict[str, Any] = {"loaded": False}
 

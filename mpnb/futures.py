@@ -39,6 +39,8 @@ from ._pool.tasks import TaskMaker
 from ._pool.telemetry import BarHook, bar_hook, func_name, report_progress
 from .errors import InitializerError, WorkerCrashedError
 from .pool import Pool
+from .pool import _timeline as _pool_timeline
+from .timeline.render import Timeline
 
 __all__ = ["ProcessPoolExecutor", "Future", "BrokenWorkerError", "BrokenInitializerError"]
 
@@ -203,6 +205,12 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         self._pool.close()
         if wait:
             self._pool.join()
+
+    def timeline(self, last_run: bool = False) -> Timeline:
+        """Which worker ran which call, when: the calls this executor ran (the newest
+        100,000), or with ``last_run=True`` those since it was last idle. Shows inline
+        in Jupyter, as text elsewhere; ``.tasks`` holds the records."""
+        return _pool_timeline(self._core, "ProcessPoolExecutor", last_run)
 
     def terminate_workers(self) -> None:
         """Stop every worker now (SIGTERM, then SIGKILL after a grace period) and shut

@@ -63,6 +63,7 @@ from ._pool.tasks import TaskMaker, chunked
 from ._pool.telemetry import Progress, bar_hook, func_name, with_bar
 from .errors import RemoteTraceback  # noqa: F401 - re-exported
 from .registry import REGISTRY
+from .timeline.render import Timeline
 
 __all__ = [
     "Pool",
@@ -292,6 +293,12 @@ class Pool:
         with core.interrupting():
             core.join()
 
+    def timeline(self, last_run: bool = False) -> Timeline:
+        """Which worker ran which task, when: the tasks this pool ran (the newest
+        100,000), or with ``last_run=True`` those since it was last idle. Shows inline
+        in Jupyter, as text elsewhere; ``.tasks`` holds the records."""
+        return _timeline(self._core, self._name, last_run)
+
     def __enter__(self) -> Pool:
         if self._state != RUN:
             raise ValueError("Pool not running")
@@ -394,6 +401,16 @@ class Pool:
                 self._lazy.add(feeder)
                 feeder.top_up()
         return it
+
+
+def _timeline(core: PoolCore | None, name: str, last_run: bool) -> Timeline:
+    if not isinstance(last_run, bool):
+        raise TypeError(f"timeline(last_run=...) takes True or False, not {last_run!r}")
+    if core is None:
+        return Timeline([], name)
+    recorder = core.recorder
+    since = recorder.run_from if last_run else 0
+    return Timeline(recorder.records(since), f"{name}, last run" if last_run else name)
 
 
 class _NotPicklable(NotImplementedError, TypeError):

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, cast
 
 from . import _owner, _pickle, _routing, _world, shutdown
 from .registry import REGISTRY, signal_name
+from .timeline import record as timeline_record
 
 __all__ = [
     "Process",
@@ -140,6 +141,7 @@ class _MpnbProcess(_ProcessBase):
         self._mpnb_key = key
         _owner.started(self, detach)
         REGISTRY.update_process(key, pid=self.pid)
+        timeline_record.process_started(self)
 
     def _effective_start_method(self) -> str:
         method = _internals(self)._start_method
@@ -197,6 +199,7 @@ class _MpnbProcess(_ProcessBase):
         key = getattr(self, "_mpnb_key", None)
         if code is not None and key is not None:
             REGISTRY.update_process(key, exitcode=code)
+            timeline_record.process_ended(self, code)
         return code
 
 

@@ -4,10 +4,17 @@
 iterable of unknown length, done and rate only); ``update`` is cheap
 (redraws at most ``MIN_REDRAW`` apart); ``close(failed=True)`` turns the bar red.
 ipywidgets is imported only when a widget bar is built.
+
+A widget bar lives only as long as the kernel's widget state: a notebook saved from
+the UI keeps none, and an export renders none offline. So ``close`` puts the final
+state in place of the widget (``final_text``: ``16/16 done in 1.2 s``), as HTML (a
+static bar) and as plain text, and closes the widgets: what the saved notebook, a
+static export and the live view show from then on is the truth.
 """
 
 from __future__ import annotations
 
+import html
 import sys
 import time
 from typing import Any
@@ -52,6 +59,8 @@ class ProgressBar:
         self._last_draw = 0.0
         self._stream = stream or sys.stderr
         self._widget = None
+        self._display: Any = None
+        self._end: float | None = None
         if widget is None:
             widget = _in_widget_frontend()
         if widget:
@@ -73,7 +82,7 @@ class ProgressBar:
         label = ipywidgets.HTML(value=self.text())
         box = ipywidgets.HBox([bar, label])
         box.add_class("mpnb-progress")
-        display(box)
+        self._display = display(box, display_id=True)
         self._bar, self._label = bar, label
         return box
 
@@ -90,6 +99,29 @@ class ProgressBar:
             return f"{self.done} done [{rate:.1f} items/s{failures}]"
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         return f"{self.done}/{self.total} [{rate:.1f} items/s, ETA {_format_eta(eta)}{failures}]"
+
+    def final_text(self, failed: bool = False) -> str:
+        """What the bar says once closed: ``16/16 done in 1.2 s`` (``, 2 failed``)."""
+        elapsed = (self._end or time.monotonic()) - self._start
+        count = f"{self.done}" if self.total is None else f"{self.done}/{self.total}"
+        failures = f", {self.failed} failed" if self.failed else ""
+        if failed:
+            text = f"stopped at {count} after {elapsed:.1f} s{failures}"
+        else:
+            text = f"{count} done in {elapsed:.1f} s{failures}"
+        return f"{self.description}: {text}" if self.description else text
+
+    def final_html(self, failed: bool = False) -> str:
+        """The closed bar as self-contained HTML: a static bar and ``final_text``."""
+        share = 1.0 if self.total is None else min(1.0, self.done / max(self.total, 1))
+        colour = "#d9534f" if failed or self.failed else "#5cb85c"
+        return (
+            '<div class="mpnb-progress-final" style="display:flex;align-items:center;'
+            'gap:8px;font-size:13px"><div style="width:200px;height:14px;'
+            f'background:#eee;border-radius:2px"><div style="width:{100 * share:.0f}%;'
+            f'height:100%;background:{colour};border-radius:2px"></div></div>'
+            f"<span>{html.escape(self.final_text(failed))}</span></div>"
+        )
 
     def update(self, done: int = 1, failed: int = 0) -> None:
         """Count ``done`` more finished items, ``failed`` of them failures."""
@@ -117,10 +149,23 @@ class ProgressBar:
             self._stream.flush()
 
     def close(self, failed: bool = False) -> None:
-        """Final redraw; red if the run ``failed``, green otherwise."""
-        if self._widget is not None:
-            self._bar.bar_style = "danger" if failed or self.failed else "success"
+        """Final redraw; red if the run ``failed``, green otherwise. A widget bar gives
+        way to its final state (see the module docstring)."""
+        if self._end is None:
+            self._end = time.monotonic()
+        if self._widget is None:
+            self._draw(final=True)
+            return
+        self._bar.bar_style = "danger" if failed or self.failed else "success"
         self._draw(final=True)
+        if self._display is not None:
+            self._display.update(
+                {"text/html": self.final_html(failed), "text/plain": self.final_text(failed)},
+                raw=True,
+            )
+            self._display = None
+            for part in (self._bar, self._label, self._widget):
+                part.close()
 
     def __repr__(self) -> str:
         return f"<ProgressBar {self.text()}>"

@@ -229,7 +229,7 @@ def _saved_outputs(lab: JupyterLab, live: bool) -> str | None:
     datas = [output.get("data", {}) for output in notebook["cells"][1].get("outputs", [])]
     widgets = [d for d in datas if "application/vnd.jupyter.widget-view+json" in d]
     pages = ["".join(d.get("text/html", "")) for d in datas]
-    wanted = "mpnb monitor (live" if live else "mpnb monitor (stopped"
+    wanted = "mpnb monitor (snapshot taken" if live else "mpnb monitor (stopped"
     found = [p for p in pages if wanted in p]
     if found and bool(widgets) == live:
         return found[0]

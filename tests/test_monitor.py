@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -497,14 +498,21 @@ def test_in_a_kernel_updates_while_a_cell_runs_and_stop_freezes(kernel: Any) -> 
     widget_id = widget["transient"]["display_id"]
     snapshot_id = snapshot["transient"]["display_id"]
 
-    busy = kernel.ensure_ok("import time\ntime.sleep(2)")
+    busy = kernel.ensure_ok(
+        "import time, mpnb\nwith mpnb.Pool(2) as pool:\n    pool.map(time.sleep, [0.5] * 4)"
+    )
     updates = [
         m for m in busy.messages if m["msg_type"] == "comm_msg" and "state" in m["content"]["data"]
     ]
     assert len(updates) >= 4, "the widget did not update while the cell ran"
     (refreshed,) = [d for d in busy.displays if d["msg_type"] == "update_display_data"]
     assert refreshed["transient"]["display_id"] == snapshot_id
-    assert "mpnb monitor (live" in refreshed["data"]["text/html"]
+    # What a saved notebook keeps says it is a snapshot, and of when.
+    assert re.search(
+        r"mpnb monitor \(snapshot taken \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\)",
+        refreshed["data"]["text/html"],
+    )
+    assert "live" not in refreshed["data"]["text/plain"].splitlines()[0]
 
     stopped = kernel.ensure_ok("%mp_monitor --stop").displays
     frozen = {
@@ -523,3 +531,42 @@ def test_in_a_kernel_updates_while_a_cell_runs_and_stop_freezes(kernel: Any) -> 
     )
     after = kernel.ensure_ok("1 + 1")
     assert not after.displays, "a stopped dashboard still refreshes its snapshot"
+
+
+@pytest.mark.kernel
+@pytest.mark.timeout(300)
+def test_idle_dashboard_sends_nothing_and_an_undisplayed_one_samples_nothing(kernel: Any) -> None:
+    threads = (
+        "sorted(t.name for t in __import__('threading').enumerate() if t.name == 'mpnb-monitor')"
+    )
+    kernel.ensure_ok("import mpnb\nm = mpnb.monitor(interval=0.1)")
+    assert kernel.evaluate(threads) == []
+    assert kernel.evaluate("m.sampler.running") is False
+
+    shown = kernel.ensure_ok("m")
+    assert any(WIDGET_VIEW in d["data"] for d in shown.displays if "data" in d)
+    assert kernel.evaluate(threads) == ["mpnb-monitor"]
+    # Nothing of mpnb's runs: over 3 s (30 samples), the widget is sent nothing.
+    idle = kernel.ensure_ok("import time\ntime.sleep(3)")
+    comms = [m for m in idle.messages if m["msg_type"] == "comm_msg"]
+    assert comms == [], comms[:3]
+    kernel.ensure_ok("m.close()")
+    assert kernel.evaluate(threads) == []
+
+
+def test_dashboard_shows_the_last_runs_timeline(registry: Registry) -> None:
+    pytest.importorskip("ipywidgets")
+    import mpnb
+
+    dashboard = Dashboard(Sampler(registry=registry))
+    dashboard.widget
+    with mpnb.Pool(2) as pool:
+        pool.map(abs, range(-8, 0), chunksize=1)
+    dashboard.sampler.sample()
+    value = dashboard._parts["timeline"].value
+    assert value.count('<g class="mpnb-lane"') == len({t.lane for t in pool.timeline().tasks})
+    assert value.count('class="mpnb-task') == 8
+    sent = value
+    dashboard.sampler.sample()  # nothing new: the same value, nothing sent
+    assert dashboard._parts["timeline"].value is sent
+    dashboard.close()

@@ -1,12 +1,19 @@
-"""The workloads W1-W11, in table order."""
+"""The workloads, in table order."""
 
 from __future__ import annotations
 
-from . import data, faults, notebook, speed
+from . import data, faults, notebook, recording, speed
 from .base import Case, CaseFailure, Target, Workload
 
 WORKLOADS: dict[str, Workload] = {
-    w.id: w for w in (*speed.WORKLOADS, *data.WORKLOADS, *faults.WORKLOADS, *notebook.WORKLOADS)
+    w.id: w
+    for w in (
+        *speed.WORKLOADS,
+        *data.WORKLOADS,
+        *faults.WORKLOADS,
+        *notebook.WORKLOADS,
+        *recording.WORKLOADS,
+    )
 }
 # Table order: by number.
 WORKLOADS = dict(sorted(WORKLOADS.items(), key=lambda item: int(item[0][1:])))

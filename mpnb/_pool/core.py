@@ -24,7 +24,9 @@ by the manager thread only, outside the lock, through the ``protocol.Job`` inter
 ``deliver``/``fail``, then ``fire`` once a job is done. A task may carry ``claim``,
 called (lock held) before each send: ``False`` drops the task (a future cancelled
 meanwhile). The messages exchanged with workers are built and read by ``protocol``;
-what the monitor hears of tasks goes through ``telemetry``.
+what the monitor hears of tasks goes through ``telemetry``, and so does the timeline:
+one tuple per result appended to ``recorder`` (the worker's start time rides on its
+RESULT message).
 
 A ``KeyboardInterrupt`` while a caller waits on the pool (or submits to it) cancels
 every job submitted so far: callers wrap such code in ``with core.interrupting():``.
@@ -74,7 +76,16 @@ from .protocol import (
     stop_message,
     unloadable_result,
 )
-from .telemetry import DONE, FAILED, LABEL_DELAY, LABEL_INTERVAL, SUBMITTED, Tally
+from .telemetry import (
+    DONE,
+    FAILED,
+    LABEL_DELAY,
+    LABEL_INTERVAL,
+    LABEL_SECONDS,
+    SUBMITTED,
+    Recorder,
+    Tally,
+)
 
 __all__ = ["PoolCore", "RUN", "CLOSE", "TERMINATE", "cpu_count"]
 
@@ -129,6 +140,7 @@ class _Worker:
         "unsendable",
         "label",
         "label_due",
+        "lane",
     )
 
     def __init__(self, process: BaseProcess, conn: connection.Connection, slot: int) -> None:
@@ -151,6 +163,7 @@ class _Worker:
         self.unsendable = False  # a send to it failed: it is dying
         self.label: str | None = None  # the task the registry shows
         self.label_due = 0.0  # when to show the current task (0: nothing to do)
+        self.lane = 0  # its lane in the timeline (``Recorder.worker_started``)
 
     @property
     def name(self) -> str:
@@ -199,6 +212,8 @@ class PoolCore:
         self._kill_now = False
         self._budget = 0  # bytes a worker may have unread in its pipe
         self._tally = Tally(name)  # counts not yet in the registry
+        telemetry.flush_with(self._tally, self._flush_counts)
+        self.recorder = Recorder(name)  # the tasks' times, for the timeline
         self._interrupting = _Interrupting(self)
         self._wake_r, self._wake_w = connection.Pipe(duplex=False)
         self._woken = False
@@ -247,6 +262,8 @@ class PoolCore:
         """Queue ``tasks`` of ``job`` (all or none) and send what workers can take."""
         with self._lock:
             self._check_state(internal)
+            if not self._jobs:
+                self.recorder.new_run(job.id)
             self._jobs[job.id] = job
             self._last_job = max(self._last_job, job.id)
             self._pending.extend(tasks)
@@ -363,6 +380,7 @@ class PoolCore:
         finally:
             child_end.close()
         w = _Worker(process, parent_end, slot)
+        w.lane = self.recorder.worker_started(process, slot)
         if not self._budget:
             self._budget = _pipe_buffer(parent_end) // 2
         with self._lock:
@@ -592,11 +610,29 @@ class PoolCore:
             if kind == RESULT:
                 if len(results) < len(w.outstanding):
                     task = w.outstanding[len(results)]
-                    values, errors, seconds = parse_result(msg)
+                    values, errors, seconds, started = parse_result(msg)
                     errs = self._errors(w, task, errors)
                     if isinstance(errors, BaseException):
                         values = []
                     results.append((task, values, errs))
+                    if self.recorder.on:
+                        apply = task.mode == APPLY
+                        self.recorder.raw.append(
+                            (
+                                task.job.id,
+                                w.lane,
+                                started or time.perf_counter() - seconds,
+                                seconds,
+                                None if apply else task.start,
+                                task.count,
+                                len(errs),
+                                task.label
+                                if apply and seconds >= LABEL_SECONDS
+                                else task.func_name,
+                                None,
+                                None,
+                            )
+                        )
                     old = self._task_seconds.get(task.func_id)
                     self._task_seconds[task.func_id] = (
                         seconds if old is None else 0.7 * old + 0.3 * seconds
@@ -620,7 +656,7 @@ class PoolCore:
         for task, values, errs in results:
             job = task.job
             if not job.settled and job.deliver(task, values, errs):
-                self._finish(job)
+                self._finish(job, task.mode != APPLY)
 
     def _init_failed(self, w: _Worker, record: ErrorRecord) -> None:
         cause = rebuild(record, w.name, "the initializer")
@@ -650,8 +686,10 @@ class PoolCore:
             for offset, record in errors
         ]
 
-    def _finish(self, job: Job) -> None:
+    def _finish(self, job: Job, flush: bool = True) -> None:
         self._jobs.pop(job.id, None)  # atomic; no lock needed
+        if flush and not self._jobs:  # a map ended the run: the monitor's counts are final
+            self._flush_counts()  # (an apply's wait for ``telemetry.flush_all``, per cell)
         job.fire()
 
     def _reap(self, w: _Worker) -> None:
@@ -693,6 +731,16 @@ class PoolCore:
             self._dispatch_locked()
         w.conn.close()
         error = None
+        if running is not None:
+            self.recorder.crashed(
+                running.job.id,
+                w.lane,
+                None if running.mode == APPLY else running.start,
+                running.count,
+                running.label if running.mode == APPLY else running.func_name,
+                code,
+                cancelled=w.stopping,  # stopped by the pool (interrupt, terminate)
+            )
         if running is not None and not running.job.settled:
             index = None if running.mode == APPLY else int(self._words[2 * w.slot + 1])
             label = running.label

@@ -12,8 +12,9 @@ Pool and worker (one duplex connection per worker). The parent sends, in order:
 - ``(STOP,)``: exit.
 
 The worker answers ``(READY,)`` once its initializer ran (``(INIT_FAILED, record)`` if
-it raised), then one ``(RESULT, task_id, values, errors, seconds)`` per task, in order:
-``errors`` lists ``(offset, ErrorRecord)``, where ``values`` holds ``None``.
+it raised), then one ``(RESULT, task_id, values, errors, seconds, started)`` per task, in
+order: ``errors`` lists ``(offset, ErrorRecord)``, where ``values`` holds ``None``;
+``started`` is the task's start on ``time.perf_counter``'s clock (for the timeline).
 
 Each message is one pickle (mpnb's pickler) of a plain tuple whose first item is its
 kind; ``*_message`` builds each kind and ``parse_*`` reads its fields. Tuples, not
@@ -130,17 +131,22 @@ def init_failed_message(record: ErrorRecord) -> bytes | memoryview:
 
 
 def result_message(
-    task_id: int | None, values: list[Any], errors: ResultErrors, seconds: float
+    task_id: int | None,
+    values: list[Any],
+    errors: ResultErrors,
+    seconds: float,
+    started: float = 0.0,
 ) -> bytes | memoryview:
-    """``(RESULT, task_id, values, errors, seconds)``, pickled (raises what pickling a
-    value raises). ``task_id`` is ``None`` for a task that could not be loaded."""
-    return dumps((RESULT, task_id, values, errors, seconds))
+    """``(RESULT, task_id, values, errors, seconds, started)``, pickled (raises what
+    pickling a value raises). ``task_id`` is ``None`` for a task that could not be
+    loaded."""
+    return dumps((RESULT, task_id, values, errors, seconds, started))
 
 
 def unloadable_result(exc: BaseException) -> Message:
     """What the parent reads in place of a message it cannot load: a RESULT whose
     ``errors`` is the exception (see ``parse_result``)."""
-    return (RESULT, None, [], exc, 0.0)
+    return (RESULT, None, [], exc, 0.0, 0.0)
 
 
 # -- reading (the receiver) -------------------------------------------------------------
@@ -161,10 +167,14 @@ def parse_task(msg: Message) -> tuple[int, int, int, int, bool, Any, Any]:
     return msg[1:]
 
 
-def parse_result(msg: Message) -> tuple[list[Any], ResultErrors | BaseException, float]:
-    """``(values, errors, seconds)`` of a RESULT, read in order of the tasks sent;
-    ``errors`` is an exception where the parent could not load the message."""
-    return msg[2], msg[3], msg[4]
+def parse_result(
+    msg: Message,
+) -> tuple[list[Any], ResultErrors | BaseException, float, float]:
+    """``(values, errors, seconds, started)`` of a RESULT, read in order of the tasks
+    sent; ``errors`` is an exception where the parent could not load the message;
+    ``started``: ``time.perf_counter()`` in the worker as the task started (0.0:
+    unknown)."""
+    return msg[2], msg[3], msg[4], msg[5]
 
 
 def parse_init_failed(msg: Message) -> ErrorRecord:

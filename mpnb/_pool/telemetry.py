@@ -6,6 +6,11 @@
 - Each worker's registry record: the task it runs (``Label``, turned into text only when
   shown, once the task ran ``LABEL_DELAY``: most tasks end before) and how it ended
   (``record_exit``).
+- The timeline (``mpnb.timeline``): each pool's ``Recorder``, to which the engine
+  appends one tuple per task result (the worker's start time and seconds, from its
+  RESULT message) and one per task whose worker died or was stopped; tasks that ran
+  ``LABEL_SECONDS`` or more keep their label. ``mpnb.timeline.set_recording(False)``
+  turns it off.
 - Progress: the ``on_progress(n)`` hooks of the result objects (``BarHook`` draws the
   bar of ``progress=True``); a hook or callback that raises is reported on stderr,
   never raised into the engine's thread.
@@ -16,17 +21,21 @@ from __future__ import annotations
 import functools
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol, TypeVar
 
 from ..errors import short_repr
 from ..registry import REGISTRY
+from ..timeline.record import LABEL_SECONDS, Recorder
 from .protocol import APPLY, STARMAP
 
 __all__ = [
     "LABEL_DELAY",
     "LABEL_INTERVAL",
+    "LABEL_SECONDS",
+    "Recorder",
     "SUBMITTED",
     "DONE",
     "FAILED",
@@ -37,6 +46,8 @@ __all__ = [
     "show_task",
     "record_exit",
     "pool_closed",
+    "flush_with",
+    "flush_all",
     "BarHook",
     "bar_hook",
     "with_bar",
@@ -112,7 +123,7 @@ class Tally:
     ``take`` under its lock, ``publish`` outside it.
     """
 
-    __slots__ = ("pool", "counts", "due")
+    __slots__ = ("pool", "counts", "due", "__weakref__")
 
     def __init__(self, pool: str) -> None:
         self.pool = pool
@@ -129,6 +140,28 @@ class Tally:
         submitted, done, failed = counts
         if submitted or done or failed:
             REGISTRY.count_pool(self.pool, submitted=submitted, done=done, failed=failed)
+
+
+# How to publish each live pool's tally now (``flush_all``): weak both ways, so that
+# no pool is kept alive by it.
+_flushers: weakref.WeakKeyDictionary[Tally, weakref.WeakMethod[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def flush_with(tally: Tally, flush: Callable[[], None]) -> None:
+    """The bound method ``flush()`` publishes ``tally`` (the engine's lock taken):
+    ``flush_all`` calls it while both live."""
+    _flushers[tally] = weakref.WeakMethod(flush)
+
+
+def flush_all() -> None:
+    """Publish every pool's counts now (the notebook does so as each cell ends, so that
+    what the monitor shows then is final)."""
+    for ref in list(_flushers.values()):
+        flush = ref()
+        if flush is not None:
+            flush()
 
 
 def show_task(process: BaseProcess, label: str | None) -> None:

@@ -94,7 +94,8 @@ def run(
         try:
             msg = read(data)
         except Exception as exc:
-            conn.send_bytes(result_message(None, [None], [(0, capture(exc, skip=_HERE))], 0.0))
+            record = capture(exc, skip=_HERE)
+            conn.send_bytes(result_message(None, [None], [(0, record)], 0.0, time.perf_counter()))
             done += 1
             continue
         kind = msg[0]
@@ -134,12 +135,12 @@ def run(
         if mode != APPLY and payload:
             item_seconds[func_id] = seconds / len(payload)
         try:
-            data = result_message(task_id, values, errors, seconds)
+            data = result_message(task_id, values, errors, seconds, t0)
         except PICKLING_ERRORS:
             values, errors = _sendable(
                 values, errors, start if mode != APPLY else None, stop_on_error
             )
-            data = result_message(task_id, values, errors, seconds)
+            data = result_message(task_id, values, errors, seconds, t0)
         conn.send_bytes(data)
         done += 1
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import wait as _wait_ready
@@ -146,6 +147,8 @@ class Sampler:
         self._started_at: float | None = None
         self._logged_error = False
         self.latest: Snapshot | None = None
+        with _RUNNING_LOCK:
+            _MADE.add(self)
 
     # -- lifecycle ---------------------------------------------------------------
     @property
@@ -364,6 +367,8 @@ class Sampler:
 
 _RUNNING: set[Sampler] = set()
 _RUNNING_LOCK = threading.RLock()
+# Every sampler not garbage yet, started or not (a dashboard not displayed yet has one).
+_MADE: weakref.WeakSet[Sampler] = weakref.WeakSet()
 
 
 def running_samplers() -> list[Sampler]:
@@ -373,6 +378,9 @@ def running_samplers() -> list[Sampler]:
 
 
 def stop_all() -> None:
-    """Stop every running sampler (their dashboards freeze on their last snapshot)."""
-    for sampler in running_samplers():
+    """Stop every sampler, running or not started yet (their dashboards freeze on their
+    last snapshot)."""
+    with _RUNNING_LOCK:
+        samplers = set(_RUNNING) | set(_MADE)
+    for sampler in samplers:
         sampler.stop()

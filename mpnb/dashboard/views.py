@@ -101,11 +101,16 @@ def shown_pools(snapshot: Snapshot) -> list[PoolSample]:
     return [pool for pool in snapshot.pools if not pool.closed or pool.name in listed]
 
 
-def _header(snapshot: Snapshot, stopped: bool) -> str:
+def _header(snapshot: Snapshot, stopped: bool, saved: bool = False) -> str:
     system = snapshot.system
-    status = "stopped" if stopped else "live"
+    if saved:  # what a saved notebook shows: say it is a snapshot, and of when
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.time))
+        status = f"snapshot taken {when}"
+    else:
+        status = "stopped" if stopped else "live"
+        status += f", {time.strftime('%H:%M:%S', time.localtime(snapshot.time))}"
     return (
-        f"mpnb monitor ({status}, {time.strftime('%H:%M:%S', time.localtime(snapshot.time))}): "
+        f"mpnb monitor ({status}): "
         f"CPU {system.cpu_total:.0f}% of {len(system.cpu_percent)} cores, memory "
         f"{system.memory_percent:.0f}% ({_bytes(system.memory_used)} of "
         f"{_bytes(system.memory_total)}), sampler {100 * snapshot.sampler_cost:.2f}% of a core"
@@ -113,11 +118,11 @@ def _header(snapshot: Snapshot, stopped: bool) -> str:
 
 
 # -- text -------------------------------------------------------------------------------
-def render_text(snapshot: Snapshot, stopped: bool = False) -> str:
-    """The dashboard as a plain text table."""
+def render_text(snapshot: Snapshot, stopped: bool = False, saved: bool = False) -> str:
+    """The dashboard as a plain text table (``saved``: labelled as a snapshot)."""
     system = snapshot.system
     lines = [
-        _header(snapshot, stopped),
+        _header(snapshot, stopped, saved),
         "cores  " + "  ".join(f"{i}:{v:3.0f}%" for i, v in enumerate(system.cpu_percent)),
         f"CPU    {_spark(snapshot.cpu_history)}",
         f"memory {_spark(snapshot.memory_history)}",
@@ -232,16 +237,18 @@ def html_processes(snapshot: Snapshot) -> str:
     )
 
 
-def html_header(snapshot: Snapshot, stopped: bool) -> str:
-    header = html.escape(_header(snapshot, stopped))
+def html_header(snapshot: Snapshot, stopped: bool, saved: bool = False) -> str:
+    header = html.escape(_header(snapshot, stopped, saved))
     return f'<div class="mpnb-header" style="font-weight:bold">{header}</div>'
 
 
-def render_html(snapshot: Snapshot, stopped: bool = False) -> str:
-    """The whole dashboard as one self-contained HTML fragment."""
+def render_html(snapshot: Snapshot, stopped: bool = False, saved: bool = False) -> str:
+    """The whole dashboard as one self-contained HTML fragment (``saved``: labelled as a
+    snapshot)."""
     pools = "".join(_html_pool(p) for p in shown_pools(snapshot))
     return (
-        f'<div class="mpnb-dashboard" style="font-size:12px">{html_header(snapshot, stopped)}'
+        f'<div class="mpnb-dashboard" style="font-size:12px">'
+        f"{html_header(snapshot, stopped, saved)}"
         f"{html_cores(snapshot)}{html_trends(snapshot)}{pools}"
         f"{html_processes(snapshot)}</div>"
     )

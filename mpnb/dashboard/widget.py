@@ -12,6 +12,13 @@ widget cannot be shown (no saved widget state, nbviewer, GitHub). When the dashb
 stops (its Stop button, ``close()``, ``%mp_monitor --stop``, ``%unload_ext mpnb``),
 the widget is replaced by the HTML of the last snapshot.
 
+The sampler starts when the dashboard is first displayed (or ``start()`` is called):
+one assigned and never shown samples nothing. The widget sends only what changed, and
+nothing while mpnb's processes and pools are idle (no process running or busy with a
+task, no count changed): the machine's CPU and memory lines then wait for the next
+change. Below the table, the timeline of the last run (``mpnb.timeline``), redrawn
+when a task ended, at most once per ten times what drawing it took.
+
 Outside the widget, it renders with ``mpnb.dashboard.views``. ipywidgets and IPython's
 display are imported only when a widget is built or shown; psutil only by
 ``mpnb.dashboard.sampler``.
@@ -23,8 +30,12 @@ import html
 import secrets
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
+from .._pool.telemetry import flush_all
+from ..timeline.record import last_recorder
+from ..timeline.render import last_run
 from .sampler import DEFAULT_HISTORY, Sampler
 from .snapshot import Snapshot
 from .views import (
@@ -94,6 +105,9 @@ class Dashboard:
         self._box: ipywidgets.VBox | None = None
         self._parts: dict[str, Any] = {}
         self._pool_rows: dict[str, Any] = {}
+        self._activity: object = None  # what the widget showed last, in short
+        self._timeline_key: object = None
+        self._timeline_due = 0.0  # monotonic time before which it is not redrawn
         sampler.subscribe(self._update)
         sampler.on_stop(self._freeze)
 
@@ -109,6 +123,12 @@ class Dashboard:
     def close(self) -> None:
         """Stop sampling; every display of this dashboard keeps its last snapshot."""
         self.sampler.stop()
+
+    def start(self) -> Dashboard:
+        """Start sampling (displaying the dashboard does so); returns the dashboard."""
+        if not self.closed:
+            self.sampler.start()
+        return self
 
     # -- the widget ------------------------------------------------------------------
     @property
@@ -134,6 +154,8 @@ class Dashboard:
         parts["trends"] = widgets.HTML()
         parts["pools"] = widgets.VBox()
         parts["processes"] = widgets.HTML()
+        parts["timeline"] = widgets.HTML()
+        parts["timeline"].add_class("mpnb-dashboard-timeline")
         box = widgets.VBox(
             [
                 widgets.HBox([parts["stop"], parts["header"]]),
@@ -141,6 +163,7 @@ class Dashboard:
                 parts["trends"],
                 parts["pools"],
                 parts["processes"],
+                parts["timeline"],
             ]
         )
         box.add_class("mpnb-widget")
@@ -153,11 +176,18 @@ class Dashboard:
             self.close()
 
     def _update(self, snapshot: Snapshot) -> None:
-        if self._box is not None:
-            self._render(snapshot, _ipywidgets())
+        if self._box is None:
+            return
+        activity = _activity(snapshot)
+        if activity is not None and activity == self._activity:
+            with self._lock:  # idle: nothing is sent, unless a task ended meanwhile
+                self._render_timeline()
+            return
+        self._render(snapshot, _ipywidgets())
 
     def _render(self, snapshot: Snapshot, widgets: Any) -> None:
         with self._lock:
+            self._activity = _activity(snapshot)
             parts = self._parts
             parts["header"].value = _HIDE_SNAPSHOT.format(tag=self._tag) + html_header(
                 snapshot, self.closed
@@ -188,6 +218,22 @@ class Dashboard:
             for name in set(self._pool_rows) - {p.name for p in shown}:
                 _close_tree(self._pool_rows.pop(name))
             parts["processes"].value = html_processes(snapshot)
+            self._render_timeline()
+
+    def _render_timeline(self) -> None:
+        """The last run's timeline, if a task ended since it was drawn."""
+        recorder = last_recorder()
+        if recorder is None:
+            return
+        raw = recorder.raw
+        key = (id(recorder), recorder.run_from, len(raw), id(raw[-1]) if raw else None)
+        now = time.monotonic()
+        if key == self._timeline_key or now < self._timeline_due:
+            return
+        self._timeline_key = key
+        markup = last_run()._repr_html_()
+        self._parts["timeline"].value = markup
+        self._timeline_due = now + 10 * (time.monotonic() - now)
 
     def _freeze(self) -> None:
         """Put the last snapshot's HTML in place of every widget; close the widgets."""
@@ -220,8 +266,8 @@ class Dashboard:
     def _snapshot_bundle(self, snapshot: Snapshot) -> dict[str, str]:
         return {
             "text/html": f'<div class="mpnb-snapshot" data-dashboard="{self._tag}">'
-            f"{render_html(snapshot, self.closed)}</div>",
-            "text/plain": render_text(snapshot, self.closed),
+            f"{render_html(snapshot, self.closed, saved=True)}</div>",
+            "text/plain": render_text(snapshot, self.closed, saved=True),
         }
 
     def _after_cell(self, result: Any = None) -> None:
@@ -233,6 +279,7 @@ class Dashboard:
             return
         from IPython.display import update_display
 
+        flush_all()  # the pools' counts, final as the cell ends
         bundle = self._snapshot_bundle(self.sampler.sample())
         for display_id in self._snapshot_ids:
             update_display(bundle, raw=True, display_id=display_id)
@@ -245,6 +292,7 @@ class Dashboard:
         if shell is None or self.closed:
             display(self._static_bundle(self.snapshot), raw=True)
             return
+        self.start()
         view = {
             _WIDGET_VIEW: self.widget._repr_mimebundle_()[_WIDGET_VIEW],
             "text/plain": "mpnb monitor (a live widget; its snapshot follows)",
@@ -267,6 +315,20 @@ class Dashboard:
         printer.text(repr(self))
 
 
+def _activity(snapshot: Snapshot) -> object:
+    """What changes the dashboard when mpnb's processes and pools change; ``None`` while
+    a process runs or has a task (its CPU, memory and run time change every sample)."""
+    processes = []
+    for p in snapshot.processes:
+        if p.state == "running" or p.task is not None:
+            return None
+        processes.append((p.key, p.pid, p.state, p.exitcode, p.error))
+    pools = tuple(
+        (p.name, p.processes, p.submitted, p.done, p.failed, p.closed) for p in snapshot.pools
+    )
+    return (tuple(processes), pools)
+
+
 _current: list[Dashboard] = []  # the dashboard monitor() made last
 _current_lock = threading.Lock()
 
@@ -278,7 +340,8 @@ def monitor(interval: float = 0.5, history: int = DEFAULT_HISTORY) -> Dashboard:
     stay listed. Displayed in a notebook (last expression of a cell, or ``display``),
     it updates itself while cells run; ``close()`` (or its Stop button) stops it.
     A new dashboard stops the previous one, which keeps showing its last snapshot,
-    so re-running a cell never leaves a sampler running unseen.
+    so re-running a cell never leaves a sampler running unseen. Sampling starts when
+    the dashboard is first displayed (or ``start()`` is called).
     """
     dashboard = Dashboard(Sampler(interval, history=history))
     with _current_lock:
@@ -286,5 +349,4 @@ def monitor(interval: float = 0.5, history: int = DEFAULT_HISTORY) -> Dashboard:
         _current[:] = [dashboard]
     for old in previous:
         old.close()
-    dashboard.sampler.start()
     return dashboard

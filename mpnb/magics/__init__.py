@@ -6,7 +6,8 @@
   notebook names it reads, ``ParallelCellError``);
 - ``cell_task``: what a worker runs for each item (no IPython: workers import it);
 - ``warm``: the warm pool that lives across cells (``%unload_ext mpnb`` stops it);
-- ``dashboard``: ``%mp_monitor``, the live dashboard of ``mpnb.dashboard``.
+- ``dashboard``: ``%mp_monitor``, the live dashboard of ``mpnb.dashboard``;
+- ``timeline``: ``%mp_timeline``, the last run's timeline of ``mpnb.timeline``.
 
 This package itself imports nothing: a worker loading ``cell_task`` loads no IPython.
 """

@@ -32,6 +32,7 @@ ipykernel: it finds them in ``sys.modules``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from .. import _owner
@@ -41,7 +42,10 @@ from . import kernel as _kernel
 
 __all__ = ["activate", "deactivate", "active", "configure"]
 
-_settings: dict[str, Any] = {"tags": True, "logging": True}
+# The formats a child can send a matplotlib figure in.
+_FIGURE_FORMATS = ("png", "svg", "jpeg")
+
+_settings: dict[str, Any] = {"tags": True, "logging": True, "figure_formats": None}
 _state_lock = threading.Lock()
 
 
@@ -78,7 +82,12 @@ def active() -> bool:
     return _kernel.current() is not None or _child.current() is not None
 
 
-def configure(*, tags: bool | None = None, logging: bool | None = None) -> dict[str, Any]:
+def configure(
+    *,
+    tags: bool | None = None,
+    logging: bool | None = None,
+    figure_formats: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Change settings; return them all.
 
     ``tags``: when more than one process writes into a cell, start the text of each
@@ -86,9 +95,24 @@ def configure(*, tags: bool | None = None, logging: bool | None = None) -> dict[
     ``logging``: children started from now on get the kernel's root logger (its level,
     and its handlers on sys.stdout/sys.stderr, the process name in front), so their
     records show in the cell (default ``True``).
+    ``figure_formats``: the formats children started from now on send matplotlib
+    figures in, some of ``'png'``, ``'svg'``, ``'jpeg'`` (default: those the kernel's
+    inline backend uses, as ``set_matplotlib_formats`` chose, else ``'png'``); an empty
+    sequence goes back to that default.
     """
     if logging is not None:
         _settings["logging"] = _child.LOGGING = bool(logging)
+    if figure_formats is not None:
+        if isinstance(figure_formats, str):
+            figure_formats = (figure_formats,)
+        chosen = tuple(str(f).lower() for f in figure_formats)
+        unknown = [f for f in chosen if f not in _FIGURE_FORMATS]
+        if unknown:
+            raise ValueError(
+                f"configure(figure_formats=...): unknown format(s) {unknown}; "
+                f"choose among {list(_FIGURE_FORMATS)}"
+            )
+        _settings["figure_formats"] = _child.FIGURE_FORMATS = chosen or None
     if tags is not None:
         _settings["tags"] = bool(tags)
         side = _kernel.current()

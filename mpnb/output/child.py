@@ -24,9 +24,8 @@ import threading
 import time
 from typing import Any
 
-from .. import _routing
+from .. import _compat, _routing
 from .. import process as _process
-from .. import _compat
 from . import display as _display
 from . import kernel as _kernel
 from .protocol import MAX_DISPLAY, display, hello, marker

@@ -41,6 +41,7 @@ __all__ = [
     "add_formatter",
     "display_handle",
     "figure_formats_of",
+    "detach_comms",
     "check",
 ]
 
@@ -188,6 +189,18 @@ def figure_formats_of(shell: Any) -> list[str] | None:
     return found or None
 
 
+def detach_comms() -> bool:
+    """In a child forked from the kernel: comms (ipywidgets' models) made here go nowhere,
+    as outside a kernel, instead of through the kernel's sockets it inherited (the
+    ``comm`` package's ``create_comm``, which ipykernel replaces). Imports nothing;
+    whether it changed anything."""
+    module = sys.modules.get("comm")
+    if module is None or not hasattr(module, "DummyComm"):
+        return False
+    module.create_comm = module.DummyComm
+    return True
+
+
 # -- the check --------------------------------------------------------------------------
 
 
@@ -274,6 +287,13 @@ def _check_ipython() -> list[str]:
     except ImportError as exc:
         problems.append(f"ipykernel: {exc}")
     problems += _check_display()
+    try:
+        import comm
+
+        if not (callable(getattr(comm, "create_comm", None)) and hasattr(comm, "DummyComm")):
+            problems.append("comm: no create_comm to replace or no DummyComm")
+    except ImportError:
+        pass  # ipywidgets brings comm; without it no comm can be made
     return problems
 
 

@@ -99,6 +99,7 @@ def install(send: SendDisplay, formats: Sequence[str] | None = None) -> None:
     if not current or "inline" in current or current == MPL_BACKEND:
         os.environ["MPLBACKEND"] = MPL_BACKEND
         _switch_loaded_matplotlib()
+    _compat.detach_comms()  # a forked kernel's: its sockets are the kernel's
     # At once in a child forked from a process that has IPython loaded.
     after_import(_compat.DISPLAY_MODULE, _patch)
 

@@ -310,6 +310,31 @@ def test_an_ipywidget_from_a_child_shows_as_text_with_a_note(nb, method):
     assert not [m for m in res.messages if m["msg_type"].startswith("comm")]
 
 
+def test_display_needs_no_import_and_the_kernel_import_works(nb, method):
+    res = nb.ensure_ok(
+        "from IPython.display import HTML as KernelHTML, display as kernel_display\n"
+        "def both(tag):\n"
+        "    display(KernelHTML(f'<b>builtin {tag}</b>'))\n"
+        "    kernel_display(KernelHTML(f'<b>imported {tag}</b>'))\n"
+        f"p = mp.get_context({method!r}).Process(target=both, args=('p',))\n"
+        "p.start(); p.join()\n"
+        f"with mp.get_context({method!r}).Pool(1) as pool:\n"
+        "    pool.map(both, ['t'])"
+    )
+    assert [m["content"]["data"]["text/html"] for m in displays(res.messages)] == [
+        "<b>builtin p</b>",
+        "<b>imported p</b>",
+        "<b>builtin t</b>",
+        "<b>imported t</b>",
+    ]
+    assert "IPython.core.display.HTML object" not in res.stdout
+    res = nb.ensure_ok(
+        "%%mp_pool -n 1 --no-progress for x in [1]\ndisplay(KernelHTML('<i>item</i>'))"
+    )
+    assert [m["content"]["data"]["text/html"] for m in displays(res.messages)] == ["<i>item</i>"]
+    nb.ensure_ok("%mp_pool --shutdown")
+
+
 def test_a_child_that_does_not_display_imports_neither_ipython_nor_matplotlib(nb):
     res = nb.ensure_ok(
         "def loaded():\n"

@@ -26,9 +26,11 @@ comms): its text repr is shown with a one-line note (``WIDGET_NOTE``).
 
 from __future__ import annotations
 
+import builtins
 import os
 import secrets
 import sys
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -100,6 +102,8 @@ def install(send: SendDisplay, formats: Sequence[str] | None = None) -> None:
         os.environ["MPLBACKEND"] = MPL_BACKEND
         _switch_loaded_matplotlib()
     _compat.detach_comms()  # a forked kernel's: its sockets are the kernel's
+    if not hasattr(builtins, "display"):  # as in the kernel, where IPython puts it there
+        builtins.display = display  # type: ignore[attr-defined]
     # At once in a child forked from a process that has IPython loaded.
     after_import(_compat.DISPLAY_MODULE, _patch)
 
@@ -131,6 +135,30 @@ def _patch(module: Any) -> None:
         for attr, func in mine.items():
             if getattr(target, attr, None) is originals[attr]:
                 setattr(target, attr, func)
+    if _compat.shell_display_formatter() is None:
+        _rebind(originals, mine)
+
+
+def _rebind(originals: dict[str, Any], mine: dict[str, Any]) -> None:
+    """Where IPython's functions were bound before ``_patch`` (a process target's
+    globals, unpickled before the child set up its output), put ours instead.
+
+    Only in a child without an IPython shell: there IPython's ``display`` would print.
+    """
+    import gc
+
+    for name, func in originals.items():
+        if func is None:
+            continue
+        for holder in gc.get_referrers(func):
+            if isinstance(holder, dict):
+                if str(holder.get("__name__", "")).startswith("IPython"):
+                    continue  # IPython's own modules: done above, or its internals
+                for key, value in list(holder.items()):
+                    if value is func:
+                        holder[key] = mine[name]
+            elif isinstance(holder, types.CellType):
+                holder.cell_contents = mine[name]
 
 
 # -- the display functions ------------------------------------------------------------------

@@ -194,7 +194,7 @@ def detach_comms() -> bool:
     as outside a kernel, instead of through the kernel's sockets it inherited (the
     ``comm`` package's ``create_comm``, which ipykernel replaces). Imports nothing;
     whether it changed anything."""
-    module = sys.modules.get("comm")
+    module: Any = sys.modules.get("comm")
     if module is None or not hasattr(module, "DummyComm"):
         return False
     module.create_comm = module.DummyComm

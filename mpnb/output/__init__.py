@@ -8,7 +8,9 @@ cell finished, and never in another cell. stderr stays stderr. Children's stream
 line-buffered and an unfinished line goes out after a tenth of a second: output
 arrives without flushing. Grandchildren started through mpnb route the same way. A
 traceback frame in a notebook cell reads ``Cell In[n], line k`` followed by the cell's
-source line.
+source line. ``display(...)`` in a child (no import needed), ``update()`` of its
+handles and ``plt.show()`` send MIME bundles the same way: ``display_data`` and
+``update_display_data`` in that cell, in order with the process's text.
 
 How, by module:
 
@@ -19,6 +21,9 @@ How, by module:
   (``protocol``: what travels on its sockets; ``tracebacks``: cell frames relabelled);
 - ``child``: the child side, installed by a start hook (``process.add_start_hook``):
   fds 1 and 2 on the relay, streams that flush themselves, a route per pool task;
+- ``display``: a child's ``display`` and its other display functions, in place of
+  IPython's once the child imports them (``imports``), and ``figures``: the matplotlib
+  backend of children;
 - ``stdlib``: what ``%load_ext mpnb`` patches in the standard library so that its
   children route the same way.
 

@@ -164,6 +164,34 @@ def test_matplotlib_figures_from_workers_arrive_as_png(nb, method):
         assert m["content"]["data"]["text/plain"].startswith("<Figure")
 
 
+def test_a_displayed_figure_arrives_as_png(nb, method):
+    res = nb.ensure_ok(
+        "def show_figure():\n"
+        "    import matplotlib.pyplot as plt\n"
+        "    fig, ax = plt.subplots(figsize=(2, 2))\n"
+        "    ax.bar([1, 2], [3, 4])\n"
+        "    display(fig)\n"
+        "    plt.close(fig)\n"
+        f"p = mp.get_context({method!r}).Process(target=show_figure)\n"
+        "p.start(); p.join()"
+    )
+    (shown,) = displays(res.messages)
+    assert parent_of(shown) == res.msg_id
+    assert base64.b64decode(shown["content"]["data"]["image/png"]).startswith(b"\x89PNG")
+
+
+def test_standard_library_children_display_under_the_extension(nb):
+    res = nb.ensure_ok(
+        "import multiprocessing\n"
+        "from IPython.display import HTML as StdHTML, display as std_display\n"
+        "with multiprocessing.get_context('spawn').Pool(1) as std_pool:\n"
+        "    std_pool.map(std_display, [StdHTML('<b>from the stdlib</b>')])"
+    )
+    (shown,) = displays(res.messages)
+    assert parent_of(shown) == res.msg_id
+    assert shown["content"]["data"]["text/html"] == "<b>from the stdlib</b>"
+
+
 def test_figures_in_svg_when_asked(nb):
     try:
         res = nb.ensure_ok(
@@ -351,7 +379,7 @@ def test_a_child_that_does_not_display_imports_neither_ipython_nor_matplotlib(nb
 def test_a_forked_child_displays_through_the_relay(nb):
     res = nb.ensure_ok(
         "from IPython.display import display as kernel_display\n"
-        "import ipywidgets\n"
+        "import ipywidgets, matplotlib.pyplot\n"
         "def forked():\n"
         "    kernel_display(HTML_OBJ)\n"
         "    plot('forked')\n"

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import secrets
 import sys
 import types
 from collections.abc import Callable, Sequence
@@ -180,7 +179,7 @@ def display(
     transient = dict(transient or {})
     if display_id:
         if display_id is True:
-            display_id = secrets.token_hex(16)
+            display_id = os.urandom(16).hex()
         transient["display_id"] = display_id
     update = bool(kwargs.get("update"))
     if update and "display_id" not in transient:
@@ -259,7 +258,7 @@ def _own_id(display_id: str, update: bool) -> str:
     global _ids_pid, _ids_nonce
     pid = os.getpid()
     if _ids_pid != pid:  # a new process (also a forked one): ids of its own
-        _ids_pid, _ids_nonce = pid, secrets.token_hex(4)
+        _ids_pid, _ids_nonce = pid, os.urandom(4).hex()
         _own_ids.clear()
     if update and display_id not in _own_ids:
         return display_id  # made elsewhere (the kernel): update that one

@@ -146,18 +146,19 @@ def _rebind(originals: dict[str, Any], mine: dict[str, Any]) -> None:
     """
     import gc
 
-    for name, func in originals.items():
-        if func is None:
-            continue
+    pairs = [(func, mine[name]) for name, func in originals.items() if func is not None]
+    for func, replacement in pairs:
         for holder in gc.get_referrers(func):
+            if holder is originals:
+                continue
             if isinstance(holder, dict):
                 if str(holder.get("__name__", "")).startswith("IPython"):
                     continue  # IPython's own modules: done above, or its internals
                 for key, value in list(holder.items()):
                     if value is func:
-                        holder[key] = mine[name]
+                        holder[key] = replacement
             elif isinstance(holder, types.CellType):
-                holder.cell_contents = mine[name]
+                holder.cell_contents = replacement
 
 
 # -- the display functions ------------------------------------------------------------------

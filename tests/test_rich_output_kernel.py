@@ -260,6 +260,24 @@ def test_a_child_updates_a_display_made_in_the_kernel(nb):
     assert update["content"]["data"]["text/plain"] == "'updated'"
 
 
+def test_clear_output_from_a_child_clears_the_starting_cell(nb, method):
+    res = nb.ensure_ok(
+        "def clearing():\n"
+        "    from IPython.display import clear_output\n"
+        "    print('soon gone')\n"
+        "    clear_output(wait=True)\n"
+        "    display('what stays')\n"
+        f"p = mp.get_context({method!r}).Process(target=clearing)\n"
+        "p.start(); p.join()"
+    )
+    kinds = [
+        m["msg_type"] for m in res.messages if m["msg_type"] not in ("status", "execute_input")
+    ]
+    assert kinds == ["stream", "clear_output", "display_data"]
+    clear = next(m for m in res.messages if m["msg_type"] == "clear_output")
+    assert clear["content"] == {"wait": True} and parent_of(clear) == res.msg_id
+
+
 def test_display_after_the_cell_finished_goes_to_that_cell(nb):
     first = nb.ensure_ok(
         "def later(ev):\n"

@@ -115,6 +115,18 @@ def run_cell(page: Any, server: JupyterLab, index: int, timeout: float = 300.0) 
 
 
 def test_worker_figures_and_frames_render(server: JupyterLab, page: Any) -> None:
+    try:
+        _figures_and_frames(server, page)
+    except Exception as exc:  # keep what the page showed, and the server's log
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / f"rich-output-{server.module}-failure.png"
+        page.screenshot(path=str(shot), full_page=True)
+        raise AssertionError(
+            f"{exc}\n(screenshot: {shot})\n--- server log ---\n{server.log()}"
+        ) from exc
+
+
+def _figures_and_frames(server: JupyterLab, page: Any) -> None:
     page.goto(server.notebook_url("rich.ipynb"))
     page.locator(".jp-Notebook .jp-Cell").first.wait_for()
     wait_until(lambda: kernel_idle(server), "the kernel ready")

@@ -3,7 +3,8 @@
 mpnb needs a few things its dependencies do not offer as public API: cloudpickle's
 rule for "importable, so send by reference", its class tracking (a class sent twice
 comes back as one class), and the hooks of its pickler that build a function; IPython's
-name for a cell's code (``Cell In[3]``); ipykernel's ``do_shutdown``. Each is reached
+name for a cell's code (``Cell In[3]``); ipykernel's ``do_shutdown``; IPython's display
+functions, formatters and shell singleton (a routed child sends rich output). Each is reached
 through a function here and nowhere else, and ``check()`` exercises every one of them:
 ``tests/test_compat.py`` calls it, so a release that renames or changes one fails that
 test loudly instead of changing what users see (cloudpickle 3.1.3 renamed every code
@@ -33,6 +34,14 @@ __all__ = [
     "cell_label",
     "running_cell_label",
     "kernel_of_app",
+    "DISPLAY_MODULE",
+    "DISPLAY_FUNCTIONS",
+    "shell_display_formatter",
+    "new_display_formatter",
+    "add_formatter",
+    "display_handle",
+    "figure_formats_of",
+    "detach_comms",
     "check",
 ]
 
@@ -108,6 +117,88 @@ def kernel_of_app() -> Any:
         return getattr(app.instance(), "kernel", None) if app.initialized() else None
     except Exception:  # not a kernel we know
         return None
+
+
+# -- IPython's display machinery -------------------------------------------------------------
+
+#: The module that defines ``display`` and the functions it calls by their global names
+#: (``publish_display_data``, ``clear_output``), re-exported by ``IPython.display``.
+DISPLAY_MODULE = "IPython.core.display_functions"
+DISPLAY_FUNCTIONS = ("display", "publish_display_data", "clear_output")
+# matplotlib's format name of each MIME type IPython's inline figures use.
+_FIGURE_FORMAT_OF = {"image/png": "png", "image/svg+xml": "svg", "image/jpeg": "jpeg"}
+
+
+def shell_display_formatter() -> Any:
+    """The ``DisplayFormatter`` of this process's IPython shell, if one exists (a child
+    forked from the kernel has the kernel's); never imports IPython."""
+    module = sys.modules.get("IPython.core.interactiveshell")
+    if module is None:
+        return None
+    try:
+        shell_class = module.InteractiveShell
+        if not shell_class.initialized():
+            return None
+        return shell_class.instance().display_formatter
+    except Exception:
+        return None
+
+
+def new_display_formatter() -> Any:
+    """A fresh ``IPython.core.formatters.DisplayFormatter`` (no shell needed)."""
+    from IPython.core.formatters import DisplayFormatter
+
+    return DisplayFormatter()
+
+
+def add_formatter(
+    formatter: Any, mime: str, module: str, name: str, func: Callable[[Any], Any]
+) -> None:
+    """Format instances of ``module.name`` as ``mime`` with ``func``, without importing
+    ``module`` (``BaseFormatter.for_type_by_name``)."""
+    formatter.formatters[mime].for_type_by_name(module, name, func)
+
+
+def display_handle(display_id: str) -> Any:
+    """IPython's ``DisplayHandle`` for ``display_id``: its ``update`` and ``display``
+    call ``display`` by its global name in ``DISPLAY_MODULE``."""
+    module = __import__(DISPLAY_MODULE, fromlist=["DisplayHandle"])
+    return module.DisplayHandle(display_id)
+
+
+def figure_formats_of(shell: Any) -> list[str] | None:
+    """The formats a shell's formatter shows matplotlib figures in (what
+    ``set_matplotlib_formats`` or ``%config InlineBackend.figure_formats`` chose);
+    ``None`` when none is registered. Imports nothing."""
+    try:
+        formatters = shell.display_formatter.formatters
+    except Exception:
+        return None
+    found = []
+    for mime, fmt in _FIGURE_FORMAT_OF.items():
+        formatter = formatters.get(mime)
+        if formatter is None:
+            continue
+        by_name = ("matplotlib.figure", "Figure") in getattr(formatter, "deferred_printers", {})
+        by_type = any(
+            getattr(cls, "__module__", "") == "matplotlib.figure" and cls.__name__ == "Figure"
+            for cls in getattr(formatter, "type_printers", {})
+        )
+        if by_name or by_type:
+            found.append(fmt)
+    return found or None
+
+
+def detach_comms() -> bool:
+    """In a child forked from the kernel: comms (ipywidgets' models) made here go nowhere,
+    as outside a kernel, instead of through the kernel's sockets it inherited (the
+    ``comm`` package's ``create_comm``, which ipykernel replaces). Imports nothing;
+    whether it changed anything."""
+    module: Any = sys.modules.get("comm")
+    if module is None or not hasattr(module, "DummyComm"):
+        return False
+    module.create_comm = module.DummyComm
+    return True
 
 
 # -- the check --------------------------------------------------------------------------
@@ -195,4 +286,72 @@ def _check_ipython() -> list[str]:
             problems.append("ipykernel: IPKernelApp is no longer a singleton")
     except ImportError as exc:
         problems.append(f"ipykernel: {exc}")
+    problems += _check_display()
+    try:
+        import comm
+
+        if not (callable(getattr(comm, "create_comm", None)) and hasattr(comm, "DummyComm")):
+            problems.append("comm: no create_comm to replace or no DummyComm")
+    except ImportError:
+        pass  # ipywidgets brings comm; without it no comm can be made
+    return problems
+
+
+def _check_display() -> list[str]:
+    """IPython's display module as ``mpnb.output.display`` replaces and uses it."""
+    import inspect
+
+    problems = []
+    try:
+        module = __import__(DISPLAY_MODULE, fromlist=["display"])
+        for name in DISPLAY_FUNCTIONS:
+            if not callable(getattr(module, name, None)):
+                problems.append(f"IPython: {DISPLAY_MODULE} has no {name}")
+        # ``display`` must call the others by their global names, and update by ``display``.
+        names = set(module.display.__code__.co_names)
+        for name in ("publish_display_data", "clear_output"):
+            if name not in names:
+                problems.append(f"IPython: display no longer calls {name} by its global name")
+        if "display" not in module.update_display.__code__.co_names:
+            problems.append("IPython: update_display no longer calls display by its name")
+        params = inspect.signature(module.display).parameters
+        for param in ("include", "exclude", "metadata", "transient", "display_id", "raw"):
+            if param not in params:
+                problems.append(f"IPython: display has no parameter {param}")
+        handle = display_handle("probe")
+        if handle.display_id != "probe" or not callable(getattr(handle, "update", None)):
+            problems.append("IPython: DisplayHandle changed")
+        display_module = __import__("IPython.display", fromlist=["display"])
+        if display_module.display is not module.display:
+            problems.append(f"IPython.display.display is not the display of {DISPLAY_MODULE}")
+    except Exception as exc:
+        problems.append(f"IPython display functions: {exc!r}")
+    try:
+        from IPython.display import HTML
+
+        formatter = new_display_formatter()
+        data, _ = formatter.format(HTML("<b>x</b>"))
+        if data.get("text/html") != "<b>x</b>" or "text/plain" not in data:
+            problems.append(f"IPython: DisplayFormatter.format gave {sorted(data)}")
+        probe_module = types.ModuleType("mpnb_probe_figure")
+        probe = type("Figure", (), {"__module__": "mpnb_probe_figure"})
+        probe_module.Figure = probe  # type: ignore[attr-defined]
+        add_formatter(formatter, "image/png", "mpnb_probe_figure", "Figure", lambda f: b"png")
+        sys.modules["mpnb_probe_figure"] = probe_module
+        try:
+            data, _ = formatter.format(probe())
+        finally:
+            del sys.modules["mpnb_probe_figure"]
+        if data.get("image/png") != b"png":
+            problems.append("IPython: a formatter added by name is not used")
+    except Exception as exc:
+        problems.append(f"IPython DisplayFormatter: {exc!r}")
+    try:
+        formatter = new_display_formatter()
+        add_formatter(formatter, "image/svg+xml", "matplotlib.figure", "Figure", repr)
+        shell = types.SimpleNamespace(display_formatter=formatter)
+        if figure_formats_of(shell) != ["svg"]:
+            problems.append("IPython: figure formatters registered by name are not found")
+    except Exception as exc:
+        problems.append(f"IPython figure formatters: {exc!r}")
     return problems

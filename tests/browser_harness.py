@@ -1,4 +1,9 @@
-"""JupyterLab on loopback and headless Chromium, for tests that look at what a user sees.
+"""JupyterLab or Notebook 7 on loopback and headless Chromium, for tests that look at what a
+user sees.
+
+``JupyterLab`` starts a JupyterLab server, ``Notebook7`` a Jupyter Notebook 7 server, with
+the same shape: ``start()``/``stop()`` (or a ``with`` block), ``notebook_url(name)``,
+``api()``, ``watch()``, ``log()``.
 
 The browser is the system's Chromium (``/usr/bin/chromium``, Debian's package) driven
 by Playwright's Python package; Playwright's own browser downloads are never used.
@@ -24,7 +29,7 @@ from typing import Any
 
 import psutil
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "JupyterLab", "missing", "launch_chromium"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "JupyterLab", "Notebook7", "missing", "launch_chromium"]
 
 CHROMIUM = "/usr/bin/chromium"
 # No sandbox (containers, root), no GPU, and nothing that reaches the network.
@@ -46,15 +51,16 @@ _LAB_SETTINGS = {
 }
 
 
-def missing() -> str | None:
-    """Why the browser tests cannot run here, or None."""
+def missing(app: str = "jupyterlab") -> str | None:
+    """Why the browser tests cannot run here, or None (``app``: the server's package,
+    ``jupyterlab`` or ``notebook``)."""
     if not os.access(CHROMIUM, os.X_OK):
         return f"{CHROMIUM} not found (apt-get install chromium)"
-    for module in ("playwright", "jupyterlab"):
+    for module in ("playwright", app):
         try:
             __import__(module)
         except ImportError:
-            return f"{module} is not installed (pip install jupyterlab playwright)"
+            return f"{module} is not installed (pip install -e '.[browser]')"
     return None
 
 
@@ -71,6 +77,16 @@ def _free_port() -> int:
 class JupyterLab:
     """A JupyterLab server serving ``root``; a context manager."""
 
+    #: What the server is called in messages, the module it runs, and its own options.
+    name = "JupyterLab"
+    module = "jupyterlab"
+    app_options = (
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+    )
+    #: The notebook page of a file, under the server's base URL.
+    notebook_path = "/lab/tree/{name}"
+
     def __init__(self, root: Path, home: Path, python: str = sys.executable) -> None:
         self.root, self.home, self.python = Path(root), Path(home), python
         self.port = _free_port()
@@ -81,7 +97,7 @@ class JupyterLab:
         self._seen: dict[int, psutil.Process] = {}
 
     def notebook_url(self, name: str) -> str:
-        return f"{self.base}/lab/tree/{name}?token={self.token}"
+        return f"{self.base}{self.notebook_path.format(name=name)}?token={self.token}"
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -107,15 +123,14 @@ class JupyterLab:
         command = [
             self.python,
             "-m",
-            "jupyterlab",
+            self.module,
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.root}",
             "--ServerApp.open_browser=False",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--LabApp.extension_manager=readonly",
+            *self.app_options,
             "--ServerApp.terminals_enabled=False",
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -134,7 +149,7 @@ class JupyterLab:
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"JupyterLab exited with {self.process.returncode}:\n{self.log()}"
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log()}"
                 )
             try:
                 self.api("GET", "/api/status")
@@ -142,7 +157,7 @@ class JupyterLab:
             except (urllib.error.URLError, ConnectionError, OSError) as exc:
                 if time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"JupyterLab did not answer in {timeout}s:\n{self.log()}"
+                        f"{self.name} did not answer in {timeout}s:\n{self.log()}"
                     ) from exc
                 time.sleep(0.25)
 
@@ -202,3 +217,14 @@ class JupyterLab:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class Notebook7(JupyterLab):
+    """A Jupyter Notebook 7 server serving ``root``; a context manager. Its pages are
+    built of JupyterLab's components (``.jp-Notebook``, ``.jp-Cell``, ``.jp-OutputArea``)."""
+
+    name = "Notebook 7"
+    module = "notebook"
+    # The JupyterLab server extension runs in the same server: the same options apply.
+    app_options = JupyterLab.app_options
+    notebook_path = "/notebooks/{name}"

@@ -8,7 +8,9 @@ cell finished, and never in another cell. stderr stays stderr. Children's stream
 line-buffered and an unfinished line goes out after a tenth of a second: output
 arrives without flushing. Grandchildren started through mpnb route the same way. A
 traceback frame in a notebook cell reads ``Cell In[n], line k`` followed by the cell's
-source line.
+source line. ``display(...)`` in a child (no import needed), ``update()`` of its
+handles and ``plt.show()`` send MIME bundles the same way: ``display_data`` and
+``update_display_data`` in that cell, in order with the process's text.
 
 How, by module:
 
@@ -19,6 +21,9 @@ How, by module:
   (``protocol``: what travels on its sockets; ``tracebacks``: cell frames relabelled);
 - ``child``: the child side, installed by a start hook (``process.add_start_hook``):
   fds 1 and 2 on the relay, streams that flush themselves, a route per pool task;
+- ``display``: a child's ``display`` and its other display functions, in place of
+  IPython's once the child imports them (``imports``), and ``figures``: the matplotlib
+  backend of children;
 - ``stdlib``: what ``%load_ext mpnb`` patches in the standard library so that its
   children route the same way.
 
@@ -32,6 +37,7 @@ ipykernel: it finds them in ``sys.modules``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from .. import _owner
@@ -41,7 +47,10 @@ from . import kernel as _kernel
 
 __all__ = ["activate", "deactivate", "active", "configure"]
 
-_settings: dict[str, Any] = {"tags": True, "logging": True}
+# The formats a child can send a matplotlib figure in.
+_FIGURE_FORMATS = ("png", "svg", "jpeg")
+
+_settings: dict[str, Any] = {"tags": True, "logging": True, "figure_formats": None}
 _state_lock = threading.Lock()
 
 
@@ -78,7 +87,12 @@ def active() -> bool:
     return _kernel.current() is not None or _child.current() is not None
 
 
-def configure(*, tags: bool | None = None, logging: bool | None = None) -> dict[str, Any]:
+def configure(
+    *,
+    tags: bool | None = None,
+    logging: bool | None = None,
+    figure_formats: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Change settings; return them all.
 
     ``tags``: when more than one process writes into a cell, start the text of each
@@ -86,9 +100,24 @@ def configure(*, tags: bool | None = None, logging: bool | None = None) -> dict[
     ``logging``: children started from now on get the kernel's root logger (its level,
     and its handlers on sys.stdout/sys.stderr, the process name in front), so their
     records show in the cell (default ``True``).
+    ``figure_formats``: the formats children started from now on send matplotlib
+    figures in, some of ``'png'``, ``'svg'``, ``'jpeg'`` (default: those the kernel's
+    inline backend uses, as ``set_matplotlib_formats`` chose, else ``'png'``); an empty
+    sequence goes back to that default.
     """
     if logging is not None:
         _settings["logging"] = _child.LOGGING = bool(logging)
+    if figure_formats is not None:
+        if isinstance(figure_formats, str):
+            figure_formats = (figure_formats,)
+        chosen = tuple(str(f).lower() for f in figure_formats)
+        unknown = [f for f in chosen if f not in _FIGURE_FORMATS]
+        if unknown:
+            raise ValueError(
+                f"configure(figure_formats=...): unknown format(s) {unknown}; "
+                f"choose among {list(_FIGURE_FORMATS)}"
+            )
+        _settings["figure_formats"] = _child.FIGURE_FORMATS = chosen or None
     if tags is not None:
         _settings["tags"] = bool(tags)
         side = _kernel.current()

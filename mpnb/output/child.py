@@ -10,7 +10,8 @@ write to the new ones, and the child's root logger gets the kernel's level and s
 handlers (``log_config``), so its records show in the cell, once, with its name. A
 pool worker switches route per task through ``mpnb._routing`` (``enter``/``leave``):
 a marker in the byte stream. Grandchildren started through mpnb get the same relay and
-their parent's current route.
+their parent's current route. Rich output (``display``, matplotlib figures) goes through
+the same stream (``mpnb.output.display``, installed here, imports nothing until used).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import threading
 import time
 from typing import Any
 
-from .. import _routing
+from .. import _compat, _routing
 from .. import process as _process
+from . import display as _display
 from . import kernel as _kernel
-from .protocol import hello, marker
+from .protocol import MAX_DISPLAY, display, hello, marker
 
 __all__ = [
     "FLUSH_DELAY",
@@ -35,6 +37,7 @@ __all__ = [
     "ChildSide",
     "ChildRouter",
     "LOGGING",
+    "FIGURE_FORMATS",
     "LogConfig",
     "current",
     "log_config",
@@ -51,6 +54,9 @@ _fork_handler_registered = False
 
 # Whether children get the kernel's logging set-up (``mpnb.output.configure(logging=)``).
 LOGGING = True
+# The formats children started from now on send matplotlib figures in
+# (``mpnb.output.configure(figure_formats=)``); ``None``: the kernel's inline formats.
+FIGURE_FORMATS: tuple[str, ...] | None = None
 
 # The kernel's root logger as a child rebuilds it: its level, and per stream handler on
 # sys.stdout/sys.stderr: stream name, handler level, format, date format, style.
@@ -62,7 +68,7 @@ class ChildSetup:
     """Run in a child before its target: connect its fds 1 and 2 to the kernel's relay
     (and set up its root logger as the kernel's, ``log_config``)."""
 
-    __slots__ = ("address", "token", "route", "name", "logging")
+    __slots__ = ("address", "token", "route", "name", "logging", "figure_formats")
 
     def __init__(
         self,
@@ -71,12 +77,21 @@ class ChildSetup:
         route: str | None,
         name: str,
         logging: LogConfig | None = None,
+        figure_formats: tuple[str, ...] | None = None,
     ) -> None:
         self.address, self.token, self.route, self.name = address, token, route, name
         self.logging = logging
+        self.figure_formats = figure_formats
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return ChildSetup, (self.address, self.token, self.route, self.name, self.logging)
+        return ChildSetup, (
+            self.address,
+            self.token,
+            self.route,
+            self.name,
+            self.logging,
+            self.figure_formats,
+        )
 
     def __call__(self) -> None:
         start_child(self)
@@ -142,6 +157,7 @@ class ChildSide:
         self.address, self.token = setup.address, setup.token
         self.default = self.route = setup.route
         self.logging = setup.logging
+        self.figure_formats = setup.figure_formats
         self._socks = (out, err)
         self._lock = threading.Lock()
 
@@ -158,6 +174,20 @@ class ChildSide:
                 except OSError:
                     pass
             self.route = route
+
+    def display(self, msg_type: str, content: dict[str, Any]) -> bool:
+        """Send a display message into the current route, after the text written so far
+        (``False``: not sent, the relay is gone or the item too large)."""
+        _flush_python_streams()
+        data = display(self.token, msg_type, content)
+        if len(data) > MAX_DISPLAY:
+            return False
+        with self._lock:
+            try:
+                self._socks[0].sendall(data)
+            except OSError:
+                return False
+        return True
 
 
 class ChildRouter:
@@ -217,6 +247,7 @@ def start_child(setup: ChildSetup) -> None:
     if setup.logging is not None:
         _apply_log_config(setup.logging)
     _child = ChildSide(setup, socks[0], socks[1])
+    _display.install(_child.display, setup.figure_formats)
     _routing.set_router(ChildRouter(_child))
     _process.add_start_hook(start_hook)
     _register_fork_handler()
@@ -226,7 +257,14 @@ def start_hook(process: Any) -> ChildSetup | None:
     """Before an mpnb process starts: how it should set up its output."""
     child = _child
     if child is not None:  # a grandchild: same relay, this process's current route
-        return ChildSetup(child.address, child.token, child.route, process.name, child.logging)
+        return ChildSetup(
+            child.address,
+            child.token,
+            child.route,
+            process.name,
+            child.logging,
+            child.figure_formats,
+        )
     side = _kernel.current()
     if side is None:
         return None
@@ -235,7 +273,11 @@ def start_hook(process: Any) -> ChildSetup | None:
         return None
     _kernel.flush_kernel_streams()
     config = log_config() if LOGGING else None
-    return ChildSetup(address, side.token, side.capture(), process.name, config)
+    formats = FIGURE_FORMATS
+    if formats is None:
+        found = _compat.figure_formats_of(getattr(side.kernel, "shell", None))
+        formats = tuple(found) if found else None
+    return ChildSetup(address, side.token, side.capture(), process.name, config, formats)
 
 
 _STYLES = {"PercentStyle": "%", "StrFormatStyle": "{", "StringTemplateStyle": "$"}

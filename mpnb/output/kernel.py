@@ -3,7 +3,8 @@
 In an IPython kernel, ``start()`` installs a ``mpnb._routing`` router whose routes
 are the msg_ids of the cells that started work; it remembers each such cell's parent
 header, so text a child writes later (even after its cell finished) is sent as an IOPub
-``stream`` message with that header and lands in that cell, never in another one. The
+``stream`` message with that header and lands in that cell, never in another one (a
+display item a child sends, as ``display_data`` or ``update_display_data``). The
 text comes from a ``Relay`` (``mpnb.output.relay``), started when the first child
 needs its address. What the kernel printed itself is flushed first, so a child's
 output comes after it; while the kernel's own stream of that name holds an unfinished
@@ -179,7 +180,11 @@ class KernelSide:
             if self.relay is None or not self.relay.alive:
                 try:
                     self.relay = Relay(
-                        self.send, self.token, _compat.running_cell_label, tags=self.tags
+                        self.send,
+                        self.token,
+                        _compat.running_cell_label,
+                        tags=self.tags,
+                        show=self.show,
                     )
                 except (OSError, AttributeError):  # no AF_UNIX sockets here
                     return None
@@ -219,6 +224,22 @@ class KernelSide:
             {"name": stream, "text": text},
             parent=header,
             ident=b"stream." + stream.encode(),
+        )
+
+    def show(self, route: str | None, msg_type: str, content: dict[str, Any]) -> None:
+        """Publish a child's display message (``display_data``, ``update_display_data``,
+        ``clear_output``) into the cell of ``route``, after what the kernel printed."""
+        with self._lock:
+            header = self._headers.get(route) if route else None
+        if header is None:
+            header = _current_header(self.kernel)
+        flush_kernel_streams()
+        self.kernel.session.send(
+            self.kernel.iopub_socket,
+            msg_type,
+            content,
+            parent=header,
+            ident=b"display_data" if msg_type != "clear_output" else b"clear_output",
         )
 
     def close(self) -> None:

@@ -12,8 +12,14 @@ frame in a notebook cell reads ``Cell In[n], line k`` with the cell's source lin
 (``mpnb.output.tracebacks``). ``drain()`` publishes what was written so far, so a
 result can follow its output.
 
-The relay knows nothing of kernels: it calls ``send(route, stream, text)``
-(``mpnb.output.kernel`` publishes that on IOPub).
+A display item a child sends (``protocol.display``: ``display_data``,
+``update_display_data``, ``clear_output``) comes after the text the process wrote before
+it: that text is published first. Its metadata names the process (``mpnb``: ``process``,
+``pid``), and when more than one process writes into a cell a ``display_data`` item is
+preceded by a text label on stdout (``[display:<process name>]``), as text is tagged.
+
+The relay knows nothing of kernels: it calls ``send(route, stream, text)`` and
+``show(route, msg_type, content)`` (``mpnb.output.kernel`` publishes those on IOPub).
 """
 
 from __future__ import annotations
@@ -30,14 +36,24 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from .. import _owner
-from .protocol import MAX_HELLO, marker_prefix, marker_start, read_hello
+from .protocol import (
+    DISPLAY_MARK,
+    MAX_DISPLAY,
+    MAX_HELLO,
+    marker_prefix,
+    marker_start,
+    read_display,
+    read_hello,
+)
 from .tracebacks import Label, relabel
 
 __all__ = [
     "Relay",
     "Send",
+    "Show",
     "FLUSH_DELAY",
     "READ_SIZE",
     "MAX_PARTIAL",
@@ -58,6 +74,8 @@ MAX_CELLS = 1024
 
 #: ``send(route, stream, text)``: publish ``text`` on ``stream`` into the cell of ``route``.
 Send = Callable[[str | None, str, str], None]
+#: ``show(route, msg_type, content)``: publish a display message into the cell of ``route``.
+Show = Callable[[str | None, str, dict[str, Any]], None]
 
 
 class _Connection:
@@ -76,6 +94,8 @@ class _Connection:
         "partial",
         "held",
         "deadline",
+        "expect",
+        "payload",
     )
 
     def __init__(self, sock: socket.socket) -> None:
@@ -91,6 +111,8 @@ class _Connection:
         self.partial = ""  # the start of a line
         self.held = ""  # a traceback frame line, until its next line comes
         self.deadline: float | None = None
+        self.expect: int | None = None  # bytes of a display item still to come
+        self.payload = bytearray()  # what came of it
 
     @property
     def pending(self) -> bool:
@@ -112,10 +134,16 @@ class Relay:
     """A listening socket and the thread that republishes what children write to it."""
 
     def __init__(
-        self, send: Send, token: str, label: Label | None = None, tags: bool = True
+        self,
+        send: Send,
+        token: str,
+        label: Label | None = None,
+        tags: bool = True,
+        show: Show | None = None,
     ) -> None:
         self.tags = tags
         self._send = send
+        self._show = show
         self._token = token
         self._mark = marker_start(token)
         self._label = label or (lambda filename: None)
@@ -279,6 +307,7 @@ class Relay:
             self._feed(conn, data)
 
     def _close(self, conn: _Connection) -> None:
+        conn.expect, conn.payload = None, bytearray()  # an item cut off: dropped
         if conn.ready:
             if conn.raw:
                 conn.partial += conn.decoder.decode(conn.raw)
@@ -318,6 +347,14 @@ class Relay:
             buf = buf[end + 1 :]
         mark = self._mark
         while buf:
+            if conn.expect is not None:  # the rest of a display item
+                take = buf[: conn.expect]
+                conn.payload += take
+                conn.expect -= len(take)
+                buf = buf[len(take) :]
+                if conn.expect == 0:
+                    self._display(conn)
+                continue
             start = buf.find(mark)
             if start < 0:
                 keep = marker_prefix(buf, mark)
@@ -332,9 +369,29 @@ class Relay:
                 break
             route = buf[start + len(mark) : end].decode("ascii", "replace") or None
             self._flush(conn)
-            conn.route = route
             buf = buf[end + 1 :]
+            if route is not None and route.startswith(DISPLAY_MARK):
+                if not self._expect(conn, route[len(DISPLAY_MARK) :]):
+                    self._close(conn)
+                    return
+                continue
+            conn.route = route
         self._schedule(conn)
+
+    def _expect(self, conn: _Connection, length: str) -> bool:
+        """A display item of ``length`` bytes comes next (``False``: a broken stream)."""
+        if not length.isdigit() or int(length) > MAX_DISPLAY:
+            return False
+        conn.expect, conn.payload = int(length), bytearray()
+        if conn.expect == 0:
+            self._display(conn)
+        return True
+
+    def _display(self, conn: _Connection) -> None:
+        payload, conn.payload, conn.expect = bytes(conn.payload), bytearray(), None
+        item = read_display(payload)
+        if item is not None and self._show is not None:
+            self._publish_display(conn, *item)
 
     def _introduce(self, conn: _Connection, line: bytes) -> bool:
         info = read_hello(line)
@@ -390,8 +447,7 @@ class Relay:
 
     # -- publishing -----------------------------------------------------------------------
 
-    def _publish(self, conn: _Connection, text: str) -> None:
-        route, stream, source = conn.route, conn.stream, (conn.name, conn.pid)
+    def _cell(self, route: str | None) -> _Cell:
         cell = self._cells.get(route)
         if cell is None:
             cell = self._cells[route] = _Cell()
@@ -399,6 +455,11 @@ class Relay:
                 self._cells.popitem(last=False)
         else:
             self._cells.move_to_end(route)
+        return cell
+
+    def _publish(self, conn: _Connection, text: str) -> None:
+        route, stream, source = conn.route, conn.stream, (conn.name, conn.pid)
+        cell = self._cell(route)
         cell.sources.add(source)
         last = cell.last.get(stream)
         head = ""
@@ -413,6 +474,35 @@ class Relay:
             self._send(route, stream, head + text)
         except Exception:  # never let one message stop the relay
             pass
+
+    def _publish_display(self, conn: _Connection, msg_type: str, content: dict[str, Any]) -> None:
+        """Publish a display item; label it when several processes write into its cell."""
+        assert self._show is not None
+        route, source = conn.route, (conn.name, conn.pid)
+        cell = self._cell(route)
+        cell.sources.add(source)
+        if msg_type != "clear_output":
+            content = _tagged(content, conn.name, conn.pid)
+        if self.tags and len(cell.sources) > 1 and msg_type == "display_data":
+            head = "\n" if cell.open.get("stdout") else ""
+            cell.last["stdout"] = source
+            cell.open["stdout"] = False
+            try:
+                self._send(route, "stdout", f"{head}[display:{conn.name}]\n")
+            except Exception:
+                pass
+        try:
+            self._show(route, msg_type, content)
+        except Exception:  # never let one message stop the relay
+            pass
+
+
+def _tagged(content: dict[str, Any], name: str, pid: int) -> dict[str, Any]:
+    """``content`` whose metadata names the process that made it (``mpnb``)."""
+    metadata = content.get("metadata")
+    metadata = dict(metadata) if isinstance(metadata, dict) else {}
+    metadata["mpnb"] = {"process": name, "pid": pid}
+    return {**content, "metadata": metadata}
 
 
 def _remove_dir(path: str, pid: int) -> None:

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_harness import JupyterLab, launch_chromium, missing
-from notebook7_harness import Notebook7, missing_notebook7
+from browser_harness import JupyterLab, Notebook7, launch_chromium, missing
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -53,7 +52,7 @@ print("GOT", got)""",
 
 @pytest.fixture(params=["jupyterlab", "notebook7"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    reason = missing() or (missing_notebook7() if request.param == "notebook7" else None)
+    reason = missing("notebook" if request.param == "notebook7" else "jupyterlab")
     if reason:
         pytest.skip(f"browser test needs Chromium, Playwright and {request.param}: {reason}")
     import nbformat

@@ -4,11 +4,11 @@ crosses a process boundary, with code defined as a cell defines it."""
 from __future__ import annotations
 
 import ctypes
+import gc
 import multiprocessing
 import pickle
 import sqlite3
 import subprocess
-import gc
 import sys
 import threading
 import types

@@ -4,17 +4,17 @@ Objects that pickle their data as ``PickleBuffer`` (contiguous numpy arrays, so 
 numeric blocks of pandas frames too) hand ``dumps`` each buffer of
 ``SHARED_ARRAY_MIN`` bytes or more through ``buffer_callback``: its bytes go into a
 shared-memory segment (one ``pwrite``), not into the pickle. The pickle is then framed
-(``Framed``): a plain ``pickle.loads`` of the frame maps the segments read-only and
-unpickles the rest with them as ``buffers``, so the receiver's arrays are views of the
-mapping (no copy; read-only where the segment is reused). Non-contiguous arrays and object dtypes never
-give a ``PickleBuffer``: they go in band, as do all buffers within ``in_band()``, and
-when /dev/shm is full.
+(``Framed``): a plain ``pickle.loads`` of the frame maps the segments and unpickles the
+rest with them as ``buffers``, so the receiver's arrays are views of the mapping, with
+no copy. Non-contiguous arrays and object dtypes give no ``PickleBuffer``: they go in
+band, as do all buffers within ``in_band()``, and when /dev/shm is full.
 
-A segment is either one-shot (the receiver unlinks it as it maps it, writable if the
-buffer was: results, queue items, process arguments) or leased (``leasing(holder)``: a pool's task arguments).
-A leased segment stays while the array it was made from lives or a holder (the task's
-job) does, and is reused when the same bytes are sent again: the rule is in
-``_reusable``.
+A segment is one-shot or leased. A one-shot segment (results, queue items, process
+arguments) has one receiver, which unlinks it as it maps it, writable if the buffer
+was. A leased one (``leasing(holder)``: a pool's task arguments) stays while the array
+it was made from lives or a holder (the task's job) does; receivers map it read-only
+and keep the mapping, and it is reused when the same bytes are sent again (the rule is
+above ``_Entry``).
 """
 
 from __future__ import annotations
@@ -375,8 +375,10 @@ def leasing(holder: Any) -> Iterator[None]:
         _state.leased = outer
         with _lock:
             for entry in leased:
-                key = (getattr(entry, "address", None), entry.nbytes)
-                if isinstance(entry, _Entry) and not entry.leases and _entries.get(key) is entry:
+                if not isinstance(entry, _Entry) or entry.leases:
+                    continue
+                key = (entry.address, entry.nbytes)
+                if _entries.get(key) is entry:
                     del _entries[key]
                     _retire(entry)
         raise

@@ -348,6 +348,18 @@ def _release_all() -> None:
         _entries.clear()
 
 
+def _forget_after_fork() -> None:
+    """In a forked child: the parent's segments are the parent's to remove."""
+    global _lock
+    _lock = threading.Lock()
+    _entries.clear()
+    _retired.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def live_segments() -> list[str]:
     """The names of the leased segments this process keeps (for tests)."""
     with _lock:

@@ -157,6 +157,18 @@ def _rebuild(
     return array
 
 
+def _forget_after_fork() -> None:
+    """In a forked child: the parent's segments are the parent's to remove."""
+    global _lock
+    _lock = threading.Lock()
+    for segment in _by_name.values():
+        segment.owned = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def owned_segments() -> list[str]:
     """The names of the segments made here and not yet removed (for tests)."""
     with _lock:

@@ -221,7 +221,11 @@ def test_dataframes_with_mixed_dtypes(ctx, no_segment_left):
         df.loc[5, "x"] = -1.0  # in place, then sent again
         assert pool.apply(frame_sums, (df,))[0] == float(df.x.sum())
         series = df["x"]
-        assert pool.apply(total, (series.to_numpy(),)) == float(series.sum())
+        payload = _pickle.dumps(series)
+        assert len(payload) < series.nbytes // 2  # its values out of band
+        assert pickle.loads(payload).equals(series)
+        assert pool.apply(total, (series,)) == float(series.sum())
+        assert pool.apply(itself, (series,)).equals(series)
 
 
 # -- arrays in shared memory ------------------------------------------------------------

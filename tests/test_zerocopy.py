@@ -378,3 +378,29 @@ def test_process_arguments_and_queue_items_out_of_band(ctx, no_segment_left):
         assert writable
     q.close()
     q.join_thread()
+
+
+def pid_and_total(a):
+    return os.getpid(), float(a.sum())
+
+
+@pytest.mark.core
+def test_an_idle_worker_lets_go_of_a_segment_its_sender_removed(no_segment_left):
+    import time
+
+    big = np.ones(N)
+    with mpnb.get_context("forkserver").Pool(1) as pool:
+        pid, _ = pool.apply(pid_and_total, (big,))
+        (name,) = buffers.live_segments()
+        with open(f"/proc/{pid}/maps") as f:
+            assert name in f.read()  # kept mapped for the next send
+        del big
+        gc.collect()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(f"/proc/{pid}/maps") as f:
+                if name not in f.read():
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the idle worker still maps the removed segment")

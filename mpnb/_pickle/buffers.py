@@ -27,6 +27,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -130,7 +131,7 @@ def reduce_received_array(array: Any) -> tuple[Any, tuple[Any, ...]] | None:
     else:
         return None
     base = _mapping_under(array)
-    if not any(base is mapping for mapping in _mapped.values()):
+    if not any(base is mapping for mapping in list(_mapped.values())):
         return None
     buffer = pickle.PickleBuffer(array)
     _to_writable.add(id(buffer))  # its segment is mapped writable (``on_buffer``)
@@ -350,8 +351,9 @@ def _release_all() -> None:
 
 def _forget_after_fork() -> None:
     """In a forked child: the parent's segments are the parent's to remove."""
-    global _lock
+    global _lock, _pruner
     _lock = threading.Lock()
+    _pruner = None  # not running here; the next mapping starts one
     _entries.clear()
     _retired.clear()
 
@@ -424,15 +426,36 @@ def frame(data: bytes | memoryview, segments: list[Segment]) -> bytes:
 
 
 # A receiver keeps its mappings of leased segments (their bytes never change), so a
-# buffer sent again costs no page faults; one whose segment its sender has removed is
-# dropped at the next frame received.
+# buffer sent again costs no page faults. One whose segment its sender has removed is
+# dropped at the next frame received, or within ``_PRUNE_EVERY`` seconds by a daemon
+# thread (an idle worker does not pin the memory of an array its sender let go).
 _mapped: dict[str, mmap.mmap] = {}
+_PRUNE_EVERY = 1.0
+_pruner: threading.Thread | None = None
 
 
 def _prune_mapped() -> None:
     for name in list(_mapped):
         if not os.path.exists(SHM_DIR + name):
-            del _mapped[name]
+            _mapped.pop(name, None)
+
+
+def _prune_while_mapped() -> None:
+    global _pruner
+    while True:
+        time.sleep(_PRUNE_EVERY)
+        _prune_mapped()
+        if not _mapped:
+            _pruner = None  # a later mapping starts another
+            return
+
+
+def _keep_mapping(name: str, mapping: mmap.mmap) -> None:
+    global _pruner
+    _mapped[name] = mapping
+    if _pruner is None:
+        _pruner = threading.Thread(target=_prune_while_mapped, name="mpnb-unmap", daemon=True)
+        _pruner.start()
 
 
 def load_framed(data: bytes, segments: list[Segment]) -> Any:
@@ -451,7 +474,7 @@ def load_framed(data: bytes, segments: list[Segment]) -> Any:
                 if mapping is None:
                     mapping = _map(name, nbytes, writable)
                     if not one_shot:
-                        _mapped[name] = mapping
+                        _keep_mapping(name, mapping)
                 views.append(memoryview(mapping))
             except OSError as exc:
                 error = exc

@@ -392,8 +392,9 @@ def test_an_idle_worker_lets_go_of_a_segment_its_sender_removed(no_segment_left)
     with mpnb.get_context("forkserver").Pool(1) as pool:
         pid, _ = pool.apply(pid_and_total, (big,))
         (name,) = buffers.live_segments()
+        time.sleep(buffers._PRUNE_EVERY * 2)
         with open(f"/proc/{pid}/maps") as f:
-            assert name in f.read()  # kept mapped for the next send
+            assert name in f.read()  # kept mapped for the next send, the task long done
         del big
         gc.collect()
         deadline = time.monotonic() + 10
@@ -404,3 +405,27 @@ def test_an_idle_worker_lets_go_of_a_segment_its_sender_removed(no_segment_left)
             time.sleep(0.2)
         else:
             pytest.fail("the idle worker still maps the removed segment")
+
+
+def drop_everything(_):
+    """What a forked child exiting normally runs (``atexit``), with nothing of its own."""
+    gc.collect()
+    count = len(buffers.live_segments()) + len(sharedmem.owned_segments())
+    buffers._release_all()
+    sharedmem._release_all()
+    return count
+
+
+@pytest.mark.core
+def test_a_forked_child_never_removes_its_parents_segments(no_segment_left):
+    big = np.ones(N)
+    shared = mpnb.shared_array(N)
+    with mpnb.get_context("fork").Pool(1) as pool:
+        assert pool.apply(total, (big,)) == N
+        kept = {n.lstrip("/") for n in buffers.live_segments() + sharedmem.owned_segments()}
+        assert len(kept) == 2
+        with mpnb.get_context("fork").Pool(1) as forked:  # inherits this process's state
+            assert forked.apply(drop_everything, (0,)) == 0
+        assert kept <= _segments()
+        assert pool.apply(total, (big,)) == N and pool.apply(total, (shared,)) == 0
+    del big, shared

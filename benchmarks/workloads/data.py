@@ -34,7 +34,12 @@ def run_w6(c: Case) -> None:
     total: list[float] = []
     shm: list[float] = []
     shm_base = harness.shm_used()
-    array = source.copy() if c.variant == "cold" else source
+    if c.variant == "shared":  # mpnb only: the array lives in shared memory from the start
+        import mpnb
+
+        array = mpnb.shared_like(source)
+    else:
+        array = source.copy() if c.variant == "cold" else source
     step = 0
     with c.peer.pool(2) as pool:
         with c.stage(30, row, "first task"):
@@ -46,7 +51,7 @@ def run_w6(c: Case) -> None:
             nonlocal array, step
             if c.variant == "cold":
                 array = source.copy()  # a new array: nothing sent before
-            elif c.variant == "modified":
+            elif c.variant in ("modified", "shared"):
                 step += 1
                 array[(step * 7919) % array.size] += 1.0  # in place
             expected = float(array.sum())
@@ -105,7 +110,7 @@ def targets_w6(rows: list[dict[str, Any]]) -> list[Target]:
         0.3,
     )
     limit = 0.2 * W6_BYTES / MB
-    for variant in W6_VARIANTS:
+    for variant in (*W6_VARIANTS, "shared"):
         extra = (find(rows, "mpnb", variant) or {}).get("extra", {})
         for key, what in (("rss_growth_mb", "RSS"), ("mem_growth_mb", "PSS+shm")):
             growth = extra.get(key)
@@ -125,7 +130,8 @@ W6 = Workload(
     unit="ms",
     better="lower",
     run=run_w6,
-    cases=tuple((p, v) for p in ("serial",) + peers.POOLS for v in W6_VARIANTS),
+    cases=tuple((p, v) for p in ("serial",) + peers.POOLS for v in W6_VARIANTS)
+    + (("mpnb", "shared"),),
     repeat=3,
     budget=15,
     timeout=180,
@@ -136,7 +142,8 @@ W6 = Workload(
     ),
     targets=targets_w6,
     note="cold: a new array each time; warm: the same unchanged array again; modified: "
-    "one element changed in place before each send (the sum is checked every time). "
+    "one element changed in place before each send (the sum is checked every time); "
+    "shared (mpnb only): an mp.shared_like array, changed in place before each send. "
     "RSS+ = peak growth of the summed RSS of the process tree (a page mapped by two "
     "processes counts twice); PSS+shm+ = peak growth of the summed PSS plus /dev/shm "
     "in use (each page once; /dev/shm is shared by the machine, so it is noisy); "

@@ -42,7 +42,16 @@ from .arrays import (
     release_segments,
 )
 
-__all__ = ["on_buffer", "collecting", "leasing", "lease", "Framed", "load_framed", "frame"]
+__all__ = [
+    "on_buffer",
+    "collecting",
+    "leasing",
+    "lease",
+    "keep_mapping",
+    "Framed",
+    "load_framed",
+    "frame",
+]
 
 # (name, nbytes, one_shot, writable): how a frame names a segment. A one-shot segment has one
 # receiver, which maps it writable if the buffer was; a leased one is mapped read-only.
@@ -163,7 +172,7 @@ def _write_segment(view: memoryview) -> str | None:
     room: ``pwrite`` reserves and fills the pages in one pass, and a full /dev/shm is
     an ``OSError`` here rather than a SIGBUS later."""
     shm = _posixshmem_module()
-    name = new_name()
+    name = "/" + new_name()  # as SharedMemory names it: what the tracker knows
     try:
         fd = shm.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     except OSError:
@@ -450,7 +459,8 @@ def _prune_while_mapped() -> None:
             return
 
 
-def _keep_mapping(name: str, mapping: mmap.mmap) -> None:
+def keep_mapping(name: str, mapping: mmap.mmap) -> None:
+    """Keep ``mapping`` of segment ``name`` until the segment is removed."""
     global _pruner
     _mapped[name] = mapping
     if _pruner is None:
@@ -474,7 +484,7 @@ def load_framed(data: bytes, segments: list[Segment]) -> Any:
                 if mapping is None:
                     mapping = _map(name, nbytes, writable)
                     if not one_shot:
-                        _keep_mapping(name, mapping)
+                        keep_mapping(name, mapping)
                 views.append(memoryview(mapping))
             except OSError as exc:
                 error = exc

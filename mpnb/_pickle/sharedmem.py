@@ -82,7 +82,7 @@ def create(nbytes: int) -> mmap.mmap:
     from multiprocessing import resource_tracker
 
     shm = _posixshmem_module()
-    name = new_name()
+    name = "/" + new_name()  # as SharedMemory names it: what the tracker knows
     size = max(nbytes, 1)
     fd = shm.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
@@ -152,6 +152,7 @@ def _rebuild(
         finally:
             os.close(fd)
         _track(mapping, Segment(name, nbytes, _address(mapping), owned=False))
+        buffers.keep_mapping(name, mapping)  # the next task using it maps nothing
     array = numpy.ndarray(shape, dtype=dtype, buffer=mapping, offset=offset, strides=strides)
     array.flags.writeable = writeable
     return array

@@ -429,3 +429,30 @@ def test_a_forked_child_never_removes_its_parents_segments(no_segment_left):
         assert kept <= _segments()
         assert pool.apply(total, (big,)) == N and pool.apply(total, (shared,)) == 0
     del big, shared
+
+
+@pytest.mark.core
+def test_a_full_dev_shm_first_drops_segments_kept_only_for_reuse(monkeypatch, no_segment_left):
+    import errno
+
+    first = np.arange(N, dtype=np.float64)
+    second = first * 2
+    with mpnb.get_context("fork").Pool(1) as pool:
+        assert pool.apply(total, (first,)) == first.sum()
+        (kept,) = buffers.live_segments()  # first's, for reuse, no task pending
+        real_pwrite = os.pwrite
+        calls = []
+
+        def full_once(fd, data, offset):
+            calls.append(offset)
+            if len(calls) == 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_pwrite(fd, data, offset)
+
+        monkeypatch.setattr(os, "pwrite", full_once)
+        assert pool.apply(total, (second,)) == second.sum()
+        monkeypatch.undo()
+        assert kept not in buffers.live_segments()  # made room...
+        assert len(buffers.live_segments()) == 1  # ...and second went out of band
+        assert pool.apply(total, (first,)) == first.sum()  # first is sent anew
+    del first, second

@@ -103,6 +103,8 @@ def on_buffer(buffer: pickle.PickleBuffer) -> bool:
             found.append((entry.name, entry.nbytes, False, False))
             return False
     name = _write_segment(view)
+    if name is None and _evict_unleased():
+        name = _write_segment(view)  # room made by segments kept only for reuse
     if name is None:
         return True  # /dev/shm full: in band, as numpy pickles it
     if _state.leased is not None:
@@ -326,6 +328,17 @@ def _retire(entry: _Entry) -> None:
     else:
         _retired.discard(entry)
         release_segments([entry.name])
+
+
+def _evict_unleased() -> bool:
+    """Remove the segments kept only for reuse (no pending task holds them); whether
+    there were any."""
+    with _lock:
+        idle = [(key, e) for key, e in _entries.items() if not e.leases]
+        for key, entry in idle:
+            del _entries[key]
+            _retire(entry)
+    return bool(idle)
 
 
 def _owner_gone(entry: _Entry) -> None:

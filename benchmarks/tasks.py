@@ -39,6 +39,11 @@ def array_sum(array: Any) -> float:
     return float(array.sum())
 
 
+def frame_sum(frame: Any) -> float:
+    """W12: the sum of every value of a numeric DataFrame."""
+    return float(frame.to_numpy().sum())
+
+
 def crash_at(item: tuple[int, int, float]) -> int:
     """W7: ``(i, bad, delay)``; sleeps ``delay``, and the task ``i == bad`` kills its worker."""
     i, bad, delay = item

@@ -25,6 +25,8 @@ from .errors import RemoteTraceback as RemoteTraceback
 from .errors import TaskCancelledError as TaskCancelledError
 from .errors import TaskSerializationError as TaskSerializationError
 from .errors import WorkerCrashedError as WorkerCrashedError
+from .sharedarray import shared_array as shared_array
+from .sharedarray import shared_like as shared_like
 
 __version__ = "0.1.0"
 
@@ -109,6 +111,8 @@ __all__ = sorted(
         "TaskCancelledError",
         "RemoteTraceback",
         "ProcessPoolExecutor",
+        "shared_array",
+        "shared_like",
         "load_ipython_extension",
         "unload_ipython_extension",
     }

@@ -2,7 +2,9 @@
 
 - ``pickler``: the pickler and per-thread reuse;
 - ``reducers``: code objects whole, methods by reference, proxies, ctypes classes;
-- ``arrays``: large numpy arrays through shared memory;
+- ``arrays``: the shared-memory segments: names, owners, removal;
+- ``buffers``: large buffers out of band (protocol 5) through shared memory, reused;
+- ``sharedmem``: arrays living in shared memory (``mp.shared_array``);
 - ``namespaces``: one globals dict per notebook namespace in each receiver;
 - ``diagnose``: unsendable objects and their errors;
 - ``switch``: install into and uninstall from the standard library; process objects.
@@ -10,6 +12,7 @@
 This module only re-exports what the rest of mpnb uses.
 """
 
+from . import buffers, sharedmem
 from .arrays import SHARED_ARRAY_MIN, in_band, release_segments, segments_released_on_error
 from .diagnose import (
     PICKLING_ERRORS,
@@ -38,6 +41,8 @@ __all__ = [
     "checked_dumps",
     "dumps_tracked",
     "SHARED_ARRAY_MIN",
+    "buffers",
+    "sharedmem",
     "in_band",
     "release_segments",
     "segments_released_on_error",

@@ -25,7 +25,8 @@ from multiprocessing import reduction
 from typing import Any, Protocol, cast
 
 from .. import _compat
-from .arrays import SHARED_ARRAY_MIN, SHARED_ARRAYS, reduce_large_array
+from . import buffers, sharedmem
+from .arrays import SHARED_ARRAYS
 from .namespaces import SharedGlobals, globals_key, set_function_state
 from .reducers import (
     CTYPES_METACLASSES,
@@ -69,20 +70,17 @@ class Pickler(_compat.PicklerBase):
         copyreg.dispatch_table,
     )
 
-    def __init__(self, file: Any, protocol: int | None = None) -> None:
-        super().__init__(file, PROTOCOL if protocol is None else protocol)
+    def __init__(self, file: Any, protocol: int | None = None, buffer_callback: Any = None) -> None:
+        super().__init__(
+            file, PROTOCOL if protocol is None else protocol, buffer_callback=buffer_callback
+        )
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, CTYPES_METACLASSES) and not by_reference(obj):
             return reduce_ctypes_class(obj)
         numpy = sys.modules.get("numpy")
-        if (
-            numpy is not None
-            and type(obj) is numpy.ndarray
-            and SHARED_ARRAYS
-            and obj.nbytes >= SHARED_ARRAY_MIN
-        ):
-            reduced = reduce_large_array(obj)
+        if numpy is not None and type(obj) is numpy.ndarray and SHARED_ARRAYS:
+            reduced = sharedmem.reduce_shared_array(obj) or buffers.reduce_received_array(obj)
             if reduced is not None:
                 return reduced
         managers = sys.modules.get("multiprocessing.managers")
@@ -110,7 +108,7 @@ REUSE_LIMIT = 1 << 16
 class _ReusablePickler(threading.local):
     def __init__(self) -> None:
         self.buf = io.BytesIO()
-        self.pickler = Pickler(self.buf)
+        self.pickler = Pickler(self.buf, buffer_callback=buffers.on_buffer)
         self.busy = False
 
 
@@ -118,20 +116,30 @@ _reusable = _ReusablePickler()
 
 
 def dumps(obj: Any, protocol: int | None = None) -> bytes | memoryview:
-    """Serialize ``obj``; the result is a bytes-like object, like ``ForkingPickler.dumps``."""
+    """Serialize ``obj``; the result is a bytes-like object, like ``ForkingPickler.dumps``.
+
+    Large buffers go out of band into shared memory (``buffers``); the result is then
+    a frame that ``pickle.loads`` unpickles all the same."""
     state = _reusable
     if state.busy or (protocol is not None and protocol != PROTOCOL):
         buf = io.BytesIO()  # a nested call (from a reducer), or another protocol
-        Pickler(buf, protocol).dump(obj)
-        return buf.getbuffer()
+        if protocol is not None and protocol < 5:
+            Pickler(buf, protocol).dump(obj)
+            return buf.getbuffer()
+        with buffers.collecting() as found:
+            Pickler(buf, protocol, buffer_callback=buffers.on_buffer).dump(obj)
+        return buffers.frame(buf.getbuffer(), found) if found else buf.getbuffer()
     state.busy = True
     buf, pickler = state.buf, state.pickler
     try:
-        pickler.dump(obj)
+        with buffers.collecting() as found:
+            pickler.dump(obj)
+        if found:
+            return buffers.frame(buf.getbuffer(), found)
         if buf.tell() <= REUSE_LIMIT:
             return buf.getvalue()
         state.buf = io.BytesIO()
-        state.pickler = Pickler(state.buf)
+        state.pickler = Pickler(state.buf, buffer_callback=buffers.on_buffer)
         return buf.getbuffer()
     finally:
         if state.buf is buf:

@@ -16,6 +16,7 @@ from typing import Any
 from .. import _routing, _world
 from .._pickle import (
     PICKLING_ERRORS,
+    buffers,
     by_reference,
     checked_dumps,
     describe_unpicklable,
@@ -76,7 +77,7 @@ class TaskMaker:
         task_id = self.core.new_task_id()
         route = _routing.capture()
         try:
-            with segments_released_on_error():
+            with segments_released_on_error(), buffers.leasing(_holder(job)):
                 data = task_message(task_id, func_ref[0], APPLY, 0, True, route, (args, kwds))
         except PICKLING_ERRORS as exc:
             raise _explain_args(args, kwds, exc) from exc
@@ -112,7 +113,7 @@ class TaskMaker:
         items ``start`` on of the input ``root`` (named in errors), pickled now."""
         task_id = self.core.new_task_id()
         try:
-            with segments_released_on_error():
+            with segments_released_on_error(), buffers.leasing(_holder(job)):
                 data = task_message(task_id, func_ref[0], mode, start, stop_on_error, route, chunk)
         except PICKLING_ERRORS as exc:
             for offset, item in enumerate(chunk):
@@ -132,6 +133,12 @@ class TaskMaker:
             name,
             claim,
         )
+
+
+def _holder(job: Job) -> Any:
+    """What keeps a task's reusable segments: its job, or the future it settles; both
+    live until the result is in."""
+    return getattr(job, "future", job)
 
 
 def chunked(items: list[Any], size: int) -> Iterator[tuple[int, list[Any]]]:

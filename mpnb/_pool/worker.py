@@ -143,6 +143,9 @@ def run(
             data = result_message(task_id, values, errors, seconds, t0)
         conn.send_bytes(data)
         done += 1
+        # Let go of the task's arguments and results now, not at the next task: an idle
+        # worker must not keep an array (or its shared-memory segment) alive.
+        del msg, payload, values, errors, data
 
 
 def _missing(func_id: int) -> ErrorRecord:

@@ -25,6 +25,7 @@ standard library contexts see no difference.
 from __future__ import annotations
 
 import multiprocessing.queues as _std
+import pickle
 import threading
 import types
 from collections.abc import Callable
@@ -71,6 +72,9 @@ class _Prepickled(_pickle.Pickled):
 
 class _FeederPickler:
     """``multiprocessing.queues._ForkingPickler``, passing ``_Prepickled`` through."""
+
+    # What ``get`` calls per item, looked up once (``ForkingPickler.loads`` is it).
+    loads = staticmethod(pickle.loads)
 
     @staticmethod
     def dumps(obj: Any, protocol: int | None = None) -> bytes | memoryview:

@@ -37,7 +37,7 @@ from .reducers import (
     reduce_text_file,
 )
 
-__all__ = ["Pickler", "PROTOCOL", "dumps", "loads", "dump", "Pickled"]
+__all__ = ["Pickler", "PROTOCOL", "dumps", "plain_dumps", "loads", "dump", "Pickled"]
 
 loads = pickle.loads
 
@@ -117,9 +117,72 @@ class _ReusablePickler(threading.local):
 _reusable = _ReusablePickler()
 
 
+class _NotPlain(Exception):
+    """Raised by ``_PlainPickler`` at the first object that is not plain data."""
+
+
+def _not_plain(obj: Any) -> Any:
+    raise _NotPlain
+
+
+class _PlainPickler(pickle.Pickler):
+    """The C pickler for plain data only: it stops at anything else.
+
+    The C pickler writes exact ``None``, ``bool``, ``int``, ``float``, ``str``,
+    ``bytes``, ``bytearray``, ``dict``, ``list``, ``tuple``, ``set`` and ``frozenset``
+    itself and asks ``reducer_override`` about every other object; this one raises
+    there. For plain data the bytes are those ``Pickler`` writes (same protocol, same
+    code path in C), without cloudpickle's Python-level ``dump``.
+    """
+
+    reducer_override = staticmethod(_not_plain)
+
+
+class _ReusablePlain(threading.local):
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.pickler = _PlainPickler(self.buf, PROTOCOL)
+        self.busy = False
+
+
+_plain = _ReusablePlain()
+
+
+def plain_dumps(obj: Any) -> bytes | memoryview | None:
+    """``obj`` pickled as ``dumps`` would, if it is plain data; ``None`` for anything
+    else (then use ``dumps``)."""
+    state = _plain
+    if state.busy:
+        return None
+    state.busy = True
+    buf, pickler = state.buf, state.pickler
+    data: bytes | memoryview | None = None
+    try:
+        pickler.dump(obj)
+        if buf.tell() <= REUSE_LIMIT:
+            data = buf.getvalue()
+        else:  # large: keep its buffer, uncopied
+            data = buf.getbuffer()
+            state.buf = io.BytesIO()
+            state.pickler = _PlainPickler(state.buf, PROTOCOL)
+    except Exception:  # _NotPlain, or too deep: the full pickler says what went wrong
+        pass
+    finally:
+        if state.buf is buf:
+            buf.seek(0)
+            buf.truncate()
+            pickler.clear_memo()
+        state.busy = False
+    return data
+
+
 def dumps(obj: Any, protocol: int | None = None) -> bytes | memoryview:
     """Serialize ``obj``; the result is a bytes-like object, like ``ForkingPickler.dumps``."""
     state = _reusable
+    if not state.busy and (protocol is None or protocol == PROTOCOL):
+        data = plain_dumps(obj)
+        if data is not None:
+            return data
     if state.busy or (protocol is not None and protocol != PROTOCOL):
         buf = io.BytesIO()  # a nested call (from a reducer), or another protocol
         Pickler(buf, protocol).dump(obj)

@@ -66,7 +66,8 @@ class _Cached:
         module = sys.modules.get(func.__module__)
         now = time.monotonic()
         if (
-            module is self.module
+            module is not None
+            and module is self.module
             and module.__spec__ is self.spec
             and now < self.checked + STAMP_RECHECK
         ):

@@ -203,3 +203,25 @@ def test_a_process_starts_in_the_environ_of_its_start(ctx, start_method, monkeyp
     assert p.exitcode == 0
     if start_method != "fork":  # (fork copies the world) the parent keeps its set-up
         assert [s for s in p._mpnb_child_setups if type(s).__name__ == "WorldSetup"]
+
+
+def test_joinable_and_bounded_queues_keep_their_own_put(ctx):
+    import queue
+
+    jq = ctx.JoinableQueue()
+    bounded = ctx.Queue(1)
+    try:
+        jq.put({"plain": 1})
+        jq.put(Point(2))  # not plain data: the full pickler
+        assert jq.get(timeout=WAIT) == {"plain": 1}
+        assert jq.get(timeout=WAIT).x == 2
+        jq.task_done()
+        jq.task_done()
+        jq.join()  # every put counted, every task done
+        bounded.put("one")
+        with pytest.raises(queue.Full):
+            bounded.put("two", block=False)
+    finally:
+        for q in (jq, bounded):
+            q.close()
+            q.join_thread()

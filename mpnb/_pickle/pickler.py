@@ -140,9 +140,9 @@ class _PlainPickler(pickle.Pickler):
 
 class _ReusablePlain(threading.local):
     def __init__(self) -> None:
-        self.buf = io.BytesIO()
-        self.pickler = _PlainPickler(self.buf, PROTOCOL)
-        self.busy = False
+        buf = io.BytesIO()
+        # [busy, buffer, pickler]: one lookup of the thread's state per call.
+        self.state: list[Any] = [False, buf, _PlainPickler(buf, PROTOCOL)]
 
 
 _plain = _ReusablePlain()
@@ -151,28 +151,28 @@ _plain = _ReusablePlain()
 def plain_dumps(obj: Any) -> bytes | memoryview | None:
     """``obj`` pickled as ``dumps`` would, if it is plain data; ``None`` for anything
     else (then use ``dumps``)."""
-    state = _plain
-    if state.busy:
+    state = _plain.state
+    if state[0]:  # a nested call (from a signal handler): the full pickler
         return None
-    state.busy = True
-    buf, pickler = state.buf, state.pickler
+    state[0] = True
+    buf = state[1]
     data: bytes | memoryview | None = None
     try:
-        pickler.dump(obj)
+        state[2].dump(obj)
         if buf.tell() <= REUSE_LIMIT:
             data = buf.getvalue()
         else:  # large: keep its buffer, uncopied
             data = buf.getbuffer()
-            state.buf = io.BytesIO()
-            state.pickler = _PlainPickler(state.buf, PROTOCOL)
+            state[1] = io.BytesIO()
+            state[2] = _PlainPickler(state[1], PROTOCOL)
     except Exception:  # _NotPlain, or too deep: the full pickler says what went wrong
         pass
     finally:
-        if state.buf is buf:
+        if state[1] is buf:
             buf.seek(0)
             buf.truncate()
-            pickler.clear_memo()
-        state.busy = False
+            state[2].clear_memo()
+        state[0] = False
     return data
 
 

@@ -152,13 +152,17 @@ class _MpnbProcess(_ProcessBase):
         return _default_context.get_start_method()
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, tuple[Any, ...]]:
-        make, args = _pickle.reduce_process(self)
-        worlds = [
-            s for s in getattr(self, "_mpnb_child_setups", ()) if isinstance(s, _world.WorldSetup)
-        ]
+        setups: list[Callable[[], None]] = getattr(self, "_mpnb_child_setups", [])
+        worlds = [s for s in setups if isinstance(s, _world.WorldSetup)]
         if not worlds:
-            return make, args
-        # The world first: unpickling it applies it, before the target is unpickled.
+            return _pickle.reduce_process(self)
+        # The world first: unpickling it applies it, before the target is unpickled; the
+        # process itself goes without it (applied once, not again at ``_bootstrap``).
+        self._mpnb_child_setups = [s for s in setups if s not in worlds]
+        try:
+            make, args = _pickle.reduce_process(self)
+        finally:
+            self._mpnb_child_setups = setups
         return _rebuild_in_world, (worlds, make, args)
 
     def _bootstrap(self, *args: Any, **kwargs: Any) -> int:

@@ -25,6 +25,7 @@ standard library contexts see no difference.
 from __future__ import annotations
 
 import multiprocessing.queues as _std
+import pickle
 import threading
 import types
 from collections.abc import Callable
@@ -61,6 +62,7 @@ class _SemLockState(Protocol):
 
 
 _std_queues = cast(_QueuesModule, _std)
+_plain_dumps = _pickle.plain_dumps
 
 
 class _Prepickled(_pickle.Pickled):
@@ -71,6 +73,9 @@ class _Prepickled(_pickle.Pickled):
 
 class _FeederPickler:
     """``multiprocessing.queues._ForkingPickler``, passing ``_Prepickled`` through."""
+
+    # What ``get`` calls per item, looked up once (``ForkingPickler.loads`` is it).
+    loads = staticmethod(pickle.loads)
 
     @staticmethod
     def dumps(obj: Any, protocol: int | None = None) -> bytes | memoryview:
@@ -157,7 +162,18 @@ class _PrepicklingPut(_PutBase):
         _install_feeder_pickler()
         super().__setstate__(state)
 
+    # The standard library's ``put`` of each subclass (``JoinableQueue`` has its own).
+    _std_put: Callable[..., None]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._std_put = super().put
+
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        data = _plain_dumps(obj)  # plain data: no shared arrays, no error
+        if data is not None:
+            self._std_put(_Prepickled(data), block, timeout)
+            return
         data, segments = _pickle.dumps_tracked(obj, "the item")
         try:
             super().put(_Prepickled(data), block, timeout)

@@ -23,7 +23,7 @@ from .diagnose import (
     fails,
 )
 from .namespaces import remember_namespaces
-from .pickler import PROTOCOL, Pickled, Pickler, dump, dumps, loads
+from .pickler import PROTOCOL, Pickled, Pickler, dump, dumps, loads, plain_dumps
 from .reducers import by_reference
 from .switch import install, installed, reduce_process, uninstall
 
@@ -31,6 +31,7 @@ __all__ = [
     "Pickler",
     "PROTOCOL",
     "dumps",
+    "plain_dumps",
     "loads",
     "dump",
     "Pickled",

@@ -11,7 +11,7 @@ import types
 from typing import Any
 
 from .arrays import in_band, segments_released_on_error
-from .pickler import PROTOCOL, dumps
+from .pickler import PROTOCOL, dumps, plain_dumps
 
 __all__ = [
     "SerializationError",
@@ -160,5 +160,8 @@ def checked_dumps(obj: Any, root: str) -> bytes | memoryview:
 def dumps_tracked(obj: Any, root: str) -> tuple[bytes | memoryview, list[str]]:
     """``checked_dumps``, and the shared-memory segments the payload refers to (to be
     released with ``release_segments`` if the payload is never delivered)."""
+    data = plain_dumps(obj)  # plain data: no segments, no errors
+    if data is not None:
+        return data, []
     with segments_released_on_error() as created:
         return checked_dumps(obj, root), created

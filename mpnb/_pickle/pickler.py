@@ -38,7 +38,7 @@ from .reducers import (
     reduce_text_file,
 )
 
-__all__ = ["Pickler", "PROTOCOL", "dumps", "loads", "dump", "Pickled"]
+__all__ = ["Pickler", "PROTOCOL", "dumps", "plain_dumps", "loads", "dump", "Pickled"]
 
 loads = pickle.loads
 
@@ -115,12 +115,75 @@ class _ReusablePickler(threading.local):
 _reusable = _ReusablePickler()
 
 
+class _NotPlain(Exception):
+    """Raised by ``_PlainPickler`` at the first object that is not plain data."""
+
+
+def _not_plain(obj: Any) -> Any:
+    raise _NotPlain
+
+
+class _PlainPickler(pickle.Pickler):
+    """The C pickler for plain data only: it stops at anything else.
+
+    The C pickler writes exact ``None``, ``bool``, ``int``, ``float``, ``str``,
+    ``bytes``, ``bytearray``, ``dict``, ``list``, ``tuple``, ``set`` and ``frozenset``
+    itself and asks ``reducer_override`` about every other object; this one raises
+    there. For plain data the bytes are those ``Pickler`` writes (same protocol, same
+    code path in C), without cloudpickle's Python-level ``dump``.
+    """
+
+    reducer_override = staticmethod(_not_plain)
+
+
+class _ReusablePlain(threading.local):
+    def __init__(self) -> None:
+        buf = io.BytesIO()
+        # [busy, buffer, pickler]: one lookup of the thread's state per call.
+        self.state: list[Any] = [False, buf, _PlainPickler(buf, PROTOCOL)]
+
+
+_plain = _ReusablePlain()
+
+
+def plain_dumps(obj: Any) -> bytes | memoryview | None:
+    """``obj`` pickled as ``dumps`` would, if it is plain data; ``None`` for anything
+    else (then use ``dumps``)."""
+    state = _plain.state
+    if state[0]:  # a nested call (from a signal handler): the full pickler
+        return None
+    state[0] = True
+    buf = state[1]
+    data: bytes | memoryview | None = None
+    try:
+        state[2].dump(obj)
+        if buf.tell() <= REUSE_LIMIT:
+            data = buf.getvalue()
+        else:  # large: keep its buffer, uncopied
+            data = buf.getbuffer()
+            state[1] = io.BytesIO()
+            state[2] = _PlainPickler(state[1], PROTOCOL)
+    except Exception:  # _NotPlain, or too deep: the full pickler says what went wrong
+        pass
+    finally:
+        if state[1] is buf:
+            buf.seek(0)
+            buf.truncate()
+            state[2].clear_memo()
+        state[0] = False
+    return data
+
+
 def dumps(obj: Any, protocol: int | None = None) -> bytes | memoryview:
     """Serialize ``obj``; the result is a bytes-like object, like ``ForkingPickler.dumps``.
 
     Large buffers go out of band into shared memory (``buffers``); the result is then
     a frame that ``pickle.loads`` unpickles all the same."""
     state = _reusable
+    if not state.busy and (protocol is None or protocol == PROTOCOL):
+        data = plain_dumps(obj)
+        if data is not None:
+            return data
     if state.busy or (protocol is not None and protocol != PROTOCOL):
         buf = io.BytesIO()  # a nested call (from a reducer), or another protocol
         if protocol is not None and protocol < 5:

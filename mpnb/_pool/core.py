@@ -99,6 +99,10 @@ MAX_START_FAILURES = 3
 START_RETRY = 0.2
 # A worker holds at most this many tasks.
 MAX_OUTSTANDING = 32
+# A worker holding this many sent tasks gets the next ones later, together (when a
+# result comes back, or once ``BATCH`` wait): it has work meanwhile.
+HELD = 2
+BATCH = 16
 # What one message costs in a pipe's buffer beyond its bytes (Linux: ~770 bytes of
 # bookkeeping per write), and the buffer assumed where it cannot be asked.
 WRITE_COST = 1024
@@ -125,6 +129,7 @@ class _Worker:
         "conn",
         "reader",
         "outbox",
+        "unsent",
         "slot",
         "sentinel",
         "outstanding",
@@ -147,7 +152,8 @@ class _Worker:
         self.process = process
         self.conn = conn
         self.reader = FrameReader(conn)
-        self.outbox: list[bytes | memoryview] = []  # to send at the end of this dispatch
+        self.outbox: list[bytes | memoryview] = []  # to send (``PoolCore._flush``)
+        self.unsent = 0  # tasks in ``outbox`` (also in ``outstanding``)
         self.slot = slot
         self.sentinel = process.sentinel
         self.outstanding: deque[Task] = deque()
@@ -456,7 +462,9 @@ class PoolCore:
                         self._tally.counts[FAILED] += task.count
                     progress = True
         for w in self._workers:
-            if w.outbox:
+            # A worker with tasks in hand gets the new ones when a result comes back
+            # (``_read``): one write for many tasks, none while it is busy.
+            if w.outbox and (len(w.outstanding) - w.unsent < HELD or w.unsent >= BATCH):
                 self._flush(w)
 
     def _send(self, w: _Worker, task: Task) -> None:
@@ -466,13 +474,14 @@ class PoolCore:
             w.outbox.append(task.func_msg)
             remember(w.funcs, task.func_id, len(task.func_msg))
         w.outbox.append(task.data)
+        w.unsent += 1
         w.outstanding.append(task)  # a worker holding a task counts as busy
         w.charges.append(size)
         w.queued += size
         w.sent += 1
 
     def _flush(self, w: _Worker) -> None:
-        payloads, w.outbox = w.outbox, []
+        payloads, w.outbox, w.unsent = w.outbox, [], 0
         try:
             send_frames(w.conn, payloads)
         except (OSError, ValueError):
@@ -721,6 +730,7 @@ class PoolCore:
             self._free_slots.append(w.slot)
             tasks = list(w.outstanding)
             w.outstanding.clear()
+            w.outbox, w.unsent = [], 0
             w.charges.clear()
             w.queued = 0
             if tasks and self._words[2 * w.slot] == tasks[0].id:
@@ -805,6 +815,7 @@ class PoolCore:
             self._pending.clear()
             for w in self._workers:
                 w.outstanding.clear()
+                w.outbox, w.unsent = [], 0
                 w.charges.clear()
                 w.queued = 0
                 self._stop_worker(w)

@@ -10,6 +10,8 @@ carry only data. ``Pool`` and ``ProcessPoolExecutor`` each have a ``TaskMaker``.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,22 +40,59 @@ REFERENCE_CACHE = 64
 # ``(func_id, FUNC message)`` of a pickled function (``PoolCore.function``).
 FuncRef = tuple[int, bytes]
 
+# Seconds a cached function's module file is taken as unchanged without a new ``stat``
+# (a reload is seen at once: the module's spec changes): a loop submitting many tasks
+# makes no system call per task.
+STAMP_RECHECK = 0.05
+
+
+class _Cached:
+    """A function imported by reference, pickled: with its module's stamp (``None``: not
+    a user module), the module and its spec then, and when the stamp was last checked."""
+
+    __slots__ = ("func", "stamp", "ref", "module", "spec", "checked")
+
+    def __init__(self, func: Callable[..., Any], stamp: _world.Stamp | None, ref: FuncRef) -> None:
+        self.func, self.stamp, self.ref = func, stamp, ref
+        self.module = sys.modules.get(getattr(func, "__module__", None) or "")
+        self.spec = getattr(self.module, "__spec__", None)
+        self.checked = time.monotonic()
+
+    def current(self, func: Callable[..., Any]) -> bool:
+        """Whether this is ``func`` and its module has not changed since it was pickled."""
+        if self.func is not func:
+            return False
+        if self.stamp is None:
+            return True
+        module = sys.modules.get(func.__module__)
+        now = time.monotonic()
+        if (
+            module is not None
+            and module is self.module
+            and module.__spec__ is self.spec
+            and now < self.checked + STAMP_RECHECK
+        ):
+            return True
+        if self.stamp != _world.module_stamp(func.__module__):
+            return False
+        self.checked = now
+        return True
+
 
 class TaskMaker:
     """Makes the tasks of one engine (see the module docstring)."""
 
     def __init__(self, core: PoolCore) -> None:
         self.core = core
-        self._func_cache: dict[int, tuple[Callable[..., Any], _world.Stamp | None, FuncRef]] = {}
+        self._func_cache: dict[int, _Cached] = {}
 
     def function(self, func: Callable[..., Any]) -> FuncRef:
         """``func`` pickled now (its globals as they are), known to the engine. A function
         of a user module travels with the module's stamp: a worker holding an older
         version of the module re-imports it first (``mpnb._world``)."""
         cached = self._func_cache.get(id(func))
-        if cached is not None and cached[0] is func:
-            if cached[1] is None or cached[1] == _world.module_stamp(func.__module__):
-                return cached[2]
+        if cached is not None and cached.current(func):
+            return cached.ref
         reference = by_reference(func)
         sent, stamp = _world.fresh_reference(func) if reference else (func, None)
         with in_band():  # loaded by each worker that runs it, maybe more than once
@@ -61,7 +100,7 @@ class TaskMaker:
         if reference:
             if len(self._func_cache) >= REFERENCE_CACHE:
                 self._func_cache.clear()
-            self._func_cache[id(func)] = (func, stamp, ref)
+            self._func_cache[id(func)] = _Cached(func, stamp, ref)
         return ref
 
     def apply(

@@ -217,3 +217,22 @@ def test_records_keep_no_process_alive():
         gc.collect()
         assert len(os.listdir("/proc/self/fd")) < fds + 10
         assert len(pool.timeline().lanes) == 33
+
+
+def test_text_keeps_a_short_failure_beside_a_crash_in_its_column():
+    from mpnb.timeline import TaskRecord
+
+    def record(item: int, start: float, end: float, outcome: str) -> TaskRecord:
+        return TaskRecord("w-1", 1, 11, start, end, outcome, item, 1, 0, "f", 1)
+
+    # An error of 0.4 ms right before a crash, on a 330 ms chart: one column for both.
+    tl = Timeline(
+        [
+            record(0, 0.0, 0.02, OK),
+            record(3, 0.0407, 0.0411, ERROR),
+            record(5, 0.0411, 0.047, CRASHED),
+            record(6, 0.313, 0.333, OK),
+        ]
+    )
+    (row,) = [line for line in tl.text().splitlines() if line.endswith("|")]
+    assert "E" in row and "X" in row

@@ -281,13 +281,24 @@ class Timeline:
         name_width = min(max(len(lane) for lane in self.lanes), 40)
         for lane in self.lanes:
             row = ["."] * width
+            spans = []
             for t in self.lane_tasks(lane):
                 first = min(width - 1, int((t.start - self.start) / span * width))
                 last = min(width - 1, max(first, int((t.end - self.start) / span * width - 1e-9)))
                 mark = _TEXT_MARKS[t.outcome]
+                spans.append((first, last, mark))
                 for i in range(first, last + 1):
                     if row[i] == "." or _MARK_RANK[mark] > _MARK_RANK[row[i]]:
                         row[i] = mark
+            # A short failure that shares its column with a worse one (an error just
+            # before its worker died) still shows: in the nearest column of plain marks.
+            for first, last, mark in spans:
+                if mark in "#>" or mark in row[first : last + 1]:
+                    continue
+                for i in sorted(range(width), key=lambda i: abs(i - first)):
+                    if row[i] in ".#>":
+                        row[i] = mark
+                        break
             lines.append(f"{lane[:name_width].ljust(name_width)} |{''.join(row)}|")
         lines.append(f"{'':{name_width}}  0{_seconds(self.span).rjust(width - 1)}")
         return "\n".join(lines)

@@ -185,6 +185,10 @@ def run_case(
         [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
     env["PYTHONUNBUFFERED"] = "1"
+    # Cases run as on a user's machine, where Python caches compiled modules: with
+    # PYTHONDONTWRITEBYTECODE (set on some CI machines) every spawn and forkserver child,
+    # of every peer, would compile the benchmark's task module again at each start.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     shm_seen: set[str] = set()
     tree_cpu: dict[int, float] = {}
     load = os.getloadavg()[0]

@@ -96,7 +96,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             return super().__new__(cls)
         from .cluster import executor_class
 
-        return super().__new__(executor_class())
+        executor: ProcessPoolExecutor = super().__new__(executor_class())
+        return executor
 
     def __init__(
         self,

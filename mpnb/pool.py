@@ -95,7 +95,8 @@ class Pool:
             return super().__new__(cls)
         from .cluster import pool_class
 
-        return super().__new__(pool_class())
+        pool: Pool = super().__new__(pool_class())
+        return pool
 
     def __init__(
         self,

@@ -43,9 +43,19 @@ def cli_cluster(tmp_path_factory):
     common = {"cwd": folder, "start_new_session": True, "stdout": subprocess.DEVNULL}
     procs = [
         subprocess.Popen(
-            [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-             "--scheduler-file", str(scheduler_file)],
-            stderr=subprocess.DEVNULL, **common,
+            [
+                DASK,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            stderr=subprocess.DEVNULL,
+            **common,
         )
     ]
     try:
@@ -58,9 +68,19 @@ def cli_cluster(tmp_path_factory):
         for _ in range(2):
             procs.append(
                 subprocess.Popen(
-                    [DASK, "worker", "--scheduler-file", str(scheduler_file), "--nthreads",
-                     "1", "--no-dashboard", "--host", "127.0.0.1"],
-                    stderr=subprocess.DEVNULL, **common,
+                    [
+                        DASK,
+                        "worker",
+                        "--scheduler-file",
+                        str(scheduler_file),
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    stderr=subprocess.DEVNULL,
+                    **common,
                 )
             )
         from distributed import Client

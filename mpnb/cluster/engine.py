@@ -20,6 +20,7 @@ A ``KeyboardInterrupt`` while waiting fails every job submitted so far with
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import pickle
@@ -268,9 +269,7 @@ class ClusterCore:
             if wait:
                 self._cancel_futures(futures)
             else:
-                threading.Thread(
-                    target=self._cancel_futures, args=(futures,), daemon=True
-                ).start()
+                threading.Thread(target=self._cancel_futures, args=(futures,), daemon=True).start()
 
     def _cancel_futures(self, futures: list[Any]) -> None:
         try:
@@ -394,8 +393,9 @@ class ClusterCore:
             ran = sorted(held, key=lambda s: s.seq)[:nthreads]
         again = [s for s in held if s not in ran]
         for spec in ran:
-            error = _crash_error(spec, address)
-            self._settle(spec, lambda spec=spec, error=error: spec.job.fail(error, spec.task))
+            self._settle(
+                spec, functools.partial(spec.job.fail, _crash_error(spec, address), spec.task)
+            )
         if again:
             with self._lock:
                 for spec in sorted(again, key=lambda s: s.seq, reverse=True):
@@ -430,4 +430,3 @@ def _as_exception(exc: Any) -> BaseException:
     if isinstance(exc, BaseException):
         return exc
     return RuntimeError(f"the task failed on the cluster: {short_repr(exc)}")
-

@@ -37,7 +37,7 @@ class ClusterExecutor(ProcessPoolExecutor):
             raise ValueError("max_workers must be a positive int or None")
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
-        self._max_workers = max_workers
+        self._max_workers = max_workers or 0
         self._cluster_pool = ClusterPool(
             max_workers, initializer, initargs, max_tasks_per_child, cluster=cluster
         )

@@ -21,7 +21,7 @@ __all__ = ["NoRetry", "KEY_PREFIX"]
 KEY_PREFIX = "mpnb-"
 
 
-class NoRetry(SchedulerPlugin):  # type: ignore[misc]
+class NoRetry(SchedulerPlugin):
     """No silent retry of mpnb's tasks on another worker (see the module docstring)."""
 
     name = "mpnb-no-retry"

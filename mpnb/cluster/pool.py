@@ -116,7 +116,9 @@ class ClusterPool(Pool):
             name = func_name(func)
             what = f"{name}({', '.join(short_repr(a) for a in args)})"
             task = Task(job, 0, 0, b"", b"", APPLY, 0, 1, what, name)
-            spec = Spec(job, task, func_bytes, payload, -1, tuple(shared), _routing.capture(), what, "")
+            spec = Spec(
+                job, task, func_bytes, payload, -1, tuple(shared), _routing.capture(), what, ""
+            )
             engine.submit(job, [spec])
         return job
 

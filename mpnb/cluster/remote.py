@@ -225,5 +225,3 @@ def _resolve(data: Any, shared: tuple[Any, ...], apply: bool) -> Any:
             {k: shared[v.index] if isinstance(v, Shared) else v for k, v in kwds.items()},
         )
     return [shared[i.index] if isinstance(i, Shared) else i for i in data]
-
-

@@ -208,3 +208,24 @@ def test_the_executor_on_the_cluster(kernel):
         "    out = (ex.submit(lambda a: a * 3, 2).result(), list(ex.map(abs, [-1, -5])))\n"
         "out"
     ) == (6, [1, 5])
+
+
+def test_mp_pool_magics_on_the_cluster(kernel, request):
+    address = (
+        "local" if "local" in request.node.callspec.id else request.getfixturevalue("cli_cluster")
+    )
+    kernel.ensure_ok("%load_ext mpnb")
+    result = kernel.ensure_ok(
+        f"%%mp_pool -n 2 --cluster {address} --no-progress for x in range(4)\n"
+        "print('item', x)\nx * 10",
+        90,
+    )
+    assert kernel.evaluate("mp_results") == [0, 10, 20, 30]
+    assert "item 3" in result.stdout and "[stdout:tcp://127.0.0.1:" in result.stdout
+    view = kernel.ensure_ok("%mp_pool", 60)
+    assert "on the Dask cluster" in (view.result or "")
+    kernel.ensure_ok("%mp_pool --cluster here", 60)
+    kernel.ensure_ok(f"%mp_pool -n 2 --cluster {address}", 90)
+    kernel.ensure_ok("%%mp_pool for y in [1, 2]\ny + 1", 60)
+    assert kernel.evaluate("mp_results") == [2, 3]
+    kernel.ensure_ok("%mp_pool --shutdown", 60)

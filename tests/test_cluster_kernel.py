@@ -229,3 +229,13 @@ def test_mp_pool_magics_on_the_cluster(kernel, request):
     kernel.ensure_ok("%%mp_pool for y in [1, 2]\ny + 1", 60)
     assert kernel.evaluate("mp_results") == [2, 3]
     kernel.ensure_ok("%mp_pool --shutdown", 60)
+
+
+def test_the_monitor_lists_the_clusters_workers(kernel):
+    kernel.ensure_ok("pool.map(abs, range(8), chunksize=1)")
+    text = kernel.evaluate(
+        "from mpnb.dashboard import sampler, views\nviews.render_text(sampler.Sampler().sample())"
+    )
+    lines = [ln for ln in text.splitlines() if ln.startswith("tcp://127.0.0.1:")]
+    assert len(lines) == 2, text
+    assert sum(int(ln.split()[-1]) for ln in lines) >= 8

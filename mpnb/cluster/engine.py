@@ -35,6 +35,7 @@ from distributed import Client, as_completed
 
 from .._pool.protocol import Job, Task
 from ..errors import TaskCancelledError, WorkerCrashedError, rebuild, short_repr
+from ..registry import REGISTRY
 from . import remote
 from .plugin import NoRetry
 from .publish import Publisher
@@ -139,6 +140,8 @@ class ClusterCore:
         self._received: dict[str, int] = {}  # output events by key
         self._lost: dict[str, list[Spec]] = {}  # by worker address, being gathered
         self._last_job = 0
+        # Tasks of this pool by worker address: [running now, done] (for the monitor).
+        self.per_worker: dict[str, list[int]] = {}
         self._done = 0
         self._interrupting = _Interrupting(self)
         self._publisher = Publisher()
@@ -182,6 +185,7 @@ class ClusterCore:
                 spec.seq = next(self._seq)
                 self._queue.append(spec)
             self._pump()
+        REGISTRY.count_pool(self.name, submitted=sum(s.task.count for s in specs))
 
     def tasks_done(self) -> int:
         return self._done
@@ -291,6 +295,7 @@ class ClusterCore:
                 spec = self._running.get(key)
                 if spec is not None:
                     spec.worker, spec.pid = msg["worker"], msg.get("pid")
+                    self.per_worker.setdefault(spec.worker, [0, 0])[0] += 1
             self._cond.notify_all()
 
     def _run(self) -> None:
@@ -355,15 +360,25 @@ class ClusterCore:
             errors.append((offset, exc))
         if len(values) < task.count and spec.star >= 0 and not errors:
             values += [None] * (task.count - len(values))
-        self._settle(spec, lambda: spec.job.deliver(task, values, errors))
+        self._settle(spec, lambda: spec.job.deliver(task, values, errors), bool(errors))
 
-    def _settle(self, spec: Spec, tell: Callable[[], bool]) -> None:
+    def _settle(self, spec: Spec, tell: Callable[[], bool], failed: bool = True) -> None:
         with self._lock:
             if self._running.pop(spec.key, None) is None:
                 return
             self._received.pop(spec.key, None)
             self._done += spec.task.count
-        if tell():
+            if spec.worker:
+                counts = self.per_worker.setdefault(spec.worker, [0, 0])
+                counts[0] = max(counts[0] - 1, 0)
+                counts[1] += 1
+        settled = tell()
+        REGISTRY.count_pool(
+            self.name,
+            done=0 if failed else spec.task.count,
+            failed=spec.task.count if failed else 0,
+        )
+        if settled:
             with self._lock:
                 self._jobs.pop(spec.job.id, None)
             spec.job.fire()

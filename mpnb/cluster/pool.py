@@ -83,7 +83,7 @@ class ClusterPool(Pool):
         REGISTRY.add_pool(self._name, processes, "dask")
         from . import rows
 
-        rows.track(self._conn.client)
+        rows.track(self._conn.client, self._engine)
 
     @property
     def client(self) -> Any:

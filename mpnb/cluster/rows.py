@@ -3,7 +3,8 @@
 ``track(client)`` is called by each cluster pool; ``rows()`` (asked by the dashboard
 through ``mpnb.dashboard.cluster_rows``) reads ``Client.scheduler_info()`` of each
 live client, at most every ``INTERVAL`` seconds, and returns plain dicts: address,
-threads, CPU %, memory (bytes), tasks running, tasks done.
+threads, CPU % and memory (from the workers' heartbeats), and the tasks of mpnb's
+pools running there and done there.
 """
 
 from __future__ import annotations
@@ -25,11 +26,27 @@ _lock = threading.Lock()
 _cache: tuple[float, list[dict[str, Any]]] = (0.0, [])
 
 
-def track(client: Any) -> None:
-    """Show ``client``'s workers in the monitor while it is open."""
+_engines: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track(client: Any, engine: Any = None) -> None:
+    """Show ``client``'s workers in the monitor while it is open, with the counts of
+    ``engine`` (an ``engine.ClusterCore``: its ``per_worker`` tasks running and done)."""
     with _lock:
         _clients.add(client)
+        if engine is not None:
+            _engines.add(engine)
     cluster_rows.set_provider(rows)
+
+
+def _counts() -> dict[str, list[int]]:
+    total: dict[str, list[int]] = {}
+    for engine in list(_engines):
+        for address, (running, done) in list(engine.per_worker.items()):
+            counts = total.setdefault(address, [0, 0])
+            counts[0] += running
+            counts[1] += done
+    return total
 
 
 def rows() -> list[dict[str, Any]]:
@@ -42,6 +59,7 @@ def rows() -> list[dict[str, Any]]:
         clients = [c for c in _clients if getattr(c, "status", "") == "running"]
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
+    counts = _counts()
     for client in clients:
         try:
             info = client.scheduler_info(n_workers=-1)
@@ -60,10 +78,8 @@ def rows() -> list[dict[str, Any]]:
                     "threads": int(worker.get("nthreads") or 0),
                     "cpu": float(metrics.get("cpu") or 0.0),
                     "memory": int(metrics.get("memory") or 0),
-                    "running": int(metrics.get("executing") or 0),
-                    "done": int(metrics.get("task_counts", {}).get("memory", 0) or 0)
-                    if isinstance(metrics.get("task_counts"), dict)
-                    else 0,
+                    "running": counts.get(address, [0, 0])[0],
+                    "done": counts.get(address, [0, 0])[1],
                     "scheduler": str(getattr(client.scheduler, "address", "")),
                 }
             )

@@ -8,10 +8,11 @@ provider, ``rows()`` is empty and costs nothing.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["set_provider", "rows", "text"]
+__all__ = ["set_provider", "rows", "text", "html_table"]
 
 _provider: Callable[[], list[dict[str, Any]]] | None = None
 
@@ -35,10 +36,40 @@ def rows() -> list[dict[str, Any]]:
 
 def text(workers: list[dict[str, Any]]) -> list[str]:
     """One line per remote worker, as the monitor shows them."""
-    lines = []
-    for w in workers:
-        lines.append(
-            f"dask {w['address']}  threads {w['threads']}  cpu {w['cpu']:.0f}%  "
-            f"mem {w['memory'] / 2**20:.0f} MiB  running {w['running']}  done {w['done']}"
-        )
-    return lines
+    if not workers:
+        return []
+    rows = [_COLUMNS] + [_cells(w) for w in workers]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    return ["  ".join(c.ljust(n) for c, n in zip(row, widths)).rstrip() for row in rows]
+
+
+_COLUMNS = ("dask worker", "threads", "CPU", "memory", "running", "done")
+
+
+def _cells(w: dict[str, Any]) -> tuple[str, ...]:
+    return (
+        str(w["address"]),
+        str(w["threads"]),
+        f"{w['cpu']:.0f}%",
+        f"{w['memory'] / 2**20:.0f} MiB",
+        str(w["running"]),
+        str(w["done"]),
+    )
+
+
+def html_table(workers: list[dict[str, Any]]) -> str:
+    """The remote workers as an HTML table (empty string if there are none)."""
+    if not workers:
+        return ""
+    cell = "padding:1px 6px;text-align:left"
+    head = "".join(f'<th style="{cell}">{c}</th>' for c in _COLUMNS)
+    body = "".join(
+        '<tr class="mpnb-dask-worker">'
+        + "".join(f'<td style="{cell}">{html.escape(c)}</td>' for c in _cells(w))
+        + "</tr>"
+        for w in workers
+    )
+    return (
+        '<table class="mpnb-dask-workers" style="border-collapse:collapse;margin-top:6px">'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from . import data, faults, notebook, speed
+from . import cluster, data, faults, notebook, speed
 from .base import Case, CaseFailure, Target, Workload
 
 WORKLOADS: dict[str, Workload] = {
-    w.id: w for w in (*speed.WORKLOADS, *data.WORKLOADS, *faults.WORKLOADS, *notebook.WORKLOADS)
+    w.id: w
+    for w in (
+        *speed.WORKLOADS,
+        *data.WORKLOADS,
+        *faults.WORKLOADS,
+        *notebook.WORKLOADS,
+        *cluster.WORKLOADS,
+    )
 }
 # Table order: by number.
 WORKLOADS = dict(sorted(WORKLOADS.items(), key=lambda item: int(item[0][1:])))

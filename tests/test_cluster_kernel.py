@@ -239,3 +239,30 @@ def test_the_monitor_lists_the_clusters_workers(kernel):
     lines = [ln for ln in text.splitlines() if ln.startswith("tcp://127.0.0.1:")]
     assert len(lines) == 2, text
     assert sum(int(ln.split()[-1]) for ln in lines) >= 8
+
+
+def test_an_unfinished_line_is_sent_while_the_task_runs(kernel):
+    first = kernel.ensure_ok(
+        "import sys, time\n"
+        "def ticking():\n"
+        "    print('tick', end='')\n"
+        "    time.sleep(3)\n"
+        "    return 'tock'\n"
+        "r = pool.apply_async(ticking)"
+    )
+    second = kernel.ensure_ok("time.sleep(1.5)")
+    seen = [(t, p) for _, t, p in first.streams + second.streams if "tick" in t]
+    assert seen and all(p == first.msg_id for _, p in seen)
+    assert kernel.evaluate("r.get(30)") == "tock"
+
+
+def test_an_interrupted_long_task_does_not_hold_the_next_map(kernel, request):
+    if "local" not in request.node.callspec.id:
+        pytest.skip("a worker is restarted only on a cluster the pool owns")
+    kernel.ensure_ok("import time\ndef stuck(x):\n    time.sleep(120)\n    return x")
+    msg_id = kernel.submit("pool.map(stuck, range(2), chunksize=1)")
+    time.sleep(2)
+    kernel.interrupt()
+    assert kernel.wait(msg_id, timeout=30).error.ename == "KeyboardInterrupt"
+    # Without the restart of the busy workers, this would wait for the sleeps to end.
+    assert kernel.evaluate("pool.map(abs, [-1, -2, -3], chunksize=1)", timeout=60) == [1, 2, 3]

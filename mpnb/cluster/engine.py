@@ -26,6 +26,7 @@ import os
 import pickle
 import secrets
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
@@ -120,8 +121,12 @@ class _Interrupting:
 class ClusterCore:
     """Runs a pool's jobs on ``client``'s cluster (see the module docstring)."""
 
-    def __init__(self, client: Client, window: int | None, name: str) -> None:
+    def __init__(
+        self, client: Client, window: int | None, name: str, restart_busy: bool = False
+    ) -> None:
         self.client = client
+        # Restart the workers still running cancelled tasks (a cluster the pool owns).
+        self.restart_busy = restart_busy
         self.name = name
         self.window = window  # None: no limit of our own (the cluster's threads are)
         self.state = RUN
@@ -146,7 +151,16 @@ class ClusterCore:
         self._interrupting = _Interrupting(self)
         self._publisher = Publisher()
         self._ac = as_completed(loop=client.loop, with_results=True, raise_errors=False)
-        client.register_plugin(NoRetry(), name=NoRetry.name)
+        try:
+            client.register_plugin(NoRetry(), name=NoRetry.name)
+        except Exception as exc:  # a scheduler without mpnb: Dask's retries stay
+            warnings.warn(
+                f"mpnb: the scheduler at {client.scheduler.address} did not take mpnb's "
+                f"plugin ({exc!r}); a task whose worker dies may be retried on other "
+                f"workers before it fails. Install mpnb where the scheduler runs",
+                RuntimeWarning,
+                stacklevel=4,
+            )
         client.subscribe_topic(self.topic, self._on_event)
         self._thread = threading.Thread(target=self._run, name=f"mpnb-{name}", daemon=True)
         self._thread.start()
@@ -263,6 +277,9 @@ class ClusterCore:
             ids = {job.id for job in jobs}
             self._queue = deque(s for s in self._queue if s.job.id not in ids)
             futures = [s.future for s in self._running.values() if s.job.id in ids]
+            busy = sorted(
+                {s.worker for s in self._running.values() if s.job.id in ids and s.worker}
+            )
             for key in [k for k, s in self._running.items() if s.job.id in ids]:
                 del self._running[key]
             self._cond.notify_all()
@@ -270,15 +287,22 @@ class ClusterCore:
             if job.fail(TaskCancelledError(message), None):
                 job.fire()
         if futures:
+            busy = busy if self.restart_busy and self.state != TERMINATE else []
             if wait:
-                self._cancel_futures(futures)
+                self._cancel_futures(futures, busy)
             else:
-                threading.Thread(target=self._cancel_futures, args=(futures,), daemon=True).start()
+                threading.Thread(
+                    target=self._cancel_futures, args=(futures, busy), daemon=True
+                ).start()
 
-    def _cancel_futures(self, futures: list[Any]) -> None:
+    def _cancel_futures(self, futures: list[Any], busy: list[str]) -> None:
+        """Cancel ``futures``; restart the ``busy`` workers that run them (Dask cannot
+        stop a running task), so that the next tasks start at once."""
         try:
             if self.client.status == "running":
                 self.client.cancel(futures, force=True)
+                if busy:
+                    self.client.restart_workers(busy, raise_for_error=False)
         except Exception:
             pass
 

@@ -75,7 +75,9 @@ class ClusterPool(Pool):
             self._processes = processes
             self._name = f"DaskPool-{next(_names)}"
             window = processes if processes < threads else None
-            self._engine = ClusterCore(self._conn.client, window, self._name)
+            self._engine = ClusterCore(
+                self._conn.client, window, self._name, restart_busy=self._conn.cluster is not None
+            )
         except BaseException:
             self._conn.close()
             raise

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
+import weakref
 from typing import Any
 
 from distributed import get_worker
@@ -35,9 +37,20 @@ STARTED, OUTPUT = "started", "output"
 
 
 class _Capture:
-    """The output of one running task: whole lines go out as events at once."""
+    """The output of one running task: whole lines go out as events at once, an
+    unfinished line after ``FLUSH_DELAY`` (``_flusher``)."""
 
-    __slots__ = ("topic", "key", "route", "sent", "partial", "worker")
+    __slots__ = (
+        "topic",
+        "key",
+        "route",
+        "sent",
+        "partial",
+        "since",
+        "worker",
+        "lock",
+        "__weakref__",
+    )
 
     def __init__(self, topic: str, key: str, route: Any, worker: Any) -> None:
         self.topic = topic
@@ -46,6 +59,8 @@ class _Capture:
         self.worker = worker
         self.sent = 0
         self.partial = {"stdout": "", "stderr": ""}
+        self.since: float | None = None  # when the oldest unfinished line began
+        self.lock = threading.Lock()
 
     def event(self, kind: str, **fields: Any) -> None:
         msg = {"kind": kind, "key": self.key, "worker": self.worker.address, **fields}
@@ -53,17 +68,45 @@ class _Capture:
         self.sent += 1
 
     def write(self, stream: str, text: str) -> None:
-        text = self.partial[stream] + text
-        head, sep, tail = text.rpartition("\n")
-        self.partial[stream] = tail
-        if sep:
-            self.event(OUTPUT, stream=stream, text=head + sep, route=self.route)
+        with self.lock:
+            text = self.partial[stream] + text
+            head, sep, tail = text.rpartition("\n")
+            self.partial[stream] = tail
+            if sep:
+                self.event(OUTPUT, stream=stream, text=head + sep, route=self.route)
+            if tail:
+                if self.since is None:
+                    self.since = time.monotonic()
+                _pending.add(self)
+            elif not any(self.partial.values()):
+                self.since = None
 
     def flush(self) -> None:
-        for stream, text in self.partial.items():
-            if text:
-                self.partial[stream] = ""
-                self.event(OUTPUT, stream=stream, text=text, route=self.route)
+        with self.lock:
+            for stream, text in self.partial.items():
+                if text:
+                    self.partial[stream] = ""
+                    self.event(OUTPUT, stream=stream, text=text, route=self.route)
+            self.since = None
+
+
+# Seconds an unfinished line waits before it is sent as it is.
+FLUSH_DELAY = 0.1
+
+# Captures holding an unfinished line, watched by the flusher thread.
+_pending: weakref.WeakSet[_Capture] = weakref.WeakSet()
+
+
+def _flusher() -> None:
+    while True:
+        time.sleep(FLUSH_DELAY / 2)
+        now = time.monotonic()
+        for out in list(_pending):
+            since = out.since
+            if since is not None and now - since >= FLUSH_DELAY:
+                out.flush()
+            if out.since is None:
+                _pending.discard(out)
 
 
 _local = threading.local()
@@ -96,14 +139,19 @@ class _Stream:
 
 
 _install_lock = threading.Lock()
+_flusher_started: list[bool] = []
 
 # The pools (their topics) whose initializer ran in this process.
 _initialized: set[str] = set()
 
 
 def _install_streams() -> None:
-    """Once per worker process: per-thread capture on ``sys.stdout``/``sys.stderr``."""
+    """Once per worker process: per-thread capture on ``sys.stdout``/``sys.stderr``, and
+    the thread that sends unfinished lines."""
     with _install_lock:
+        if not _flusher_started:
+            _flusher_started.append(True)
+            threading.Thread(target=_flusher, name="mpnb-output-flush", daemon=True).start()
         if not isinstance(sys.stdout, _Stream):
             sys.stdout = _Stream("stdout", sys.stdout)
         if not isinstance(sys.stderr, _Stream):

@@ -68,3 +68,11 @@ def test_a_bad_cluster_argument_is_named():
 
     with pytest.raises(TypeError, match="cluster must be a Dask scheduler address"):
         mpnb.Pool(cluster=42)
+
+
+def test_a_bad_number_of_processes_is_refused_before_any_cluster_starts():
+    pytest.importorskip("distributed")
+    import mpnb
+
+    with pytest.raises(ValueError, match="Number of processes must be at least 1"):
+        mpnb.Pool(0, cluster="local")

@@ -266,3 +266,28 @@ def test_an_interrupted_long_task_does_not_hold_the_next_map(kernel, request):
     assert kernel.wait(msg_id, timeout=30).error.ename == "KeyboardInterrupt"
     # Without the restart of the busy workers, this would wait for the sleeps to end.
     assert kernel.evaluate("pool.map(abs, [-1, -2, -3], chunksize=1)", timeout=60) == [1, 2, 3]
+
+
+def test_a_large_read_only_array_is_scattered_once_and_a_changed_one_is_sent_anew(kernel):
+    kernel.ensure_ok(
+        "import numpy as np\n"
+        "big = np.ones(300_000)\n"
+        "big.flags.writeable = False\n"
+        "first = float(pool.apply(np.sum, (big,)))\n"
+        "key = pool._scattered[id(big)][1].key\n"
+        "second = [float(v) for v in pool.map(np.sum, [big, big], chunksize=1)]\n"
+        "mutable = np.zeros(300_000)\n"
+        "before = float(pool.apply(np.sum, (mutable,)))\n"
+        "mutable += 1\n"
+        "after = float(pool.apply(np.sum, (mutable,)))\n"
+    )
+    assert kernel.evaluate("(first, second, pool._scattered[id(big)][1].key == key)") == (
+        300_000.0,
+        [300_000.0, 300_000.0],
+        True,
+    )
+    assert kernel.evaluate("(before, after, id(mutable) in pool._scattered)") == (
+        0.0,
+        300_000.0,
+        False,
+    )

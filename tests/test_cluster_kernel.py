@@ -291,3 +291,18 @@ def test_a_large_read_only_array_is_scattered_once_and_a_changed_one_is_sent_ane
         300_000.0,
         False,
     )
+
+
+def test_a_crash_inside_a_chunk_names_the_item(kernel):
+    kernel.ensure_ok(
+        "import os, time\n"
+        "def late_death(x):\n"
+        "    time.sleep(0.3)\n"
+        "    if x == 6:\n"
+        "        os._exit(5)\n"
+        "    return x\n"
+    )
+    result = kernel.execute("pool.map(late_death, range(8), chunksize=4)", timeout=90)
+    assert result.error.ename == "WorkerCrashedError"
+    assert "late_death(6) (item 6)" in result.error.evalue
+    kernel.ensure_ok("pool.client.wait_for_workers(2, timeout=60)", 90)

@@ -9,7 +9,8 @@ extra (``pip install "mpnb[dask]"``); nothing else in mpnb imports Dask. By modu
 - ``remote``: the worker side (runs a task, sends its output as Dask events);
 - ``publish``: a task's output in the cell that submitted it;
 - ``plugin``: the scheduler plugin that stops Dask's retries of mpnb's tasks;
-- ``connect``: what ``cluster=`` names; ``rows``: the cluster's workers for the monitor.
+- ``connect``: what ``cluster=`` names; ``rows``: the cluster's workers for the monitor;
+- ``worker_setup``: preloaded in the workers of ``cluster="local"`` (no SIGINT).
 """
 
 from __future__ import annotations

@@ -69,6 +69,8 @@ class Spec:
         "pid",
         "what",
         "item",
+        "items",
+        "at",
     )
 
     def __init__(
@@ -82,6 +84,7 @@ class Spec:
         route: Any,
         what: str,
         item: str,
+        items: list[Any] | None = None,
     ) -> None:
         self.job = job
         self.task = task
@@ -97,6 +100,8 @@ class Spec:
         self.pid: int | None = None
         self.what = what  # 'square(3)'
         self.item = item  # short repr of the first item ('' for apply)
+        self.items = items  # the chunk's items (for a map)
+        self.at: int | None = None  # the item running past ``remote.FLUSH_DELAY``
 
 
 class _Interrupting:
@@ -144,6 +149,8 @@ class ClusterCore:
         self._running: dict[str, Spec] = {}  # by key
         self._received: dict[str, int] = {}  # output events by key
         self._lost: dict[str, list[Spec]] = {}  # by worker address, being gathered
+        # Workers this pool restarted: losing them crashed no task.
+        self._restarted: set[str] = set()
         self._last_job = 0
         # Tasks of this pool by worker address: [running now, done] (for the monitor).
         self.per_worker: dict[str, list[int]] = {}
@@ -302,6 +309,8 @@ class ClusterCore:
             if self.client.status == "running":
                 self.client.cancel(futures, force=True)
                 if busy:
+                    with self._lock:
+                        self._restarted.update(busy)
                     self.client.restart_workers(busy, raise_for_error=False)
         except Exception:
             pass
@@ -315,7 +324,11 @@ class ClusterCore:
             self._publisher.publish(msg.get("route"), msg["stream"], msg["text"], msg["worker"])
         with self._cond:
             self._received[key] = self._received.get(key, 0) + 1
-            if kind == remote.STARTED:
+            if kind == remote.AT_ITEM:
+                spec = self._running.get(key)
+                if spec is not None:
+                    spec.at = msg.get("index")
+            elif kind == remote.STARTED:
                 spec = self._running.get(key)
                 if spec is not None:
                     spec.worker, spec.pid = msg["worker"], msg.get("pid")
@@ -428,7 +441,8 @@ class ClusterCore:
         with self._lock:
             held = self._lost.pop(address, [])
         ran = [s for s in held if s.worker == address]
-        if not ran:  # their ``started`` events were lost with the worker
+        if not ran and address not in self._restarted:
+            # Their ``started`` events were lost with the worker: the oldest ran.
             ran = sorted(held, key=lambda s: s.seq)[:nthreads]
         again = [s for s in held if s not in ran]
         for spec in ran:
@@ -446,23 +460,24 @@ class ClusterCore:
 
 def _crash_error(spec: Spec, address: str) -> WorkerCrashedError:
     task = spec.task
-    if spec.star < 0:
-        index, what = None, f"while running {spec.what}"
-    elif task.count == 1:
-        index, what = task.start, f"while running {spec.what} (item {task.start})"
-    else:
+    label, index, where = spec.what, None, ""
+    if spec.star >= 0:
         index = task.start
-        what = (
-            f"while running {task.func_name} on items {task.start}-"
-            f"{task.start + task.count - 1} (from {spec.item})"
-        )
+        if task.count == 1:
+            where = f" (item {index})"
+        elif spec.at is not None and spec.items is not None:
+            index = spec.at
+            label = f"{task.func_name}({short_repr(spec.items[index - task.start])})"
+            where = f" (item {index})"
+        else:
+            label = f"{task.func_name} on items {task.start}-{task.start + task.count - 1}"
     pid = f" (pid {spec.pid})" if spec.pid else ""
     message = (
-        f"dask worker {address}{pid} died {what}: the task (or a library it called) ended "
-        f"the process (os._exit(), a signal, or the out-of-memory killer). The task was not "
-        f"run again; other tasks go on."
+        f"dask worker {address}{pid} died while running {label}{where}: the task (or a "
+        f"library it called) ended the process (os._exit(), a signal, or the out-of-memory "
+        f"killer). The task was not run again; other tasks go on."
     )
-    return WorkerCrashedError(message, worker=address, pid=spec.pid, task=spec.what, index=index)
+    return WorkerCrashedError(message, worker=address, pid=spec.pid, task=label, index=index)
 
 
 def _as_exception(exc: Any) -> BaseException:

@@ -299,7 +299,7 @@ class ClusterPool(Pool):
             what = f"{name}({first})" if len(chunk) == 1 else f"{name}({first}, ...)"
             task = Task(job, 0, 0, b"", b"", mode, start, len(chunk), what, name)
             specs.append(
-                Spec(job, task, func_bytes, payload, star, tuple(shared), route, what, first)
+                Spec(job, task, func_bytes, payload, star, tuple(shared), route, what, first, chunk)
             )
         return specs
 

@@ -28,12 +28,12 @@ from distributed import get_worker
 from .._pickle import describe_unpicklable, dumps, in_band, loads
 from ..errors import TaskSerializationError, capture, short_repr
 
-__all__ = ["run", "STARTED", "OUTPUT"]
+__all__ = ["run", "STARTED", "OUTPUT", "AT_ITEM"]
 
 _HERE = __file__
 
 # Kinds of event a task sends on its pool's topic.
-STARTED, OUTPUT = "started", "output"
+STARTED, OUTPUT, AT_ITEM = "started", "output", "at-item"
 
 
 class _Capture:
@@ -48,6 +48,9 @@ class _Capture:
         "partial",
         "since",
         "worker",
+        "item",
+        "item_since",
+        "told",
         "lock",
         "__weakref__",
     )
@@ -60,6 +63,9 @@ class _Capture:
         self.sent = 0
         self.partial = {"stdout": "", "stderr": ""}
         self.since: float | None = None  # when the oldest unfinished line began
+        self.item = -1  # the index of the map item running (-1: none)
+        self.item_since = 0.0
+        self.told = -1  # the last item told to the client
         self.lock = threading.Lock()
 
     def event(self, kind: str, **fields: Any) -> None:
@@ -95,6 +101,9 @@ FLUSH_DELAY = 0.1
 
 # Captures holding an unfinished line, watched by the flusher thread.
 _pending: weakref.WeakSet[_Capture] = weakref.WeakSet()
+# Captures of the map chunks running here: an item that runs longer than ``FLUSH_DELAY``
+# is told to the client, which names it if the worker dies.
+_chunks: weakref.WeakSet[_Capture] = weakref.WeakSet()
 
 
 def _flusher() -> None:
@@ -107,6 +116,12 @@ def _flusher() -> None:
                 out.flush()
             if out.since is None:
                 _pending.discard(out)
+        for out in list(_chunks):
+            item = out.item
+            if item >= 0 and item != out.told and now - out.item_since >= FLUSH_DELAY:
+                with out.lock:
+                    out.told = item
+                    out.event(AT_ITEM, index=item)
 
 
 _local = threading.local()
@@ -200,7 +215,12 @@ def run(
                 except Exception as exc:
                     errors.append((0, capture(exc, skip=_HERE)))
             else:
-                _map(func, data, bool(star), values, errors)
+                _chunks.add(out)
+                try:
+                    _map(func, data, bool(star), values, errors, out, start)
+                finally:
+                    _chunks.discard(out)
+                    out.item = -1
     finally:
         _local.capture = None
         out.flush()
@@ -209,9 +229,18 @@ def run(
 
 
 def _map(
-    func: Any, items: list[Any], star: bool, values: list[Any], errors: list[tuple[int, Any]]
+    func: Any,
+    items: list[Any],
+    star: bool,
+    values: list[Any],
+    errors: list[tuple[int, Any]],
+    out: _Capture,
+    start: int,
 ) -> None:
+    clock = time.monotonic
     for offset, item in enumerate(items):
+        out.item_since = clock()
+        out.item = start + offset
         try:
             values.append(func(*item) if star else func(item))
         except Exception as exc:

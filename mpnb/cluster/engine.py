@@ -26,6 +26,7 @@ import os
 import pickle
 import secrets
 import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable
@@ -49,6 +50,11 @@ RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 OUTPUT_WAIT = 0.5
 # Seconds to gather the tasks a lost worker held before telling which one crashed.
 CRASH_GATHER = 0.1
+# Seconds after a cancel at which a worker still running a cancelled task is restarted
+# (on a cluster the pool owns).
+RESTART_AFTER = 0.5
+# Seconds between two looks at the size of a cluster the pool owns.
+KEEP_INTERVAL = 1.0
 
 
 class Spec:
@@ -126,12 +132,11 @@ class _Interrupting:
 class ClusterCore:
     """Runs a pool's jobs on ``client``'s cluster (see the module docstring)."""
 
-    def __init__(
-        self, client: Client, window: int | None, name: str, restart_busy: bool = False
-    ) -> None:
+    def __init__(self, client: Client, window: int | None, name: str, owned: Any = None) -> None:
         self.client = client
-        # Restart the workers still running cancelled tasks (a cluster the pool owns).
-        self.restart_busy = restart_busy
+        # The cluster the pool owns (``"local"``): its workers still running cancelled
+        # tasks are restarted.
+        self.owned = owned
         self.name = name
         self.window = window  # None: no limit of our own (the cluster's threads are)
         self.state = RUN
@@ -171,6 +176,10 @@ class ClusterCore:
         client.subscribe_topic(self.topic, self._on_event)
         self._thread = threading.Thread(target=self._run, name=f"mpnb-{name}", daemon=True)
         self._thread.start()
+        if owned is not None:
+            threading.Thread(
+                target=self._keep_workers, name=f"mpnb-{name}-size", daemon=True
+            ).start()
 
     # -- what the result objects need (``_pool.results.Owner``'s core) --
 
@@ -284,9 +293,6 @@ class ClusterCore:
             ids = {job.id for job in jobs}
             self._queue = deque(s for s in self._queue if s.job.id not in ids)
             futures = [s.future for s in self._running.values() if s.job.id in ids]
-            busy = sorted(
-                {s.worker for s in self._running.values() if s.job.id in ids and s.worker}
-            )
             for key in [k for k, s in self._running.items() if s.job.id in ids]:
                 del self._running[key]
             self._cond.notify_all()
@@ -294,26 +300,51 @@ class ClusterCore:
             if job.fail(TaskCancelledError(message), None):
                 job.fire()
         if futures:
-            busy = busy if self.restart_busy and self.state != TERMINATE else []
+            restart = self.owned is not None and self.state != TERMINATE
             if wait:
-                self._cancel_futures(futures, busy)
+                self._cancel_futures(futures, restart)
             else:
                 threading.Thread(
-                    target=self._cancel_futures, args=(futures, busy), daemon=True
+                    target=self._cancel_futures, args=(futures, restart), daemon=True
                 ).start()
 
-    def _cancel_futures(self, futures: list[Any], busy: list[str]) -> None:
-        """Cancel ``futures``; restart the ``busy`` workers that run them (Dask cannot
-        stop a running task), so that the next tasks start at once."""
+    def _cancel_futures(self, futures: list[Any], restart: bool) -> None:
+        """Cancel ``futures``; with ``restart``, restart the workers still running one
+        of them ``RESTART_AFTER`` seconds later (Dask cannot stop a running task), so
+        that the next tasks start at once."""
         try:
-            if self.client.status == "running":
-                self.client.cancel(futures, force=True)
-                if busy:
-                    with self._lock:
-                        self._restarted.update(busy)
-                    self.client.restart_workers(busy, raise_for_error=False)
+            if self.client.status != "running":
+                return
+            self.client.cancel(futures, force=True)
+            if not restart:
+                return
+            keys = {f.key for f in futures}
+            time.sleep(RESTART_AFTER)
+            stacks = self.client.call_stack()
+            busy = sorted(w for w, running in stacks.items() if keys & set(running))
+            if busy:
+                with self._lock:
+                    self._restarted.update(busy)
+                self.client.restart_workers(busy, raise_for_error=False)
         except Exception:
             pass
+
+    def _keep_workers(self) -> None:
+        """The owned cluster's watcher thread: keep its size.
+
+        A ``LocalCluster`` drops a worker whose name has not come back
+        ``distributed.deploy.lost-worker-timeout`` after it was lost; two losses close
+        together (a crash, a restart) can make it drop one that was coming back. Then
+        asking for the cluster's size again (``scale``) starts what it dropped, as a
+        local pool replaces a dead worker."""
+        cluster = self.owned
+        while self.state != TERMINATE:
+            time.sleep(KEEP_INTERVAL)
+            try:
+                if self.state != TERMINATE and len(cluster.workers) < len(cluster.worker_spec):
+                    cluster.scale(len(cluster.worker_spec))
+            except Exception:
+                pass
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         """A task's event (Dask's event loop): it started, or it wrote output."""

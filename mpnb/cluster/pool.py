@@ -76,7 +76,7 @@ class ClusterPool(Pool):
             self._name = f"DaskPool-{next(_names)}"
             window = processes if processes < threads else None
             self._engine = ClusterCore(
-                self._conn.client, window, self._name, restart_busy=self._conn.cluster is not None
+                self._conn.client, window, self._name, owned=self._conn.cluster
             )
         except BaseException:
             self._conn.close()

@@ -72,6 +72,11 @@ def _check_processes(name: str, processes: int | None, force: bool) -> None:
         )
 
 
+def _remote(args: Any) -> bool:
+    """Whether ``--cluster`` names a Dask cluster (whose size is not this machine's)."""
+    return bool(args.cluster) and args.cluster != "here"
+
+
 def _split_line(line: str) -> tuple[str, str | None, str | None]:
     """Options, loop target and iterable expression of the magic's line."""
     match = _LOOP.search(line)
@@ -201,7 +206,7 @@ class PoolMagics(Magics):
 
     @staticmethod
     def _check(args: Any, target: str | None) -> None:
-        _check_processes("%%mp_pool", args.processes, args.force)
+        _check_processes("%%mp_pool", args.processes, args.force or _remote(args))
         if args.max_items < 1:
             raise UsageError(f"%%mp_pool: --max-items must be 1 or more, not {args.max_items}")
         if args.chunksize is not None and args.chunksize < 1:
@@ -258,7 +263,7 @@ class PoolMagics(Magics):
         args = _parse(self.mp_pool_line, line, "%mp_pool", LINE_USAGE)
         if args.shutdown and (args.restart or args.processes or args.start_method or args.cluster):
             raise UsageError("%mp_pool: --shutdown takes no other option")
-        _check_processes("%mp_pool", args.processes, args.force)
+        _check_processes("%mp_pool", args.processes, args.force or _remote(args))
         if args.shutdown:
             warm.shutdown()
         elif args.restart:

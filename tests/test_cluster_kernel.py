@@ -306,3 +306,16 @@ def test_a_crash_inside_a_chunk_names_the_item(kernel):
     assert result.error.ename == "WorkerCrashedError"
     assert "late_death(6) (item 6)" in result.error.evalue
     kernel.ensure_ok("pool.client.wait_for_workers(2, timeout=60)", 90)
+
+
+@pytest.mark.parametrize("now", [False, True], ids=["shutdown", "killed"])
+def test_an_open_local_cluster_does_not_outlive_its_kernel(make_kernel, now):
+    other = make_kernel()
+    other.ensure_ok(
+        'import mpnb as mp\npool = mp.Pool(2, cluster="local")\nassert pool.map(abs, [-1]) == [1]',
+        90,
+    )
+    assert len(other.children()) >= 2  # the two workers (and what they started)
+    if now:
+        other.shutdown(now=True)  # SIGKILL: no atexit, no finalizer
+    other.close()  # fails if a process the kernel had is still alive

@@ -20,6 +20,7 @@ before its first task of this pool.
 from __future__ import annotations
 
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterable
 from multiprocessing.process import BaseProcess
@@ -161,12 +162,11 @@ class ClusterPool(Pool):
         )
 
     def __del__(self, _warn: Any = None) -> None:
+        # Like a local pool's: an unclosed pool is terminated. In a thread of its own:
+        # the last reference may go in Dask's event loop, where a blocking call would hang.
         engine = self._engine
         if engine is not None and engine.state == RUN and not sys.is_finalizing():
-            try:
-                self.terminate()
-            except Exception:
-                pass
+            threading.Thread(target=_terminate_quietly, args=(self,), daemon=True).start()
 
     @property
     def _state(self) -> str:
@@ -305,3 +305,10 @@ class ClusterPool(Pool):
 
 
 _names = iter(range(1, 1 << 62))
+
+
+def _terminate_quietly(pool: ClusterPool) -> None:
+    try:
+        pool.terminate()
+    except Exception:
+        pass

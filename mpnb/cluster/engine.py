@@ -354,7 +354,8 @@ class ClusterCore:
         if kind == remote.OUTPUT:
             self._publisher.publish(msg.get("route"), msg["stream"], msg["text"], msg["worker"])
         with self._cond:
-            self._received[key] = self._received.get(key, 0) + 1
+            if key in self._running:  # not a cancelled task still writing
+                self._received[key] = self._received.get(key, 0) + 1
             if kind == remote.AT_ITEM:
                 spec = self._running.get(key)
                 if spec is not None:

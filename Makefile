@@ -28,8 +28,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# The main venv also gets the browser extra: the JupyterLab tests drive it in Chromium.
-EXTRAS ?= test,browser,lint
+# The main venv also gets the browser extra (the JupyterLab tests drive it in Chromium)
+# and the dask extra (the cluster tests start Dask clusters on loopback).
+EXTRAS ?= test,browser,lint,dask
 # Other CPythons only run the core tests, so they need the test extra alone.
 OTHER_PYTHONS ?= 3.10 3.12 3.13
 # The floors run on the oldest supported CPython.

@@ -363,6 +363,91 @@ class DaskPeer(Peer):
             self._client = self._cluster = None
 
 
+# -- pools on a Dask cluster (W13) -------------------------------------------------------
+
+
+def _local_cluster(n: int) -> Any:
+    from distributed import LocalCluster
+
+    # Loopback only, no dashboard; as mpnb's Pool(cluster="local") makes it.
+    return LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+
+
+class _RawDaskHandle(Handle):
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def map(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        return list(self.client.gather(self.client.map(fn, items, pure=False)))
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> _Result:
+        return _Result(self.client.submit(fn, *args, pure=False).result)
+
+
+class RawDaskPeer(Peer):
+    """``Client.map``/``gather`` and ``Client.submit`` on a ``LocalCluster``: what
+    mpnb's ``Pool(cluster=...)`` is measured against (one task per item, not pure)."""
+
+    name = family = "dask:raw"
+    start_method = "spawn"
+    serializer = "cloudpickle"
+
+    def __init__(self) -> None:
+        self._cluster: Any = None
+        self._client: Any = None
+        self._workers = 0
+
+    def load(self) -> None:
+        _import("distributed")
+
+    def version(self) -> str:
+        return importlib.import_module("distributed").__version__
+
+    @contextlib.contextmanager
+    def pool(self, n: int) -> Iterator[Handle]:
+        if self._client is None or self._workers != n:
+            self.shutdown()
+            from distributed import Client
+
+            self._cluster = _local_cluster(n)
+            self._client = Client(self._cluster, set_as_default=False)
+            self._workers = n
+        yield _RawDaskHandle(self._client)
+
+    def shutdown(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._cluster.close()
+            self._client = self._cluster = None
+
+
+class MpnbDaskPeer(RawDaskPeer):
+    """mpnb's ``Pool(cluster=client)`` on the same kind of ``LocalCluster``."""
+
+    name = "mpnb:dask"
+    family = "mpnb"
+    serializer = "cloudpickle where needed"
+
+    def load(self) -> None:
+        super().load()
+        _import("mpnb")
+
+    @contextlib.contextmanager
+    def pool(self, n: int) -> Iterator[Handle]:
+        with super().pool(n):
+            import mpnb
+
+            with mpnb.Pool(cluster=self._client) as pool:
+                yield _MpHandle(pool)
+
+
 # -- serial baseline --------------------------------------------------------------------
 
 
@@ -403,12 +488,16 @@ _FACTORIES: dict[str, Callable[[], Peer]] = {
     "multiprocess:spawn": lambda: MpApiPeer("multiprocess", "spawn", "multiprocess", "dill"),
     "mpire:fork": MpirePeer,
     "dask": DaskPeer,
+    "dask:raw": RawDaskPeer,
+    "mpnb:dask": MpnbDaskPeer,
 }
 
 ALL = tuple(_FACTORIES)
 MPNB = ("mpnb", "mpnb:spawn")
+#: the pools on a Dask cluster (W13 only)
+CLUSTER = ("mpnb:dask", "dask:raw")
 #: every peer with a pool
-POOLS = tuple(p for p in ALL if p not in ("serial", "multiprocess:spawn"))
+POOLS = tuple(p for p in ALL if p not in ("serial", "multiprocess:spawn") + CLUSTER)
 #: the peers with Process and Queue
 PROCESS_API = (
     "mpnb",
@@ -429,4 +518,11 @@ def start_method(name: str) -> str | None:
     """The start method a peer's name says, without importing anything."""
     if ":" in name:
         return name.split(":", 1)[1]
-    return {"mpire:fork": "fork", "dask": "spawn", "loky": "loky", "joblib": "loky"}.get(name)
+    return {
+        "mpire:fork": "fork",
+        "dask": "spawn",
+        "dask:raw": "spawn",
+        "mpnb:dask": "spawn",
+        "loky": "loky",
+        "joblib": "loky",
+    }.get(name)

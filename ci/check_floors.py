@@ -26,10 +26,10 @@ def release(version: str) -> tuple[int, ...]:
 
 
 def declared() -> dict[str, str]:
-    """name -> floor, for `dependencies` and the `test` extra of pyproject.toml."""
+    """name -> floor, for `dependencies` and the `test` and `dask` extras of pyproject.toml."""
     text = (ROOT / "pyproject.toml").read_text()
     floors: dict[str, str] = {}
-    for block in ("dependencies", "test"):
+    for block in ("dependencies", "test", "dask"):
         match = re.search(rf"^{block} = \[(.*?)^\]", text, re.S | re.M)
         if match is None:
             sys.exit(f"check_floors: no `{block} = [...]` in pyproject.toml")

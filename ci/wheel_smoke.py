@@ -33,6 +33,15 @@ def main() -> None:
     import mpnb.magics.pool
     import mpnb.output.stdlib  # noqa: F401  (the subpackages of the notebook layer)
 
+    # This venv has no dask: nothing imported it, and cluster= says how to get it.
+    assert not [m for m in sys.modules if m.split(".")[0] in ("dask", "distributed")]
+    try:
+        mp.Pool(cluster="local")
+    except ImportError as exc:
+        assert 'pip install "mpnb[dask]"' in str(exc), exc
+    else:
+        raise AssertionError("Pool(cluster=...) without dask did not raise ImportError")
+    print("wheel smoke: cluster= without dask asks for the extra: ok")
     print(f"wheel smoke: mpnb {mp.__version__} from {where} on {sys.version.split()[0]}: ok")
 
 

@@ -89,10 +89,19 @@ class BaseContext(_std.BaseContext):
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
+        *,
+        cluster: Any = None,
     ) -> Pool:
         from .pool import Pool
 
-        return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context())
+        return Pool(
+            processes,
+            initializer,
+            initargs,
+            maxtasksperchild,
+            context=self.get_context(),
+            cluster=cluster,
+        )
 
     # Not the standard library's return types: mpnb's contexts subclass
     # ``multiprocessing.context.BaseContext``, not its SpawnContext, ForkContext...

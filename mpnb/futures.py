@@ -91,6 +91,16 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
       workers are gone; the futures they ran raise ``TaskCancelledError``.
     """
 
+    def __new__(cls, *args: Any, cluster: Any = None, **kwargs: Any) -> ProcessPoolExecutor:
+        """``cluster=`` (a Dask scheduler address, a ``distributed.Client`` or
+        ``"local"``): the calls run on that cluster (``mpnb.cluster``)."""
+        if cluster is None or cls is not ProcessPoolExecutor:
+            return super().__new__(cls)
+        from .cluster import executor_class
+
+        executor: ProcessPoolExecutor = super().__new__(executor_class())
+        return executor
+
     def __init__(
         self,
         max_workers: int | None = None,
@@ -99,6 +109,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         initargs: Iterable[Any] = (),
         *,
         max_tasks_per_child: int | None = None,
+        cluster: Any = None,
     ) -> None:
         if max_workers is None:
             max_workers = cpu_count()

@@ -89,6 +89,16 @@ class Pool:
     _core: PoolCore | None = None
     _tasks: TaskMaker
 
+    def __new__(cls, *args: Any, cluster: Any = None, **kwargs: Any) -> Pool:
+        """``cluster=`` (a Dask scheduler address, a ``distributed.Client`` or
+        ``"local"``): the pool runs its tasks on that cluster (``mpnb.cluster``)."""
+        if cluster is None or cls is not Pool:
+            return super().__new__(cls)
+        from .cluster import pool_class
+
+        pool: Pool = super().__new__(pool_class())
+        return pool
+
     def __init__(
         self,
         processes: int | None = None,
@@ -96,6 +106,8 @@ class Pool:
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
         context: BaseContext | None = None,
+        *,
+        cluster: Any = None,
     ) -> None:
         if context is None:
             from .context import _default_context

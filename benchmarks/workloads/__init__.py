@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import data, faults, notebook, recording, speed
+from . import cluster, data, faults, notebook, recording, speed
 from .base import Case, CaseFailure, Target, Workload
 
 WORKLOADS: dict[str, Workload] = {
@@ -13,6 +13,7 @@ WORKLOADS: dict[str, Workload] = {
         *faults.WORKLOADS,
         *notebook.WORKLOADS,
         *recording.WORKLOADS,
+        *cluster.WORKLOADS,
     )
 }
 # Table order: by number.

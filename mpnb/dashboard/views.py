@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import time
 
+from . import cluster_rows
 from .snapshot import PoolSample, ProcessSample, Snapshot
 
 __all__ = [
@@ -138,6 +139,7 @@ def render_text(snapshot: Snapshot, stopped: bool = False, saved: bool = False) 
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     if len(rows) == 1:
         lines.append("(no process started through mpnb yet)")
+    lines += cluster_rows.text(cluster_rows.rows())
     return "\n".join(lines)
 
 
@@ -250,5 +252,5 @@ def render_html(snapshot: Snapshot, stopped: bool = False, saved: bool = False) 
         f'<div class="mpnb-dashboard" style="font-size:12px">'
         f"{html_header(snapshot, stopped, saved)}"
         f"{html_cores(snapshot)}{html_trends(snapshot)}{pools}"
-        f"{html_processes(snapshot)}</div>"
+        f"{html_processes(snapshot)}{cluster_rows.html_table(cluster_rows.rows())}</div>"
     )

@@ -72,6 +72,11 @@ def _check_processes(name: str, processes: int | None, force: bool) -> None:
         )
 
 
+def _remote(args: Any) -> bool:
+    """Whether ``--cluster`` names a Dask cluster (whose size is not this machine's)."""
+    return bool(args.cluster) and args.cluster != "here"
+
+
 def _split_line(line: str) -> tuple[str, str | None, str | None]:
     """Options, loop target and iterable expression of the magic's line."""
     match = _LOOP.search(line)
@@ -160,6 +165,13 @@ class PoolMagics(Magics):
         default=None,
         help="start method of the warm pool (restarts it if it differs)",
     )
+    @argument(
+        "--cluster",
+        default=None,
+        help="run on a Dask cluster: its scheduler address (tcp://host:8786) or 'local' "
+        "(a cluster on this machine); moves the warm pool there ('here' moves it back); "
+        'needs pip install "mpnb[dask]"',
+    )
     @cell_magic
     def mp_pool(self, line: str, cell: str) -> None:
         """Run a cell in parallel on the warm pool.
@@ -194,7 +206,7 @@ class PoolMagics(Magics):
 
     @staticmethod
     def _check(args: Any, target: str | None) -> None:
-        _check_processes("%%mp_pool", args.processes, args.force)
+        _check_processes("%%mp_pool", args.processes, args.force or _remote(args))
         if args.max_items < 1:
             raise UsageError(f"%%mp_pool: --max-items must be 1 or more, not {args.max_items}")
         if args.chunksize is not None and args.chunksize < 1:
@@ -228,6 +240,13 @@ class PoolMagics(Magics):
         default=None,
         help="restart the warm pool with this start method",
     )
+    @argument(
+        "--cluster",
+        default=None,
+        help="run on a Dask cluster: its scheduler address (tcp://host:8786) or 'local' "
+        "(a cluster on this machine); moves the warm pool there ('here' moves it back); "
+        'needs pip install "mpnb[dask]"',
+    )
     @argument("--restart", action="store_true", help="replace every worker")
     @argument("--shutdown", action="store_true", help="stop the warm pool")
     @line_magic("mp_pool")  # type: ignore[arg-type]  # IPython types its argument as Never
@@ -242,9 +261,9 @@ class PoolMagics(Magics):
         from . import warm
 
         args = _parse(self.mp_pool_line, line, "%mp_pool", LINE_USAGE)
-        if args.shutdown and (args.restart or args.processes or args.start_method):
+        if args.shutdown and (args.restart or args.processes or args.start_method or args.cluster):
             raise UsageError("%mp_pool: --shutdown takes no other option")
-        _check_processes("%mp_pool", args.processes, args.force)
+        _check_processes("%mp_pool", args.processes, args.force or _remote(args))
         if args.shutdown:
             warm.shutdown()
         elif args.restart:
@@ -255,8 +274,8 @@ class PoolMagics(Magics):
                 warm.restart()
             else:  # another size or method: a new pool anyway
                 warm.get_pool(args.processes, args.start_method)
-        elif args.processes or args.start_method:
-            warm.get_pool(args.processes, args.start_method)
+        elif args.processes or args.start_method or args.cluster:
+            warm.get_pool(args.processes, args.start_method, args.cluster)
         return WarmPoolView(warm.describe())
 
 
@@ -277,6 +296,8 @@ class WarmPoolView:
         if not s["running"]:
             return "warm pool: not running (the next %%mp_pool starts it)"
         head = f"warm pool: {s['processes']} workers, start method {s['start_method']}"
+        if s.get("cluster"):
+            head = f"warm pool: {s['processes']} tasks at once on the Dask cluster {s['cluster']}"
         return "\n".join([head] + [f"  {n:<28} pid {p:<8} {st}" for n, p, st in self._rows()])
 
     def _repr_html_(self) -> str:

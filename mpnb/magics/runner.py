@@ -60,9 +60,10 @@ def run_parallel_cell(
         size=len(items),
     )
     try:
-        pool = warm.get_pool(args.processes, args.start_method)
+        cluster = getattr(args, "cluster", None)
+        pool = warm.get_pool(args.processes, args.start_method, cluster)
         if target is None and len(items) > warm.describe()["processes"]:
-            pool = warm.get_pool(len(items), args.start_method)
+            pool = warm.get_pool(len(items), args.start_method, cluster)
         return _collect(pool, spec, items, args, control)
     finally:
         control.close()
@@ -139,7 +140,7 @@ def _values(
         except multiprocessing.TimeoutError:
             # Cancel the rest and stop the workers still running items, as an interrupt
             # does (the warm pool runs nothing else), so the next run starts at once.
-            core = getattr(pool, "_core", None)
+            core = getattr(pool, "_core", None) or getattr(pool, "_engine", None)
             if core is not None:
                 core.interrupt()
             raise PoolTimeoutError(

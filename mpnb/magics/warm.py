@@ -16,30 +16,49 @@ from .._world import Sync, Tracker
 __all__ = ["get_pool", "world_sync", "shutdown", "restart", "describe"]
 
 _lock = threading.RLock()
-_state: dict[str, Any] = {"pool": None, "processes": None, "method": None, "world": None}
+_state: dict[str, Any] = {
+    "pool": None,
+    "processes": None,
+    "method": None,
+    "world": None,
+    "cluster": None,
+}
 
 
 def _default_processes() -> int:
     return os.cpu_count() or 1
 
 
-def get_pool(processes: int | None = None, start_method: str | None = None) -> Any:
+def get_pool(
+    processes: int | None = None, start_method: str | None = None, cluster: str | None = None
+) -> Any:
     """The warm pool with ``processes`` workers (default: the current size, else one per
-    core) under ``start_method`` (default: the current one, else mpnb's default)."""
+    core) under ``start_method`` (default: the current one, else mpnb's default); with
+    ``cluster`` (a Dask scheduler address or ``"local"``), or once moved there, a pool on
+    that cluster (``"here"`` moves it back to this machine)."""
     from ..context import _default_context
 
     with _lock:
         pool = _state["pool"]
+        want_cluster = _state["cluster"] if cluster is None else cluster
+        if want_cluster == "here":
+            want_cluster = None
         want_n = processes or _state["processes"] or _default_processes()
         want_method = start_method or _state["method"] or _default_context.get_start_method()
-        if pool is not None and (want_n != _state["processes"] or want_method != _state["method"]):
+        if pool is not None and (
+            want_n != _state["processes"]
+            or want_method != _state["method"]
+            or want_cluster != _state["cluster"]
+        ):
             _close(pool)
             pool = None
         if pool is None:
             ctx = _default_context.get_context(want_method)
             world = Tracker()  # before the workers start: they start in this world
-            pool = ctx.Pool(want_n)
-            _state.update(pool=pool, processes=want_n, method=want_method, world=world)
+            pool = ctx.Pool(want_n, cluster=want_cluster)
+            _state.update(
+                pool=pool, processes=want_n, method=want_method, world=world, cluster=want_cluster
+            )
         return pool
 
 
@@ -73,7 +92,7 @@ def restart() -> Any:
     with _lock:
         processes, method = _state["processes"], _state["method"]
         shutdown()
-        return get_pool(processes, method)
+        return get_pool(processes, method, _state["cluster"])
 
 
 def describe() -> dict[str, Any]:
@@ -85,6 +104,7 @@ def describe() -> dict[str, Any]:
                 "running": False,
                 "processes": _state["processes"],
                 "start_method": _state["method"],
+                "cluster": _state["cluster"],
                 "workers": [],
             }
         workers = [
@@ -95,5 +115,6 @@ def describe() -> dict[str, Any]:
             "running": True,
             "processes": _state["processes"],
             "start_method": _state["method"],
+            "cluster": _state["cluster"],
             "workers": workers,
         }

@@ -221,7 +221,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """Which worker ran which call, when: the calls this executor ran (the newest
         100,000), or with ``last_run=True`` those since it was last idle. Shows inline
         in Jupyter, as text elsewhere; ``.tasks`` holds the records."""
-        return _pool_timeline(self._core, "ProcessPoolExecutor", last_run)
+        return _pool_timeline(
+            self._core.recorder if self._core else None, "ProcessPoolExecutor", last_run
+        )
 
     def terminate_workers(self) -> None:
         """Stop every worker now (SIGTERM, then SIGKILL after a grace period) and shut

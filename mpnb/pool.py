@@ -63,6 +63,7 @@ from ._pool.tasks import TaskMaker, chunked
 from ._pool.telemetry import Progress, bar_hook, func_name, with_bar
 from .errors import RemoteTraceback  # noqa: F401 - re-exported
 from .registry import REGISTRY
+from .timeline.record import Recorder
 from .timeline.render import Timeline
 
 __all__ = [
@@ -309,7 +310,7 @@ class Pool:
         """Which worker ran which task, when: the tasks this pool ran (the newest
         100,000), or with ``last_run=True`` those since it was last idle. Shows inline
         in Jupyter, as text elsewhere; ``.tasks`` holds the records."""
-        return _timeline(self._core, self._name, last_run)
+        return _timeline(self._core.recorder if self._core else None, self._name, last_run)
 
     def __enter__(self) -> Pool:
         if self._state != RUN:
@@ -415,12 +416,12 @@ class Pool:
         return it
 
 
-def _timeline(core: PoolCore | None, name: str, last_run: bool) -> Timeline:
+def _timeline(recorder: Recorder | None, name: str, last_run: bool) -> Timeline:
+    """The records of ``recorder`` (all, or the last run's) as a ``Timeline``."""
     if not isinstance(last_run, bool):
         raise TypeError(f"timeline(last_run=...) takes True or False, not {last_run!r}")
-    if core is None:
+    if recorder is None:
         return Timeline([], name)
-    recorder = core.recorder
     since = recorder.run_from if last_run else 0
     return Timeline(recorder.records(since), f"{name}, last run" if last_run else name)
 

@@ -188,6 +188,19 @@ def test_a_worker_that_dies_fails_its_task_and_the_others_are_kept(kernel, how):
     result = kernel.execute("pool.map(fragile, range(5), chunksize=1)", timeout=90)
     assert result.error.ename == "WorkerCrashedError"
     assert "(item 3)" in result.error.evalue
+    # The timeline of that map: a lane per worker process, named by its address; the
+    # crashed item marked.
+    tl = kernel.evaluate(
+        "tl = pool.timeline(last_run=True)\n"
+        "sorted((t.item, t.outcome, t.lane.startswith('tcp://127.0.0.1:'), t.end >= t.start)"
+        " for t in tl.tasks)"
+    )
+    assert (3, "crashed", True, True) in tl
+    assert {(item, outcome) for item, outcome, _, _ in tl} <= {
+        *((i, "ok") for i in range(5)),
+        (3, "crashed"),
+    }
+    assert all(named and ordered for _, _, named, ordered in tl)
     kernel.ensure_ok("client = pool.client\nclient.wait_for_workers(2, timeout=60)", 90)
     assert kernel.evaluate("pool.map(abs, [-1, -2])") == [1, 2]
 

@@ -38,6 +38,7 @@ from distributed import Client, as_completed
 from .._pool.protocol import Job, Task
 from ..errors import TaskCancelledError, WorkerCrashedError, rebuild, short_repr
 from ..registry import REGISTRY
+from ..timeline.record import Recorder, now
 from . import remote
 from .plugin import NoRetry
 from .publish import Publisher
@@ -162,6 +163,9 @@ class ClusterCore:
         self._done = 0
         self._interrupting = _Interrupting(self)
         self._publisher = Publisher()
+        #: the timeline's records: a lane per worker process (address and pid)
+        self.recorder = Recorder(name)
+        self._lanes: dict[tuple[str, int | None], int] = {}
         self._ac = as_completed(loop=client.loop, with_results=True, raise_errors=False)
         try:
             client.register_plugin(NoRetry(), name=NoRetry.name)
@@ -209,6 +213,8 @@ class ClusterCore:
     def submit(self, job: Job, specs: list[Spec]) -> None:
         with self._lock:
             self.check()
+            if not (self._jobs or self._queue or self._running):
+                self.recorder.new_run(job.id)
             self._jobs[job.id] = job
             self._last_job = max(self._last_job, job.id)
             for spec in specs:
@@ -414,7 +420,7 @@ class ClusterCore:
             )
 
     def _finished(self, spec: Spec, result: Any) -> None:
-        blob, records, sent, worker, pid = result
+        blob, records, sent, worker, pid, began, seconds = result
         with self._cond:  # its output comes first
             self._cond.wait_for(lambda: self._received.get(spec.key, 0) >= sent, OUTPUT_WAIT)
             self._received.pop(spec.key, None)
@@ -429,6 +435,23 @@ class ClusterCore:
             errors.append((offset, exc))
         if len(values) < task.count and spec.star >= 0 and not errors:
             values += [None] * (task.count - len(values))
+        if self.recorder.on:
+            # The worker's wall-clock start on this process's timeline clock.
+            start = now() - max(time.time() - began, seconds)
+            self.recorder.raw.append(
+                (
+                    task.job.id,
+                    self._lane(worker, pid, start),
+                    start,
+                    seconds,
+                    None if spec.star < 0 else task.start,
+                    task.count,
+                    len(errors),
+                    task.func_name,
+                    None,
+                    None,
+                )
+            )
         self._settle(spec, lambda: spec.job.deliver(task, values, errors), bool(errors))
 
     def _settle(self, spec: Spec, tell: Callable[[], bool], failed: bool = True) -> None:
@@ -468,6 +491,16 @@ class ClusterCore:
             timer.daemon = True
             timer.start()
 
+    def _lane(self, address: str, pid: int | None, started: float) -> int:
+        """The timeline lane of a worker process, made on first sight."""
+        key = (address, pid)
+        lane = self._lanes.get(key)
+        if lane is None:
+            where = f"{address} (pid {pid})" if pid else address
+            self.recorder.lanes.append((where, len(self._lanes), pid, started))
+            lane = self._lanes[key] = len(self.recorder.lanes) - 1
+        return lane
+
     def _tell_crashed(self, address: str, nthreads: int) -> None:
         """Of the tasks a lost worker held, fail those that ran; submit the others."""
         with self._lock:
@@ -478,6 +511,17 @@ class ClusterCore:
             ran = sorted(held, key=lambda s: s.seq)[:nthreads]
         again = [s for s in held if s not in ran]
         for spec in ran:
+            if self.recorder.on:
+                task = spec.task
+                self.recorder.crashed(
+                    task.job.id,
+                    self._lane(address, spec.pid, now()),
+                    None if spec.star < 0 else task.start,
+                    task.count,
+                    task.func_name,
+                    None,
+                    False,
+                )
             self._settle(
                 spec, functools.partial(spec.job.fail, _crash_error(spec, address), spec.task)
             )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..futures import ProcessPoolExecutor
+from ..timeline.render import Timeline
 from .pool import ClusterPool
 
 __all__ = ["ClusterExecutor"]
@@ -79,6 +80,10 @@ class ClusterExecutor(ProcessPoolExecutor):
         self._cluster_pool.close()
         if wait:
             self._cluster_pool.join()
+
+    def timeline(self, last_run: bool = False) -> Timeline:
+        """Which worker process ran which call, when (see ``Pool.timeline``)."""
+        return self._cluster_pool.timeline(last_run)
 
     def terminate_workers(self) -> None:
         """Cancel every call on the cluster and shut down (the workers are the

@@ -33,8 +33,9 @@ from .._pool.results import ApplyResult, Callback, IMapIterator, MapResult
 from .._pool.tasks import chunked
 from .._pool.telemetry import Progress, func_name
 from ..errors import short_repr
-from ..pool import Pool
+from ..pool import Pool, _timeline
 from ..registry import REGISTRY
+from ..timeline.render import Timeline
 from .connect import Connection, connect
 from .engine import RUN, TERMINATE, ClusterCore, Spec
 from .remote import Shared
@@ -92,6 +93,12 @@ class ClusterPool(Pool):
     def client(self) -> Any:
         """The ``distributed.Client`` the pool submits through."""
         return self._conn.client
+
+    def timeline(self, last_run: bool = False) -> Timeline:
+        """Which worker process ran which task, when (see ``Pool.timeline``); a lane per
+        Dask worker process, placed by the workers' wall clocks."""
+        engine = self._engine
+        return _timeline(engine.recorder if engine else None, self._name, last_run)
 
     # -- the standard library's API (the rest is ``Pool``'s, on the methods below) --
 

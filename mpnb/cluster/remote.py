@@ -182,13 +182,16 @@ def run(
     star: int,
     start: int,
     *shared: Any,
-) -> tuple[bytes | None, list[tuple[int, Any]], int, str, int]:
+) -> tuple[bytes | None, list[tuple[int, Any]], int, str, int, float, float]:
     """Run one task: ``star`` -1 is an apply (``payload``: args and kwds), 0 a chunk of
     ``map``, 1 of ``starmap`` (``payload``: the items, from index ``start``).
     ``shared`` are scattered arrays the payload refers to by position.
 
-    Returns ``(values pickled, [(offset, ErrorRecord)], events sent, worker, pid)``.
+    Returns ``(values pickled, [(offset, ErrorRecord)], events sent, worker, pid, began,
+    seconds)``: ``began`` on the wall clock (machines differ in their monotonic clocks),
+    ``seconds`` on the worker's ``perf_counter``.
     """
+    began, clock = time.time(), time.perf_counter()
     worker = get_worker()
     _install_streams()
     out = _Capture(topic, key, route, worker)
@@ -225,7 +228,7 @@ def run(
         _local.capture = None
         out.flush()
     blob = _pickled(values, errors, start if star >= 0 else None)
-    return blob, errors, out.sent, worker.address, os.getpid()
+    return blob, errors, out.sent, worker.address, os.getpid(), began, time.perf_counter() - clock
 
 
 def _map(

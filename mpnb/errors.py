@@ -29,7 +29,7 @@ import traceback
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _compat
-from ._pickle import SerializationError, dumps
+from ._pickle import SerializationError, describe_unpicklable, dumps
 from .registry import signal_name
 
 __all__ = [
@@ -145,6 +145,20 @@ class TaskSerializationError(SerializationError, _MaybeEncodingError):
 
     __str__ = BaseException.__str__
     __repr__ = BaseException.__repr__
+
+    @classmethod
+    def of_result(cls, value: Any, item: int | None) -> TaskSerializationError:
+        """The error for a result that cannot be sent back: ``value``, the result of
+        ``item`` (``None``: of an apply call), named down to the part that fails."""
+        root = "the result" if item is None else f"the result of item {item}"
+        problem = describe_unpicklable(value, root)
+        return cls(
+            str(problem),
+            path=problem.path,
+            obj_type=problem.obj_type,
+            what="result",
+            value=short_repr(value),
+        )
 
 
 class TaskCancelledError(concurrent.futures.CancelledError):

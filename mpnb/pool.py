@@ -59,7 +59,7 @@ from ._pool.results import (
     IMapUnorderedIterator,
     MapResult,
 )
-from ._pool.tasks import TaskMaker, chunked
+from ._pool.tasks import TaskMaker, chunked, map_chunksize
 from ._pool.telemetry import Progress, bar_hook, func_name, with_bar
 from .errors import RemoteTraceback  # noqa: F401 - re-exported
 from .registry import REGISTRY
@@ -368,11 +368,7 @@ class Pool:
         core = self._check_running()
         with core.interrupting():
             items = iterable if isinstance(iterable, list) else list(iterable)
-            if chunksize is None:
-                chunksize, extra = divmod(len(items), self._processes * 4)
-                chunksize += bool(extra)
-            elif chunksize < 1:
-                raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+            chunksize = map_chunksize(len(items), self._processes, chunksize)
             func_ref = self._tasks.function(func)
             job = MapResult(self, len(items), callback, error_callback, on_progress)
             if not items:

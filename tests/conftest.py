@@ -75,8 +75,18 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "no_leak_check: do not fail the test for child processes left alive"
     )
     _become_subreaper()
+    _hear_interrupts()
     config.stash[_SHM_BEFORE] = leaks.shm_entries()
     _audit_shm(config)
+
+
+def _hear_interrupts() -> None:
+    """A session started in the background by a shell (``make test &``) ignores SIGINT,
+    and so would every child it starts: the tests of interrupts need it heard."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _audit_shm(config: pytest.Config) -> None:

@@ -45,7 +45,7 @@ from multiprocessing import connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import RawArray
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from .. import _routing, shutdown
 from ..errors import (
@@ -87,7 +87,7 @@ from .telemetry import (
     Tally,
 )
 
-__all__ = ["PoolCore", "RUN", "CLOSE", "TERMINATE", "cpu_count"]
+__all__ = ["PoolCore", "Interrupting", "RUN", "CLOSE", "TERMINATE", "cpu_count"]
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
@@ -220,7 +220,7 @@ class PoolCore:
         self._tally = Tally(name)  # counts not yet in the registry
         telemetry.flush_with(self._tally, self._flush_counts)
         self.recorder = Recorder(name)  # the tasks' times, for the timeline
-        self._interrupting = _Interrupting(self)
+        self._interrupting = Interrupting(self)
         self._wake_r, self._wake_w = connection.Pipe(duplex=False)
         self._woken = False
         self._sleeping = False  # the manager waits with no deadline
@@ -324,7 +324,7 @@ class PoolCore:
             self._pending = kept
         self._wake()
 
-    def interrupting(self) -> _Interrupting:
+    def interrupting(self) -> Interrupting:
         """A context manager: a ``KeyboardInterrupt`` raised in it calls ``interrupt()``
         and goes on (``with core.interrupting(): result.wait()``)."""
         return self._interrupting
@@ -932,13 +932,18 @@ def _pipe_buffer(conn: connection.Connection) -> int:
     return DEFAULT_PIPE_BUFFER
 
 
-class _Interrupting:
-    """``PoolCore.interrupting()``: one object per core, no state (any thread may use
-    it, nested or not), cheaper to enter than a generator-based context manager."""
+class _Interruptible(Protocol):
+    def interrupt(self) -> None: ...
+
+
+class Interrupting:
+    """``PoolCore.interrupting()`` (and a cluster engine's): one object per engine, no
+    state (any thread may use it, nested or not), cheaper to enter than a
+    generator-based context manager. ``core`` is anything with ``interrupt()``."""
 
     __slots__ = ("_core",)
 
-    def __init__(self, core: PoolCore) -> None:
+    def __init__(self, core: _Interruptible) -> None:
         self._core = core
 
     def __enter__(self) -> None:

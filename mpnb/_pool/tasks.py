@@ -30,7 +30,7 @@ from .core import PoolCore
 from .protocol import APPLY, Job, Task, task_message
 from .telemetry import Label, func_name
 
-__all__ = ["TaskMaker", "FuncRef", "chunked", "REFERENCE_CACHE"]
+__all__ = ["TaskMaker", "FuncRef", "chunked", "map_chunksize", "REFERENCE_CACHE"]
 
 # Functions imported by reference whose pickle a ``TaskMaker`` keeps, by identity: a
 # pool mapping the same module function again does not pickle it again. Cleared when
@@ -178,6 +178,17 @@ def _holder(job: Job) -> Any:
     """What keeps a task's reusable segments: its job, or the future it settles; both
     live until the result is in."""
     return getattr(job, "future", job)
+
+
+def map_chunksize(count: int, processes: int, chunksize: int | None) -> int:
+    """The chunk size of a map of ``count`` items, as the standard library picks it: about
+    four chunks per process unless ``chunksize`` is given (1 or more)."""
+    if chunksize is None:
+        size, extra = divmod(count, processes * 4)
+        return size + bool(extra)
+    if chunksize < 1:
+        raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+    return chunksize
 
 
 def chunked(items: list[Any], size: int) -> Iterator[tuple[int, list[Any]]]:

@@ -29,8 +29,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .. import _routing
-from .._pickle import PICKLING_ERRORS, describe_unpicklable, fails, loads
-from ..errors import ErrorRecord, TaskSerializationError, capture, short_repr
+from .._pickle import PICKLING_ERRORS, fails, loads
+from ..errors import ErrorRecord, TaskSerializationError, capture
 from .initializer import Initializer
 from .protocol import (
     APPLY,
@@ -215,15 +215,7 @@ def _sendable(
         if offset in failed or fails(value) is None:
             out.append(value)
             continue
-        root = "the result" if start is None else f"the result of item {start + offset}"
-        problem = describe_unpicklable(value, root)
-        exc = TaskSerializationError(
-            str(problem),
-            path=problem.path,
-            obj_type=problem.obj_type,
-            what="result",
-            value=short_repr(value),
-        )
+        exc = TaskSerializationError.of_result(value, None if start is None else start + offset)
         failed[offset] = capture(exc, skip=_HERE)
         out.append(None)
         if stop_on_error:

@@ -30,11 +30,11 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 from distributed import Client, as_completed
 
+from .._pool.core import Interrupting
 from .._pool.protocol import Job, Task
 from ..errors import TaskCancelledError, WorkerCrashedError, rebuild, short_repr
 from ..registry import REGISTRY
@@ -111,25 +111,6 @@ class Spec:
         self.at: int | None = None  # the item running past ``remote.FLUSH_DELAY``
 
 
-class _Interrupting:
-    __slots__ = ("_core",)
-
-    def __init__(self, core: ClusterCore) -> None:
-        self._core = core
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
-            self._core.interrupt()
-
-
 class ClusterCore:
     """Runs a pool's jobs on ``client``'s cluster (see the module docstring)."""
 
@@ -161,7 +142,7 @@ class ClusterCore:
         # Tasks of this pool by worker address: [running now, done] (for the monitor).
         self.per_worker: dict[str, list[int]] = {}
         self._done = 0
-        self._interrupting = _Interrupting(self)
+        self._interrupting = Interrupting(self)
         self._publisher = Publisher()
         #: the timeline's records: a lane per worker process (address and pid)
         self.recorder = Recorder(name)
@@ -190,7 +171,7 @@ class ClusterCore:
     def new_job_id(self) -> int:
         return next(self._job_ids)
 
-    def interrupting(self) -> _Interrupting:
+    def interrupting(self) -> Interrupting:
         return self._interrupting
 
     def finish_job(self, job: Job) -> None:

@@ -30,7 +30,7 @@ from .. import _routing
 from .._pickle import SHARED_ARRAY_MIN, checked_dumps, in_band
 from .._pool.protocol import APPLY, MAP, STARMAP, Task
 from .._pool.results import ApplyResult, Callback, IMapIterator, MapResult
-from .._pool.tasks import chunked
+from .._pool.tasks import chunked, map_chunksize
 from .._pool.telemetry import Progress, func_name
 from ..errors import short_repr
 from ..pool import Pool, _timeline
@@ -245,11 +245,7 @@ class ClusterPool(Pool):
         engine = self._check_running()
         with engine.interrupting():
             items = iterable if isinstance(iterable, list) else list(iterable)
-            if chunksize is None:
-                chunksize, extra = divmod(len(items), self._processes * 4)
-                chunksize += bool(extra)
-            elif chunksize < 1:
-                raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+            chunksize = map_chunksize(len(items), self._processes, chunksize)
             func_bytes = self._func_bytes(func)
             job = MapResult(self, len(items), callback, error_callback, on_progress)
             if items:

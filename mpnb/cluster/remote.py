@@ -25,8 +25,8 @@ from typing import Any
 
 from distributed import get_worker
 
-from .._pickle import describe_unpicklable, dumps, in_band, loads
-from ..errors import TaskSerializationError, capture, short_repr
+from .._pickle import dumps, in_band, loads
+from ..errors import TaskSerializationError, capture
 
 __all__ = ["run", "STARTED", "OUTPUT", "AT_ITEM"]
 
@@ -266,15 +266,7 @@ def _pickled(values: list[Any], errors: list[tuple[int, Any]], start: int | None
             with in_band():
                 dumps(value)
         except Exception:
-            root = "the result" if start is None else f"the result of item {start + offset}"
-            problem = describe_unpicklable(value, root)
-            exc = TaskSerializationError(
-                str(problem),
-                path=problem.path,
-                obj_type=problem.obj_type,
-                what="result",
-                value=short_repr(value),
-            )
+            exc = TaskSerializationError.of_result(value, None if start is None else start + offset)
             failed[offset] = capture(exc, skip=_HERE)
             values[offset] = None
     errors[:] = sorted(failed.items())

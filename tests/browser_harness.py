@@ -14,8 +14,10 @@ and is shut down with every kernel and every process they started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -24,12 +26,25 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "JupyterLab", "Notebook7", "missing", "launch_chromium"]
+__all__ = [
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
+    "JupyterLab",
+    "Notebook7",
+    "missing",
+    "launch_chromium",
+    "write_notebook",
+    "serving",
+    "chromium_page",
+    "run_cell",
+    "wait_until",
+]
 
 CHROMIUM = "/usr/bin/chromium"
 # No sandbox (containers, root), no GPU, and nothing that reaches the network.
@@ -228,3 +243,78 @@ class Notebook7(JupyterLab):
     # The JupyterLab server extension runs in the same server: the same options apply.
     app_options = JupyterLab.app_options
     notebook_path = "/notebooks/{name}"
+
+
+# -- what every browser test does ---------------------------------------------------------
+
+
+def write_notebook(path: Path, cells: list[str]) -> Path:
+    """A notebook of code ``cells`` on the ``python3`` kernel at ``path``."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(
+        metadata={
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            }
+        }
+    )
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(notebook, path)
+    return path
+
+
+@contextlib.contextmanager
+def serving(kind: type[JupyterLab], root: Path, home: Path) -> Iterator[JupyterLab]:
+    """A ``kind`` server on ``root``, stopped at the end; fails if it left processes."""
+    server = kind(root, home).start()
+    try:
+        yield server
+    finally:
+        leftovers = server.stop()
+        assert not leftovers, f"processes left after shutdown (killed): {leftovers}"
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1400, height: int = 1100) -> Iterator[Any]:
+    """A page of a headless Chromium (the system's), closed at the end."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(120_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
+    """``check()``'s first true value, polled; fails saying it never saw ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.2)
+
+
+def run_cell(page: Any, server: JupyterLab, index: int, timeout: float = 300.0) -> Any:
+    """Run cell ``index`` with Shift+Enter; wait until it ran; return its output area.
+    The server notes the processes started meanwhile, for its leak check."""
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    prompt = cell.locator(".jp-InputPrompt")
+
+    def finished() -> bool:
+        server.watch()
+        return bool(re.fullmatch(r"\[\d+\]:", prompt.inner_text().strip()))
+
+    wait_until(finished, f"cell {index} finished", timeout)
+    server.watch()
+    return cell.locator(".jp-OutputArea")

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from browser_harness import JupyterLab, launch_chromium, missing
+from browser_harness import (
+    JupyterLab,
+    chromium_page,
+    missing,
+    serving,
+    wait_until,
+    write_notebook,
+)
+from browser_harness import run_cell as harness_run_cell
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -72,65 +79,21 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     reason = missing()
     if reason:
         pytest.skip(f"browser test needs Chromium, Playwright and JupyterLab: {reason}")
-    import nbformat
-
     root = tmp_path_factory.mktemp("lab-root")
-    notebook = nbformat.v4.new_notebook(
-        metadata={
-            "kernelspec": {
-                "name": "python3",
-                "display_name": "Python 3 (ipykernel)",
-                "language": "python",
-            }
-        }
-    )
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
-    nbformat.write(notebook, root / "dashboard.ipynb")
-    server = JupyterLab(root, tmp_path_factory.mktemp("lab-home")).start()
-    try:
+    write_notebook(root / "dashboard.ipynb", CELLS)
+    with serving(JupyterLab, root, tmp_path_factory.mktemp("lab-home")) as server:
         yield server
-    finally:
-        leftovers = server.stop()
-        assert not leftovers, f"processes left after shutdown (killed): {leftovers}"
 
 
 @pytest.fixture
 def page(lab: JupyterLab):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(120_000)
-            yield page
-        finally:
-            browser.close()
+    with chromium_page() as page:
+        yield page
 
 
 def run_cell(page: Any, lab: JupyterLab, index: int, timeout: float = 300.0) -> str:
-    """Run cell ``index`` with Shift+Enter; wait until it ran; return its output text."""
-    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
-    cell.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Shift+Enter")
-    prompt = cell.locator(".jp-InputPrompt")
-    deadline = time.monotonic() + timeout
-    while not re.fullmatch(r"\[\d+\]:", prompt.inner_text().strip()):
-        assert time.monotonic() < deadline, f"cell {index} did not finish in {timeout}s"
-        lab.watch()
-        time.sleep(0.2)
-    lab.watch()
-    return cell.locator(".jp-OutputArea").inner_text()
-
-
-def wait_until(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"the dashboard never showed {what}"
-        time.sleep(0.2)
+    """Run cell ``index``; its output text."""
+    return str(harness_run_cell(page, lab, index, timeout).inner_text())
 
 
 def process_row(dashboard: Any, pid: int, states: tuple[str, ...]) -> str | None:

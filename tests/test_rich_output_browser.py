@@ -7,13 +7,20 @@ table. Screenshots are kept in tests/artifacts/.
 
 from __future__ import annotations
 
-import re
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_harness import JupyterLab, Notebook7, launch_chromium, missing
+from browser_harness import (
+    JupyterLab,
+    Notebook7,
+    chromium_page,
+    missing,
+    run_cell,
+    serving,
+    wait_until,
+    write_notebook,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -48,70 +55,21 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     reason = missing(request.param)
     if reason:
         pytest.skip(f"browser test needs Chromium, Playwright and {request.param}: {reason}")
-    import nbformat
-
     root = tmp_path_factory.mktemp("rich-root")
-    notebook = nbformat.v4.new_notebook(
-        metadata={
-            "kernelspec": {
-                "name": "python3",
-                "display_name": "Python 3 (ipykernel)",
-                "language": "python",
-            }
-        }
-    )
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
-    nbformat.write(notebook, root / "rich.ipynb")
-    running = SERVERS[request.param](root, tmp_path_factory.mktemp("rich-home")).start()
-    try:
+    write_notebook(root / "rich.ipynb", CELLS)
+    with serving(SERVERS[request.param], root, tmp_path_factory.mktemp("rich-home")) as running:
         yield running
-    finally:
-        leftovers = running.stop()
-        assert not leftovers, f"processes left after shutdown (killed): {leftovers}"
 
 
 @pytest.fixture
 def page(server: JupyterLab):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 1000})
-            page.set_default_timeout(120_000)
-            yield page
-        finally:
-            browser.close()
-
-
-def wait_until(check: Any, what: str, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"never saw {what}"
-        time.sleep(0.2)
+    with chromium_page(1200, 1000) as page:
+        yield page
 
 
 def kernel_idle(server: JupyterLab) -> bool:
     kernels = server.api("GET", "/api/kernels")
     return bool(kernels) and all(k.get("execution_state") == "idle" for k in kernels)
-
-
-def run_cell(page: Any, server: JupyterLab, index: int, timeout: float = 300.0) -> Any:
-    """Run cell ``index`` with Shift+Enter; wait until it ran; return its output area."""
-    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
-    cell.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Shift+Enter")
-    prompt = cell.locator(".jp-InputPrompt")
-
-    def finished() -> bool:
-        server.watch()  # remember the processes started, for the leak check at the end
-        return bool(re.fullmatch(r"\[\d+\]:", prompt.inner_text().strip()))
-
-    wait_until(finished, f"cell {index} finished", timeout)
-    return cell.locator(".jp-OutputArea")
 
 
 def test_worker_figures_and_frames_render(server: JupyterLab, page: Any) -> None:

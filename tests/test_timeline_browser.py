@@ -8,13 +8,21 @@ a bar per task, one red and one crashed. Screenshots are kept in tests/artifacts
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_harness import JupyterLab, Notebook7, launch_chromium, missing
+from browser_harness import (
+    JupyterLab,
+    Notebook7,
+    chromium_page,
+    missing,
+    run_cell,
+    serving,
+    wait_until,
+    write_notebook,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -55,67 +63,18 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     reason = missing("notebook" if request.param == "notebook7" else "jupyterlab")
     if reason:
         pytest.skip(f"browser test needs Chromium, Playwright and {request.param}: {reason}")
-    import nbformat
-
     root = tmp_path_factory.mktemp("timeline-root")
-    notebook = nbformat.v4.new_notebook(
-        metadata={
-            "kernelspec": {
-                "name": "python3",
-                "display_name": "Python 3 (ipykernel)",
-                "language": "python",
-            }
-        }
-    )
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
-    nbformat.write(notebook, root / "timeline.ipynb")
+    write_notebook(root / "timeline.ipynb", CELLS)
     kind = Notebook7 if request.param == "notebook7" else JupyterLab
-    app = kind(root, tmp_path_factory.mktemp("timeline-home")).start()
-    app.kind = request.param  # type: ignore[attr-defined]
-    try:
+    with serving(kind, root, tmp_path_factory.mktemp("timeline-home")) as app:
+        app.kind = request.param  # type: ignore[attr-defined]
         yield app
-    finally:
-        leftovers = app.stop()
-        assert not leftovers, f"processes left after shutdown (killed): {leftovers}"
 
 
 @pytest.fixture
 def page(server: JupyterLab):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(120_000)
-            yield page
-        finally:
-            browser.close()
-
-
-def run_cell(page: Any, server: JupyterLab, index: int, timeout: float = 180.0) -> Any:
-    """Run cell ``index`` with Shift+Enter; wait until it ran; return its output area."""
-    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
-    cell.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Shift+Enter")
-    prompt = cell.locator(".jp-InputPrompt")
-    deadline = time.monotonic() + timeout
-    while not re.fullmatch(r"\[\d+\]:", prompt.inner_text().strip()):
-        assert time.monotonic() < deadline, f"cell {index} did not finish in {timeout}s"
-        server.watch()
-        time.sleep(0.2)
-    server.watch()
-    return cell.locator(".jp-OutputArea")
-
-
-def wait_until(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"never saw {what}"
-        time.sleep(0.2)
+    with chromium_page() as page:
+        yield page
 
 
 def test_timeline_renders_a_lane_per_worker(server: JupyterLab, page: Any) -> None:

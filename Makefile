@@ -108,7 +108,7 @@ $(FLOORS_STAMP): pyproject.toml $(FLOORS)
 	[ -x $(FLOORS_VENV)/bin/python ] || "$$prefix/bin/python3" -m venv $(FLOORS_VENV); \
 	rm -f $(FLOORS_VENV)/.mpnb-installed*; \
 	$(FLOORS_VENV)/bin/python $(PIP_INSTALL) pip; \
-	$(FLOORS_VENV)/bin/python $(PIP_INSTALL) -c $(FLOORS) -e '.[test]'
+	$(FLOORS_VENV)/bin/python $(PIP_INSTALL) -c $(FLOORS) -e '.[test,dask]'
 	touch $@
 
 # .venv-3.10/.mpnb-installed-DAY and friends: a venv of that CPython from pyenv, with mpnb
@@ -167,13 +167,14 @@ conformance-%: $(VENV)-%/$(STAMP)
 check-floors:
 	$(PYTHON) ci/check_floors.py
 
-# Core and kernel tests with every dependency at its floor, then the notebooks (the tests
+# Core, kernel and Dask-cluster tests with every dependency at its floor (the dask extra
+# included), then the notebooks (the tests
 # that use nbclient and nbformat). The browser tests need the browser extra, which the
 # floors do not cover.
 test-floors: check-floors $(FLOORS_STAMP)
 	@echo "=== core and kernel tests on $$($(FLOORS_VENV)/bin/python -V), floors of $(FLOORS):"
 	@$(FLOORS_VENV)/bin/python -m pip list --format=freeze 2>/dev/null \
-	  | grep -iE '^(cloudpickle|psutil|ipython|ipykernel|ipywidgets|pytest|pytest-timeout|jupyter.client|nbclient|nbformat|numpy)==' \
+	  | grep -iE '^(cloudpickle|psutil|ipython|ipykernel|ipywidgets|pytest|pytest-timeout|jupyter.client|nbclient|nbformat|nbconvert|numpy|matplotlib|pandas|dask|distributed)==' \
 	  | tr '\n' ' '; echo
 	$(FLOORS_VENV)/bin/python -m pytest -m "(core or kernel) and not browser" $(PYTEST_ARGS)
 	@echo "=== the notebooks (nbclient and nbformat at their floors)"

@@ -168,9 +168,8 @@ check-floors:
 	$(PYTHON) ci/check_floors.py
 
 # Core, kernel and Dask-cluster tests with every dependency at its floor (the dask extra
-# included), then the notebooks (the tests
-# that use nbclient and nbformat). The browser tests need the browser extra, which the
-# floors do not cover.
+# included), then the notebooks (the tests that use nbclient and nbformat). The browser
+# tests need the browser extra, which the floors do not cover.
 test-floors: check-floors $(FLOORS_STAMP)
 	@echo "=== core and kernel tests on $$($(FLOORS_VENV)/bin/python -V), floors of $(FLOORS):"
 	@$(FLOORS_VENV)/bin/python -m pip list --format=freeze 2>/dev/null \

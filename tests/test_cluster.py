@@ -76,3 +76,28 @@ def test_a_bad_number_of_processes_is_refused_before_any_cluster_starts():
 
     with pytest.raises(ValueError, match="Number of processes must be at least 1"):
         mpnb.Pool(0, cluster="local")
+
+
+def test_a_parallel_cell_item_runs_where_its_control_block_does_not_exist():
+    """On a Dask worker of another machine the kernel's shared-memory control block of a
+    ``%%mp_pool`` run is missing: the item runs (map and SPMD forms), with no cancel
+    flag and no wait for the other ranks; a failure comes back as ``ItemFailed``."""
+    from mpnb.magics.cell_task import CellSpec, ItemFailed, run_item
+
+    def spec(source: str, last: str | None, loop_target: str | None, size: int) -> CellSpec:
+        return CellSpec(
+            body=compile(source, "<cell>", "exec"),
+            last=None if last is None else compile(last, "<cell>", "eval"),
+            filename="<cell>",
+            loop_target=loop_target,
+            namespace={},
+            control="mpnb-no-such-block-on-this-machine",
+            keep_going=False,
+            size=size,
+        )
+
+    assert run_item(spec("y = x * 2", "y", "x", 3), (1, 21)) == 42
+    # SPMD: rank 0 of 2 does not wait for a rank that would mark the missing block.
+    assert run_item(spec("r = mp_rank", "(r, mp_size)", None, 2), (0, 0)) == (0, 2)
+    failed = run_item(spec("1 / x", None, "x", 1), (0, 0))
+    assert isinstance(failed, ItemFailed) and isinstance(failed.error, ZeroDivisionError)

@@ -82,15 +82,20 @@ class RunControl:
 _controls: dict[str, tuple[mmap.mmap, memoryview]] = {}
 
 
-def _control(name: str) -> memoryview:
-    """The control block's bytes. Mapped directly, not through ``SharedMemory``: the
+def _control(name: str) -> memoryview | None:
+    """The control block's bytes, or ``None`` on another machine (a Dask worker that is
+    not on the kernel's machine: there the run is stopped by cancelling its futures, and
+    ranks do not wait for each other). Mapped directly, not through ``SharedMemory``: the
     parent owns the block, and a worker must not register it with the resource tracker
     (a late registration would outlive the parent's unlink and read as a leak)."""
     found = _controls.get(name)
     if found is None:
         import _posixshmem
 
-        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        try:
+            fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        except FileNotFoundError:
+            return None
         try:
             mapping = mmap.mmap(fd, os.fstat(fd).st_size)
         finally:
@@ -120,7 +125,7 @@ def run_item(spec: CellSpec, indexed: tuple[int, Any]) -> Any:
     """Run the cell for one item; the value of its last expression, or ``ItemFailed``."""
     index, item = indexed
     block = _control(spec.control)
-    if block[0]:
+    if block is not None and block[0]:
         return SKIPPED
     namespace = dict(spec.namespace)
     namespace.setdefault("__name__", "__main__")
@@ -128,13 +133,14 @@ def run_item(spec: CellSpec, indexed: tuple[int, Any]) -> Any:
     try:
         if spec.loop_target is None:
             namespace.update(mp_rank=item, mp_size=spec.size)
-            _wait_for_ranks(block, item, spec.size)
+            if block is not None:
+                _wait_for_ranks(block, item, spec.size)
         else:
             exec(f"{spec.loop_target} = __mp_item__", {"__mp_item__": item}, namespace)
         exec(body, namespace)
         return eval(last, namespace) if last is not None else None
     except Exception as exc:
-        if not spec.keep_going:
+        if not spec.keep_going and block is not None:
             block[0] = 1
         frames = frames_of(exc, drop=1)  # not this function's frame
         exc.__traceback__ = None

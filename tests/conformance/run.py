@@ -402,6 +402,12 @@ def summarize(results: list, entries: list, report: dict) -> int:
 
 
 def main() -> int:
+    # Started in the background by a shell (``make conformance &``), this process ignores
+    # SIGINT and so would every interpreter it starts: CPython's tests of interrupts
+    # need it heard (an exec'd child gets the default back from a handler, not from
+    # SIG_IGN).
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", default="dropin,ext")
     parser.add_argument("--methods", default="forkserver,spawn,fork")

@@ -337,24 +337,31 @@ class DaskPeer(Peer):
     def version(self) -> str:
         return importlib.import_module("distributed").__version__
 
+    def _connect(self, n: int) -> None:
+        """A ``LocalCluster`` of ``n`` one-thread workers and its client."""
+        from distributed import Client, LocalCluster
+
+        # Loopback only: scheduler, workers, nannies and the dashboard.
+        self._cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+        )
+        self._client = Client(self._cluster)
+
+    def _handle(self, n: int) -> Handle:
+        return _DaskHandle(self._client, n)
+
     @contextlib.contextmanager
     def pool(self, n: int) -> Iterator[Handle]:
         if self._client is None or self._workers != n:
             self.shutdown()
-            from distributed import Client, LocalCluster
-
-            # Loopback only: scheduler, workers, nannies and the dashboard.
-            self._cluster = LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-                silence_logs=logging.ERROR,
-            )
-            self._client = Client(self._cluster)
+            self._connect(n)
             self._workers = n
-        yield _DaskHandle(self._client, n)
+        yield self._handle(n)
 
     def shutdown(self) -> None:
         if self._client is not None:
@@ -391,41 +398,23 @@ class _RawDaskHandle(Handle):
         return _Result(self.client.submit(fn, *args, pure=False).result)
 
 
-class RawDaskPeer(Peer):
+class RawDaskPeer(DaskPeer):
     """``Client.map``/``gather`` and ``Client.submit`` on a ``LocalCluster``: what
     mpnb's ``Pool(cluster=...)`` is measured against (one task per item, not pure)."""
 
     name = family = "dask:raw"
-    start_method = "spawn"
-    serializer = "cloudpickle"
-
-    def __init__(self) -> None:
-        self._cluster: Any = None
-        self._client: Any = None
-        self._workers = 0
 
     def load(self) -> None:
         _import("distributed")
 
-    def version(self) -> str:
-        return importlib.import_module("distributed").__version__
+    def _connect(self, n: int) -> None:
+        from distributed import Client
 
-    @contextlib.contextmanager
-    def pool(self, n: int) -> Iterator[Handle]:
-        if self._client is None or self._workers != n:
-            self.shutdown()
-            from distributed import Client
+        self._cluster = _local_cluster(n)
+        self._client = Client(self._cluster, set_as_default=False)
 
-            self._cluster = _local_cluster(n)
-            self._client = Client(self._cluster, set_as_default=False)
-            self._workers = n
-        yield _RawDaskHandle(self._client)
-
-    def shutdown(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._cluster.close()
-            self._client = self._cluster = None
+    def _handle(self, n: int) -> Handle:
+        return _RawDaskHandle(self._client)
 
 
 class MpnbDaskPeer(RawDaskPeer):

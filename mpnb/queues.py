@@ -8,7 +8,11 @@ differences from the standard library follow, both on purpose:
 - the item is sent as it was when ``put`` was called, not as it is when the feeder
   thread gets to it.
 
-The feeder thread then sends those bytes as they are: ``multiprocessing.queues`` gets a
+The bytes go straight to the pipe from ``put`` when the feeder thread is idle and one
+non-blocking write can take them (``_queue_pipe``: no hand-over between threads, the same
+order, and ``put`` still never blocks on the pipe); otherwise to the feeder thread.
+
+The feeder thread sends those bytes as they are: ``multiprocessing.queues`` gets a
 stand-in for its ``ForkingPickler`` that passes mpnb's pre-pickled items through and
 hands everything else to ``ForkingPickler`` unchanged (installed when the first mpnb
 queue or ``BoundedSemaphore`` is made, in this process or a child).
@@ -24,8 +28,10 @@ standard library contexts see no difference.
 
 from __future__ import annotations
 
+import collections
 import multiprocessing.queues as _std
 import pickle
+import queue
 import threading
 import types
 from collections.abc import Callable
@@ -33,6 +39,7 @@ from multiprocessing import reduction, synchronize
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from . import _pickle
+from ._queue_pipe import QueuePipe
 from .connection import Connection, _adopt
 
 if TYPE_CHECKING:
@@ -53,6 +60,18 @@ class _QueueClass(Protocol):
     """The private static method of ``multiprocessing.queues.Queue`` used here."""
 
     _feed: Callable[..., None]  # the feeder thread's target
+
+
+class _Finalizer(Protocol):
+    """``multiprocessing.util.Finalize``: a queue's ``_close``."""
+
+    def still_active(self) -> bool: ...
+
+
+class _Resettable(Protocol):
+    """``multiprocessing.queues.Queue._reset`` (typeshed leaves it out)."""
+
+    def _reset(self, after_fork: bool = False) -> None: ...
 
 
 class _SemLockState(Protocol):
@@ -154,6 +173,20 @@ else:
 
 
 class _PrepicklingPut(_PutBase):
+    # The standard library's, set in __init__ or _reset (typeshed leaves them out).
+    _closed: bool
+    _sem: synchronize.BoundedSemaphore
+    _wlock: synchronize.Lock | None
+    _writer: Connection
+    _buffer: collections.deque[Any]
+    _notempty: threading.Condition
+    _thread: threading.Thread | None
+    _close: _Finalizer | None
+    _send_bytes: Callable[[bytes | memoryview], None]
+    _start_thread: Callable[[], None]
+    # mpnb's: the pipe's write end, written from ``put`` when it can (``_queue_pipe``).
+    _pipe: QueuePipe | None
+
     def __init__(self, maxsize: int = 0, *, ctx: BaseContext) -> None:
         _install_feeder_pickler()
         super().__init__(maxsize, ctx=ctx)
@@ -162,24 +195,60 @@ class _PrepicklingPut(_PutBase):
         _install_feeder_pickler()
         super().__setstate__(state)
 
-    # The standard library's ``put`` of each subclass (``JoinableQueue`` has its own).
-    _std_put: Callable[..., None]
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._std_put = super().put
+    def _reset(self, after_fork: bool = False) -> None:
+        """The standard library's, then the pipe set up for writes from ``put`` (a new
+        queue, an unpickled one, or a forked child's)."""
+        cast(_Resettable, super())._reset(after_fork)
+        self._pipe = None
+        if self._wlock is None:  # Windows: no write lock, the feeder alone writes
+            return
+        try:
+            fd = self._writer.fileno()
+        except OSError:  # closed
+            return
+        self._pipe = QueuePipe(fd, self._wlock)
+        self._send_bytes = self._pipe.send
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
         data = _plain_dumps(obj)  # plain data: no shared arrays, no error
-        if data is not None:
-            self._std_put(_Prepickled(data), block, timeout)
-            return
-        data, segments = _pickle.dumps_tracked(obj, "the item")
+        segments: list[str] = []
+        if data is None:
+            data, segments = _pickle.dumps_tracked(obj, "the item")
         try:
-            super().put(_Prepickled(data), block, timeout)
+            if self._closed:
+                raise ValueError(f"Queue {self!r} is closed")
+            if not self._sem.acquire(block, timeout):
+                raise queue.Full
+            self._enqueue(data)
         except BaseException:  # closed, Full: the item's shared arrays go too
             _pickle.release_segments(segments)
             raise
+
+    def _enqueue(self, data: bytes | memoryview) -> None:
+        """``put`` after its checks: what the standard library's does under its lock."""
+        with self._notempty:
+            if self._thread is None:
+                self._start_thread()
+            self._send_or_hand_over(data)
+
+    def _send_or_hand_over(self, data: bytes | memoryview) -> None:
+        """Write the item to the pipe now if the feeder is idle and the write cannot
+        block, else hand it to the feeder. Called holding ``_notempty``."""
+        pipe = self._pipe
+        if pipe is not None:
+            close = self._close
+            # ``close`` still active: no sentinel yet, so the feeder keeps the pipe open.
+            if (
+                pipe.idle
+                and not self._buffer
+                and close is not None
+                and close.still_active()
+                and pipe.try_send(data)
+            ):
+                return
+            pipe.handed += 1
+        self._buffer.append(_Prepickled(data))
+        self._notempty.notify()
 
 
 class Queue(_PrepicklingPut, _StdQueue[_T]):
@@ -188,6 +257,18 @@ class Queue(_PrepicklingPut, _StdQueue[_T]):
 
 class JoinableQueue(_PrepicklingPut, _StdJoinableQueue[_T]):
     """``multiprocessing.JoinableQueue`` whose items may be cell-defined objects."""
+
+    # The standard library's (typeshed leaves them out).
+    _cond: threading.Condition
+    _unfinished_tasks: synchronize.Semaphore
+
+    def _enqueue(self, data: bytes | memoryview) -> None:
+        with self._notempty, self._cond:
+            if self._thread is None:
+                self._start_thread()
+            # Counted under ``_cond``, which ``task_done`` takes too, as in the stdlib.
+            self._unfinished_tasks.release()
+            self._send_or_hand_over(data)
 
 
 class SimpleQueue(_StdSimpleQueue[_T]):

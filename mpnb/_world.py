@@ -159,14 +159,31 @@ def sync_modules(stamps: dict[str, Stamp]) -> None:
             importlib.reload(module)
 
 
-def _apply_environ(environ: dict[str, str]) -> None:
-    if environ == os.environ:
+def _environ_store() -> Any:
+    """``os.environ`` as it stores itself: on POSIX its dict of bytes (compared with
+    another in C, where comparing ``os.environ`` decodes every entry), else ``os.environ``."""
+    data = getattr(os.environ, "_data", None)
+    return data if isinstance(data, dict) else os.environ
+
+
+def _environ_snapshot() -> dict[Any, Any]:
+    """A copy of the environ as ``_apply_environ`` takes it (bytes on POSIX)."""
+    return dict(_environ_store())
+
+
+def _apply_environ(environ: dict[Any, Any]) -> None:
+    store = _environ_store()
+    if environ == store:
         return
-    for key in [k for k in os.environ if k not in environ]:
-        del os.environ[key]
+    # The same keys as the snapshot: bytes through os.environb, str through os.environ.
+    target: Any = os.environ
+    if store is not os.environ and any(isinstance(k, bytes) for k in environ):
+        target = os.environb
+    for key in [k for k in target if k not in environ]:
+        del target[key]
     for key, value in environ.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
+        if target.get(key) != value:
+            target[key] = value
 
 
 def _apply_place(cwd: str, path: list[str]) -> None:
@@ -190,7 +207,7 @@ class _Applied:
 
 
 def _apply_setup(
-    environ: dict[str, str], cwd: str, path: list[str], modules: dict[str, Stamp]
+    environ: dict[Any, Any], cwd: str, path: list[str], modules: dict[str, Stamp]
 ) -> _Applied:
     _apply_environ(environ)
     _apply_place(cwd, path)
@@ -205,8 +222,9 @@ class WorldSetup:
     __slots__ = ("environ", "cwd", "path", "modules")
 
     def __init__(
-        self, environ: dict[str, str], cwd: str, path: list[str], modules: dict[str, Stamp]
+        self, environ: dict[Any, Any], cwd: str, path: list[str], modules: dict[str, Stamp]
     ) -> None:
+        # ``environ`` from ``_environ_snapshot`` (bytes on POSIX), or a dict of str.
         self.environ, self.cwd, self.path, self.modules = environ, cwd, path, modules
 
     def __reduce__(self) -> tuple[Callable[..., _Applied], tuple[Any, ...]]:
@@ -227,7 +245,8 @@ def setup_for(process: Any) -> WorldSetup | None:
         cwd = os.getcwd()
     except OSError:
         return None
-    return WorldSetup(dict(os.environ), cwd, list(sys.path), user_modules() if pooled else {})
+    environ = _environ_snapshot()
+    return WorldSetup(environ, cwd, list(sys.path), user_modules() if pooled else {})
 
 
 def _apply_sync(

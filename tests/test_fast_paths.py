@@ -205,6 +205,38 @@ def test_a_process_starts_in_the_environ_of_its_start(ctx, start_method, monkeyp
         assert [s for s in p._mpnb_child_setups if type(s).__name__ == "WorldSetup"]
 
 
+def environ_bytes(q, keys):
+    q.put({k: os.environb.get(k) for k in keys})
+
+
+def test_a_process_gets_added_changed_removed_and_undecodable_environ_entries(ctx, monkeypatch):
+    keys = [b"MPNB_ENV_ADDED", b"MPNB_ENV_CHANGED", b"MPNB_ENV_REMOVED", b"MPNB_ENV_RAW"]
+    monkeypatch.setenv("MPNB_ENV_CHANGED", "before")
+    monkeypatch.setenv("MPNB_ENV_REMOVED", "here")
+    q = ctx.SimpleQueue()
+    first = ctx.Process(target=environ_bytes, args=(q, []))  # a fork server starts now
+    first.start()
+    assert q.get() == {}
+    first.join(WAIT)
+    monkeypatch.setenv("MPNB_ENV_ADDED", "new")
+    monkeypatch.setenv("MPNB_ENV_CHANGED", "after")
+    monkeypatch.delenv("MPNB_ENV_REMOVED")
+    os.environb[b"MPNB_ENV_RAW"] = b"\xff\xfe not utf-8"
+    try:
+        p = ctx.Process(target=environ_bytes, args=(q, keys))
+        p.start()
+        assert q.get() == {
+            b"MPNB_ENV_ADDED": b"new",
+            b"MPNB_ENV_CHANGED": b"after",
+            b"MPNB_ENV_REMOVED": None,
+            b"MPNB_ENV_RAW": b"\xff\xfe not utf-8",
+        }
+        p.join(WAIT)
+        assert p.exitcode == 0
+    finally:
+        os.environb.pop(b"MPNB_ENV_RAW", None)
+
+
 def test_joinable_and_bounded_queues_keep_their_own_put(ctx):
     import queue
 

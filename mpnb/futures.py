@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import _routing
 from ._pickle import segments_released_on_error
@@ -40,7 +40,9 @@ from ._pool.telemetry import BarHook, bar_hook, func_name, report_progress
 from .errors import InitializerError, WorkerCrashedError
 from .pool import Pool
 from .pool import _timeline as _pool_timeline
-from .timeline.render import Timeline
+
+if TYPE_CHECKING:
+    from .timeline.render import Timeline
 
 __all__ = ["ProcessPoolExecutor", "Future", "BrokenWorkerError", "BrokenInitializerError"]
 

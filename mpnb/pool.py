@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable
 from multiprocessing.context import BaseContext
 from multiprocessing.pool import ThreadPool
 from multiprocessing.process import BaseProcess
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _routing
 from ._pickle import segments_released_on_error
@@ -64,7 +64,9 @@ from ._pool.telemetry import Progress, bar_hook, func_name, with_bar
 from .errors import RemoteTraceback  # noqa: F401 - re-exported
 from .registry import REGISTRY
 from .timeline.record import Recorder
-from .timeline.render import Timeline
+
+if TYPE_CHECKING:
+    from .timeline.render import Timeline
 
 __all__ = [
     "Pool",
@@ -414,6 +416,8 @@ class Pool:
 
 def _timeline(recorder: Recorder | None, name: str, last_run: bool) -> Timeline:
     """The records of ``recorder`` (all, or the last run's) as a ``Timeline``."""
+    from .timeline.render import Timeline  # (drawing code: imported when first asked)
+
     if not isinstance(last_run, bool):
         raise TypeError(f"timeline(last_run=...) takes True or False, not {last_run!r}")
     if recorder is None:

@@ -546,3 +546,27 @@ def test_the_core_imports_no_notebook_package_in_a_script_or_its_children():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_import_mpnb_leaves_the_drawing_code_for_when_it_is_asked_for():
+    """What every child and fork server imports stays small: the timeline's drawing code
+    (with ``statistics`` and ``html``) loads at the first ``Timeline``, not before."""
+    code = (
+        "import sys\n"
+        "import mpnb\n"
+        "LAZY = ('mpnb.timeline.render', 'statistics', 'secrets')\n"
+        "def loaded(q):\n"
+        "    q.put(sorted(m for m in LAZY if m in sys.modules))\n"
+        "if __name__ == '__main__':\n"
+        "    before = sorted(m for m in LAZY if m in sys.modules)\n"
+        "    ctx = mpnb.get_context('forkserver')\n"
+        "    q = ctx.SimpleQueue()\n"
+        "    p = ctx.Process(target=loaded, args=(q,))\n"
+        "    p.start()\n"
+        "    in_child = q.get()\n"
+        "    p.join()\n"
+        "    from mpnb.timeline import Timeline\n"
+        "    print(before, in_child, Timeline.__module__ in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+    assert out.stdout.strip() == "[] [] True", out.stderr

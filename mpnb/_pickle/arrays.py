@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import secrets
 import threading
 from collections.abc import Iterator
 from typing import Protocol, cast
@@ -59,7 +58,7 @@ def set_owner_tag(tag: str) -> None:
 
 def new_name() -> str:
     tag = _owner_tag if _owner_tag is not None else f"{os.getpid()}-0"
-    return f"{SEGMENT_PREFIX}{tag}-{secrets.token_hex(8)}"  # SharedMemory adds the "/"
+    return f"{SEGMENT_PREFIX}{tag}-{os.urandom(8).hex()}"  # SharedMemory adds the "/"
 
 
 def release_owned(tag: str, directory: str = SHM_DIR) -> list[str]:

@@ -12,6 +12,8 @@
 ``%mp_timeline`` return a ``Timeline``; its ``tasks`` are plain ``TaskRecord``s.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .record import (
     CANCELLED,
     CRASHED,
@@ -21,7 +23,9 @@ from .record import (
     recording,
     set_recording,
 )
-from .render import Timeline, last_run, processes
+
+if TYPE_CHECKING:
+    from .render import Timeline, last_run, processes
 
 __all__ = [
     "OK",
@@ -35,3 +39,13 @@ __all__ = [
     "recording",
     "set_recording",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``Timeline``, ``last_run`` and ``processes``: the drawing code (``render``, with
+    ``statistics`` and ``html``) is imported when first asked for, not by the engine."""
+    if name in ("Timeline", "last_run", "processes"):
+        from . import render
+
+        return getattr(render, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -135,6 +135,22 @@ def test_pipelined_tasks_all_arrive_in_order_each_on_the_worker_that_ran_it(ctx)
     assert len({r[1] for r in results}) <= 2
 
 
+def test_a_module_builtin_is_pickled_once_a_bound_builtin_method_every_time(ctx):
+    import math
+
+    items = [1, 2]
+    with ctx.Pool(1) as pool:
+        cache = pool._tasks._func_cache
+        assert pool.apply(math.sqrt, (16,)) == 4.0
+        assert pool.apply(abs, (-3,)) == 3
+        assert id(abs) in cache and id(math.sqrt) in cache  # kept: never change
+        copy = items.copy
+        assert pool.apply(copy) == [1, 2]
+        items.append(3)  # a bound method carries its object as it is at each call
+        assert pool.apply(copy) == [1, 2, 3]
+        assert id(copy) not in cache
+
+
 def test_tasks_held_for_a_worker_that_dies_go_to_its_replacement(ctx):
     with ctx.Pool(1) as pool:
         # Known as fast: the worker may hold many tasks, and gets them in batches.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -79,6 +80,15 @@ class _Cached:
         return True
 
 
+def _module_builtin(func: Any) -> bool:
+    """Whether ``func`` is a C function of a module (``abs``, ``math.sqrt``): pickled by
+    name and never changed, so its pickle can be kept. A builtin method bound to an
+    object (``a_list.copy``) is not: its object is pickled by value and can change."""
+    return isinstance(func, types.BuiltinFunctionType) and isinstance(
+        getattr(func, "__self__", None), (types.ModuleType, type(None))
+    )
+
+
 class TaskMaker:
     """Makes the tasks of one engine (see the module docstring)."""
 
@@ -93,7 +103,7 @@ class TaskMaker:
         cached = self._func_cache.get(id(func))
         if cached is not None and cached.current(func):
             return cached.ref
-        reference = by_reference(func)
+        reference = by_reference(func) or _module_builtin(func)
         sent, stamp = _world.fresh_reference(func) if reference else (func, None)
         with in_band():  # loaded by each worker that runs it, maybe more than once
             ref = self.core.function(bytes(checked_dumps(sent, "func")))

@@ -126,6 +126,18 @@ def exit_on(x):
     return x
 
 
+def test_a_plain_task_message_is_byte_for_byte_the_full_one_and_only_plain():
+    from mpnb._pool import protocol
+
+    plain = ((1, "two", [3.0]), {"k": None})
+    args = (7, 3, protocol.APPLY, 0, True, None)
+    assert bytes(protocol.plain_task_message(*args, plain)) == bytes(
+        protocol.task_message(*args, plain)
+    )
+    assert protocol.plain_task_message(*args, ((Point(1),), {})) is None
+    assert protocol.plain_task_message(*args, ((lambda: 1,), {})) is None
+
+
 def test_pipelined_tasks_all_arrive_in_order_each_on_the_worker_that_ran_it(ctx):
     with ctx.Pool(2) as pool:
         pool.map(sleep_then, [(i, 0.0) for i in range(20)], chunksize=1)  # known as fast

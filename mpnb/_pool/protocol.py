@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .._pickle import dumps, loads
+from .._pickle import dumps, loads, plain_dumps
 from ..errors import ErrorRecord
 
 __all__ = [
@@ -113,6 +113,14 @@ def task_message(
     """``(TASK, ...)``, pickled now (raises what pickling ``payload`` or ``route``
     raises). ``payload``: ``(args, kwds)`` for ``APPLY``, else a list of items."""
     return dumps((TASK, task_id, func_id, mode, start, stop_on_error, route, payload))
+
+
+def plain_task_message(
+    task_id: int, func_id: int, mode: int, start: int, stop_on_error: bool, route: Any, payload: Any
+) -> bytes | memoryview | None:
+    """``task_message`` if everything in it is plain data (the same bytes), else ``None``:
+    then use ``task_message``, which may put buffers out of band."""
+    return plain_dumps((TASK, task_id, func_id, mode, start, stop_on_error, route, payload))
 
 
 def stop_message() -> bytes:

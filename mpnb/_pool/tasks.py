@@ -28,7 +28,7 @@ from .._pickle import (
     segments_released_on_error,
 )
 from .core import PoolCore
-from .protocol import APPLY, Job, Task, task_message
+from .protocol import APPLY, Job, Task, plain_task_message, task_message
 from .telemetry import Label, func_name
 
 __all__ = ["TaskMaker", "FuncRef", "chunked", "map_chunksize", "REFERENCE_CACHE"]
@@ -125,11 +125,14 @@ class TaskMaker:
         """The task ``func(*args, **kwds)`` of ``job``, pickled now."""
         task_id = self.core.new_task_id()
         route = _routing.capture()
-        try:
-            with segments_released_on_error(), buffers.leasing(_holder(job)):
-                data = task_message(task_id, func_ref[0], APPLY, 0, True, route, (args, kwds))
-        except PICKLING_ERRORS as exc:
-            raise _explain_args(args, kwds, exc) from exc
+        # Plain data (the usual case) has no buffers to lease and no segments to undo.
+        data = plain_task_message(task_id, func_ref[0], APPLY, 0, True, route, (args, kwds))
+        if data is None:
+            try:
+                with segments_released_on_error(), buffers.leasing(_holder(job)):
+                    data = task_message(task_id, func_ref[0], APPLY, 0, True, route, (args, kwds))
+            except PICKLING_ERRORS as exc:
+                raise _explain_args(args, kwds, exc) from exc
         name = func_name(func)
         return Task(
             job,

@@ -507,19 +507,13 @@ def main() -> int:
                 "appeared during the runs, no live process holds it; removed (on a "
                 "machine shared with other programs it may be theirs)"
             )
-            # A named semaphore (``sem.*``) is noted too: 1 to 3 turned up in some full
-            # runs (none in a rerun), with no interpreter killed; the test that leaves
-            # it is not known. A shared-memory segment still fails the run.
-            killed = any(r.killed for r in results)
-            for n in shm_left:
-                if killed:
-                    results[0].notes.append(
-                        f"/dev/shm/{n} (any run): {what}; an interpreter was killed in a test"
-                    )
-                elif n.startswith("sem."):
-                    results[0].notes.append(f"/dev/shm/{n} (any run): {what}; a semaphore")
-                else:
-                    results[0].leftovers.append(f"/dev/shm/{n} (any run): {what}")
+            if any(r.killed for r in results):
+                results[0].notes.extend(
+                    f"/dev/shm/{n} (any run): {what}; an interpreter was killed in a test"
+                    for n in shm_left
+                )
+            else:
+                results[0].leftovers.extend(f"/dev/shm/{n} (any run): {what}" for n in shm_left)
         status = summarize(results, entries, report)
         print(
             f"\ntotal wall time {time.monotonic() - t0:.0f}s with -j {args.jobs}; "

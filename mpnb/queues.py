@@ -81,7 +81,6 @@ class _SemLockState(Protocol):
 
 
 _std_queues = cast(_QueuesModule, _std)
-_plain_dumps = _pickle.plain_dumps
 
 
 class _Prepickled(_pickle.Pickled):
@@ -210,10 +209,7 @@ class _PrepicklingPut(_PutBase):
         self._send_bytes = self._pipe.send
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        data = _plain_dumps(obj)  # plain data: no shared arrays, no error
-        segments: list[str] = []
-        if data is None:
-            data, segments = _pickle.dumps_tracked(obj, "the item")
+        data, segments = _pickle.dumps_tracked(obj, "the item")  # plain data first
         try:
             if self._closed:
                 raise ValueError(f"Queue {self!r} is closed")

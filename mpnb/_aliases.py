@@ -39,7 +39,7 @@ STDLIB_SUBMODULES = frozenset(
     | (
         {"popen_spawn_win32"}
         if sys.platform == "win32"
-        else {"forkserver", "popen_fork", "popen_forkserver", "popen_spawn_posix"}
+        else {"popen_fork", "popen_forkserver", "popen_spawn_posix"}
     )
 )
 _PREFIX = "mpnb."

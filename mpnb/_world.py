@@ -39,6 +39,8 @@ __all__ = [
     "Sync",
     "Tracker",
     "setup_for",
+    "environ_snapshot",
+    "apply_environ",
     "user_modules",
     "module_stamp",
     "sync_modules",
@@ -166,12 +168,12 @@ def _environ_store() -> Any:
     return data if isinstance(data, dict) else os.environ
 
 
-def _environ_snapshot() -> dict[Any, Any]:
-    """A copy of the environ as ``_apply_environ`` takes it (bytes on POSIX)."""
+def environ_snapshot() -> dict[Any, Any]:
+    """A copy of the environ as ``apply_environ`` takes it (bytes on POSIX)."""
     return dict(_environ_store())
 
 
-def _apply_environ(environ: dict[Any, Any]) -> None:
+def apply_environ(environ: dict[Any, Any]) -> None:
     store = _environ_store()
     if environ == store:
         return
@@ -209,7 +211,7 @@ class _Applied:
 def _apply_setup(
     environ: dict[Any, Any], cwd: str, path: list[str], modules: dict[str, Stamp]
 ) -> _Applied:
-    _apply_environ(environ)
+    apply_environ(environ)
     _apply_place(cwd, path)
     _synced.update(modules)  # what this process starts with (or will import) is current
     return _Applied()
@@ -224,7 +226,7 @@ class WorldSetup:
     def __init__(
         self, environ: dict[Any, Any], cwd: str, path: list[str], modules: dict[str, Stamp]
     ) -> None:
-        # ``environ`` from ``_environ_snapshot`` (bytes on POSIX), or a dict of str.
+        # ``environ`` from ``environ_snapshot`` (bytes on POSIX), or a dict of str.
         self.environ, self.cwd, self.path, self.modules = environ, cwd, path, modules
 
     def __reduce__(self) -> tuple[Callable[..., _Applied], tuple[Any, ...]]:
@@ -236,16 +238,18 @@ class WorldSetup:
 
 def setup_for(process: Any) -> WorldSetup | None:
     """Start hook: the world ``process`` should start in (``None`` under fork, which
-    copies it, except for a pool worker: it records the modules' stamps)."""
+    copies it, and forkserver, whose server takes it with each request: ``mpnb.forkserver``;
+    a pool worker's records the modules' stamps)."""
     pooled = getattr(process, "_mpnb_pool", None) is not None
     method = getattr(process, "_effective_start_method", None)
-    if not pooled and method is not None and method() == "fork":
+    # Fork copies the world; mpnb's fork server applies it to itself before it forks.
+    if not pooled and method is not None and method() in ("fork", "forkserver"):
         return None
     try:
         cwd = os.getcwd()
     except OSError:
         return None
-    environ = _environ_snapshot()
+    environ = environ_snapshot()
     return WorldSetup(environ, cwd, list(sys.path), user_modules() if pooled else {})
 
 

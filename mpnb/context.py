@@ -7,16 +7,16 @@ objects differ (``Process``, ``Queue``, ``SimpleQueue``, ``JoinableQueue``, ``Pi
 ``Manager``, ``Pool``). Locks, events, semaphores, barriers and shared ctypes are the
 standard library's: nothing of the user's goes through them but their own state.
 
-The default start method is ``forkserver`` on Linux (with mpnb preloaded in the
-server) and ``spawn`` elsewhere; ``fork`` is there on request. It is mpnb's own
-setting: ``mpnb.set_start_method`` never changes the standard library's.
+The default start method is ``forkserver`` on Linux (mpnb's own fork server,
+``mpnb.forkserver``, with mpnb preloaded) and ``spawn`` elsewhere; ``fork`` is there on
+request. It is mpnb's own setting: ``mpnb.set_start_method`` never changes the standard
+library's.
 """
 
 from __future__ import annotations
 
 import multiprocessing.context as _std
 import sys
-import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
@@ -34,7 +34,6 @@ __all__ = [
     "ForkContext",
     "ForkServerContext",
     "DefaultContext",
-    "prepare_forkserver",
 ]
 
 
@@ -143,6 +142,12 @@ class BaseContext(_std.BaseContext):
     def get_all_start_methods(self) -> list[str]:
         return _default_context.get_all_start_methods()
 
+    def set_forkserver_preload(self, module_names: list[str]) -> None:
+        """The modules mpnb's fork server imports when it starts (``mpnb.forkserver``)."""
+        from .forkserver import set_forkserver_preload
+
+        set_forkserver_preload(module_names)
+
     def __repr__(self) -> str:
         return f"<mpnb context {self._name!r}>"
 
@@ -247,26 +252,3 @@ _default_context = DefaultContext(_concrete_contexts[_DEFAULT_METHOD])
 def _force_start_method(method: str) -> None:
     """Make ``method`` mpnb's default start method here (a child: its parent's choice)."""
     _default_context._actual_context = _concrete_contexts[method]
-
-
-# Modules the fork server imports once, so each child it forks starts with them.
-FORKSERVER_PRELOAD = ("mpnb", "cloudpickle")
-_forkserver_lock = threading.Lock()
-
-
-def prepare_forkserver() -> None:
-    """Add mpnb to the fork server's preloaded modules if it is not running yet.
-
-    The fork server is shared with the standard library; preloading only imports mpnb
-    and cloudpickle there, which changes nothing for other users of it.
-    """
-    from multiprocessing import forkserver
-
-    server = forkserver._forkserver
-    with _forkserver_lock:
-        if getattr(server, "_forkserver_pid", None) is not None:
-            return
-        preload = list(getattr(server, "_preload_modules", ["__main__"]))
-        missing = [m for m in FORKSERVER_PRELOAD if m not in preload]
-        if missing:
-            server.set_forkserver_preload(preload + missing)

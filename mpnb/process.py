@@ -103,7 +103,7 @@ def _internals(process: object) -> _ProcessInternals:
 
 if TYPE_CHECKING:
     if sys.platform != "win32":
-        from multiprocessing import popen_forkserver, popen_spawn_posix
+        from multiprocessing import popen_spawn_posix
 
     # A mixin over a process class: to the type checker, a process.
     _ProcessBase = BaseProcess
@@ -246,16 +246,15 @@ class ForkProcess(_MpnbProcess, _std_context.ForkProcess):
 
 
 if sys.platform != "win32":
+    from . import forkserver
 
     class ForkServerProcess(_MpnbProcess, _std_context.ForkServerProcess):
         _start_method = "forkserver"
 
+        # mpnb's fork server, not the standard library's (``mpnb.forkserver``).
         @staticmethod
-        def _Popen(process_obj: BaseProcess) -> popen_forkserver.Popen:
-            from .context import prepare_forkserver
-
-            prepare_forkserver()
-            return _std_context.ForkServerProcess._Popen(process_obj)
+        def _Popen(process_obj: BaseProcess) -> forkserver.Popen:  # type: ignore[override]
+            return forkserver.Popen(process_obj)
 else:  # pragma: no cover - Windows has no forkserver
     ForkServerProcess = None  # type: ignore[assignment,misc]
 

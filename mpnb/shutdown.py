@@ -222,10 +222,14 @@ def _reaped(pid: int, timeout: float) -> bool:
 
 
 def _stop_forkserver() -> None:
-    try:
-        from multiprocessing import forkserver
-    except ImportError:  # pragma: no cover - Windows
+    """Stop mpnb's fork server, and the standard library's if this process started it."""
+    if sys.platform == "win32":  # pragma: no cover - Windows has none
         return
+    from . import forkserver as mpnb_forkserver
+
+    mpnb_forkserver._forkserver._stop(HELPER_GRACE)
+    from multiprocessing import forkserver
+
     server = cast(_ForkServerInternals, forkserver._forkserver)
     with server._lock:
         pid = getattr(server, "_forkserver_pid", None)

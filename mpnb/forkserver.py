@@ -1,0 +1,532 @@
+"""mpnb's fork server: each ``forkserver`` child is forked from a warm process that has
+mpnb, cloudpickle and the preloaded modules imported.
+
+The standard library's fork server costs each child a new socket connection, four
+descriptors and a pipe that the child reads its pickled process from after the fork. Here
+a parent keeps one connection to its own server and sends the pickled process in the
+request itself; the server forks with the bytes in hand, so the child reads nothing and
+the parent learns the pid from the status pipe it keeps anyway.
+
+One request on the connection (one sender at a time, under the server's lock):
+
+- a header, ``_HEADER`` (payload length, descriptor count), sent with the descriptors
+  (``SCM_RIGHTS``): the status pipe's write end, the parent-alive pipe's read end, the
+  resource tracker's descriptor, then the process's own (``Popen.duplicate_for_child``);
+- the payload: the parent's state, if it changed since the last request, then the
+  process's name and the process object, each pickled.
+
+The state is what every child of one parent starts with: the preparation data of
+``multiprocessing.spawn`` but the name (``sys.path``, ``sys.argv``, cwd, authkey, main
+module...) and the environ. The server applies it to itself, so a child inherits it
+instead of unpickling and applying it again; where applying it fails there, every child
+applies it itself, as ``multiprocessing.spawn`` would, and reports the error.
+
+The server writes the child's pid and, once it has reaped it, its exit code (8 bytes
+each, as ``multiprocessing.forkserver`` does) to the status pipe, whose read end is the
+parent's sentinel. The server exits when its connection reaches end of file: its parent
+closed it or died. The module offers the names of ``multiprocessing.forkserver`` that a
+user calls (``ensure_running``, ``get_inherited_fds``, ``set_forkserver_preload``), for
+mpnb's server.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+from multiprocessing import process, reduction, resource_tracker, spawn, util
+from multiprocessing.context import set_spawning_popen
+from multiprocessing.popen_fork import Popen as _ForkPopen
+from typing import Any, cast
+
+from ._world import apply_environ, environ_snapshot
+
+# Private helpers of ``multiprocessing.util`` that typeshed leaves out, used as
+# ``multiprocessing.forkserver`` and ``popen_fork`` use them.
+_util: Any = util
+
+__all__ = [
+    "ForkServer",
+    "Popen",
+    "ensure_running",
+    "get_inherited_fds",
+    "set_forkserver_preload",
+    "main",
+]
+
+#: Modules the server imports besides the user's preload list, so that every child
+#: starts with mpnb's pickler ready.
+MPNB_PRELOAD = ("mpnb", "cloudpickle")
+#: The most descriptors one request carries (as the standard library's server).
+MAXFDS_TO_SEND = 256
+_HEADER = struct.Struct("=QQI")
+_MAIN_KEYS = ("sys_path", "init_main_from_path", "init_main_from_name")
+_SIGNED = struct.Struct("q")
+
+
+class ForkServer:
+    """A process's connection to its fork server, started on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._forkserver_pid: int | None = None
+        self._connection: socket.socket | None = None
+        self._preload_modules: list[str] = ["__main__"]
+        self._inherited_fds: list[int] | None = None
+        self._state_sent: dict[str, Any] | None = None  # the last state the server got
+
+    # -- the parent's side ------------------------------------------------------------
+
+    def set_forkserver_preload(self, modules_names: list[str]) -> None:
+        """The modules a server started from now on imports (besides mpnb's)."""
+        if not all(type(name) is str for name in modules_names):
+            raise TypeError(
+                "set_forkserver_preload() takes a list of module names (str), got "
+                f"{modules_names!r}"
+            )
+        self._preload_modules = list(modules_names)
+
+    def get_inherited_fds(self) -> list[int] | None:
+        """In a child of the server: the descriptors its parent passed (else ``None``)."""
+        return self._inherited_fds
+
+    def ensure_running(self) -> None:
+        """Start the server, or a new one if the last one died."""
+        with self._lock:
+            resource_tracker.ensure_running()
+            self._ensure_running_unlocked()
+
+    def _ensure_running_unlocked(self) -> None:
+        if self._forkserver_pid is not None:
+            try:
+                pid, _ = os.waitpid(self._forkserver_pid, os.WNOHANG)
+            except ChildProcessError:
+                pid = self._forkserver_pid
+            if not pid:
+                return
+            self._forget()
+        self._start()
+
+    def _start(self) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            preload = self._preload_modules + [
+                m for m in MPNB_PRELOAD if m not in self._preload_modules
+            ]
+            data = spawn.get_preparation_data("ignore")
+            # The parent's main module, imported once in the server rather than again in
+            # every child (the standard library's server means to, but asks for a key
+            # that the preparation data does not have).
+            prep = {key: data[key] for key in _MAIN_KEYS if key in data}
+            package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            cmd = (
+                f"import sys; sys.path.insert(0, {package_root!r}); "
+                "from mpnb.forkserver import main; "
+                f"main({theirs.fileno()}, {preload!r}, **{prep!r})"
+            )
+            exe = spawn.get_executable()
+            args = [exe, *_util._args_from_interpreter_flags(), "-c", cmd]
+            pid = _util.spawnv_passfds(exe, args, [theirs.fileno()])
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        self._connection = mine
+        self._forkserver_pid = pid
+
+    def _forget(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self._connection = None
+        self._forkserver_pid = None
+        self._state_sent = None
+
+    def _stop(self, timeout: float = 5.0) -> None:
+        """Close the connection (the server exits) and reap the server."""
+        with self._lock:
+            pid = self._forkserver_pid
+            self._forget()
+        if pid is not None:
+            _reap(pid, timeout)
+
+    def new_process(
+        self, popen: Popen, state: dict[str, Any], payload: memoryview
+    ) -> tuple[int, int, int]:
+        """Ask the server for a child running ``payload`` in ``state``: its pid, the status
+        pipe's read end (the sentinel) and the parent-alive pipe's write end."""
+        fds = popen._fds
+        if len(fds) + 3 > MAXFDS_TO_SEND:
+            raise ValueError(f"too many descriptors for one process: {len(fds)}")
+        tracker_fd = resource_tracker.getfd()
+        assert tracker_fd is not None  # getfd() starts the tracker
+        status_r, status_w = os.pipe()
+        alive_r, alive_w = os.pipe()
+        try:
+            passed = [status_w, alive_r, tracker_fd, *fds]
+            with self._lock:
+                for attempt in (1, 2):
+                    self._ensure_running_unlocked()
+                    connection = self._connection
+                    assert connection is not None
+                    changed = state != self._state_sent
+                    state_bytes = _dump_state(popen, state) if changed else b""
+                    header = _HEADER.pack(len(state_bytes), len(payload), len(passed))
+                    try:
+                        socket.send_fds(connection, [header], passed)
+                        if state_bytes:
+                            connection.sendall(state_bytes)
+                        connection.sendall(payload)
+                        self._state_sent = state
+                        break
+                    except (BrokenPipeError, ConnectionResetError):
+                        # The server died since it last answered: once more, on a new one.
+                        if attempt == 2:
+                            raise
+                        pid = self._forkserver_pid
+                        self._forget()
+                        if pid is not None:
+                            _reap(pid, 1.0)
+        except BaseException:
+            os.close(status_r)
+            os.close(alive_w)
+            raise
+        finally:
+            os.close(status_w)
+            os.close(alive_r)
+        try:
+            pid = read_signed(status_r)
+        except BaseException:
+            os.close(status_r)
+            os.close(alive_w)
+            raise
+        return pid, status_r, alive_w
+
+    def _close_at_exit(self) -> None:
+        """At interpreter exit, after the children were joined: the server exits."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def _after_fork_in_child(self) -> None:
+        """A forked copy of this process starts its own server: it must never write to
+        its parent's connection, nor keep that server alive."""
+        self._lock = threading.Lock()
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except OSError:
+                pass
+        self._connection = None
+        self._forkserver_pid = None
+        self._state_sent = None
+
+
+def _dump_state(popen: Popen, state: dict[str, Any]) -> bytes:
+    set_spawning_popen(cast(Any, popen))  # the authkey pickles only for a child
+    try:
+        return bytes(reduction.ForkingPickler.dumps(state))
+    finally:
+        set_spawning_popen(None)
+
+
+def _reap(pid: int, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for the server to exit, then kill it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() >= deadline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            return
+        time.sleep(0.005)
+
+
+def read_signed(fd: int) -> int:
+    """One 8-byte signed integer from ``fd`` (``EOFError`` if it closes first)."""
+    data = b""
+    while len(data) < _SIGNED.size:
+        chunk = os.read(fd, _SIGNED.size - len(data))
+        if not chunk:
+            raise EOFError("the fork server closed the status pipe")
+        data += chunk
+    return int(_SIGNED.unpack(data)[0])
+
+
+def write_signed(fd: int, value: int) -> None:
+    message = _SIGNED.pack(value)
+    while message:
+        message = message[os.write(fd, message) :]
+
+
+class _DupFd:
+    """A descriptor a child of the server received with its request."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def detach(self) -> int:
+        fds = _forkserver.get_inherited_fds()
+        assert fds is not None, "not a child of mpnb's fork server"
+        return fds[self.index]
+
+
+class Popen(_ForkPopen):
+    """``multiprocessing.popen_forkserver.Popen`` over mpnb's fork server."""
+
+    method = "forkserver"
+    DupFd = _DupFd
+
+    def __init__(self, process_obj: Any) -> None:
+        self._fds: list[int] = []
+        super().__init__(process_obj)
+
+    def duplicate_for_child(self, fd: int) -> int:
+        self._fds.append(fd)
+        return len(self._fds) - 1
+
+    def _launch(self, process_obj: Any) -> None:
+        state = spawn.get_preparation_data(process_obj._name)
+        name = state.pop("name")
+        state["environ"] = environ_snapshot()
+        buf = io.BytesIO()
+        set_spawning_popen(cast(Any, self))
+        try:
+            reduction.dump(name, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            set_spawning_popen(None)
+        self.pid, self.sentinel, alive_w = _forkserver.new_process(self, state, buf.getbuffer())
+        self.finalizer = util.Finalize(self, _util.close_fds, (alive_w, self.sentinel))
+
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
+        if self.returncode is None:
+            from multiprocessing.connection import wait
+
+            timeout = 0 if flag == os.WNOHANG else None
+            if not wait([self.sentinel], timeout):
+                return None
+            try:
+                self.returncode = read_signed(self.sentinel)
+            except (OSError, EOFError):
+                # The server died before it could report the exit (as the stdlib says).
+                self.returncode = 255
+        return self.returncode
+
+
+# -- the server --------------------------------------------------------------------------
+
+
+def main(
+    connection_fd: int,
+    preload: list[str],
+    sys_path: list[str] | None = None,
+    init_main_from_path: str | None = None,
+    init_main_from_name: str | None = None,
+) -> None:
+    """Run the fork server on ``connection_fd`` until it reaches end of file."""
+    if sys_path is not None:
+        sys.path[:] = sys_path
+    if "__main__" in preload:
+        _preload_main(init_main_from_path, init_main_from_name)
+    for name in preload:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    _util._close_stdin()
+
+    sig_r, sig_w = os.pipe()
+    os.set_blocking(sig_r, False)
+    os.set_blocking(sig_w, False)
+    handlers: dict[signal.Signals, Any] = {
+        signal.SIGCHLD: lambda *_: None,
+        signal.SIGINT: signal.SIG_IGN,
+    }
+    old_handlers = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    signal.set_wakeup_fd(sig_w)
+    connection = socket.socket(fileno=connection_fd)
+    poller = select.poll()
+    poller.register(connection, select.POLLIN)
+    poller.register(sig_r, select.POLLIN)
+    status_fds: dict[int, int] = {}  # child pid -> its status pipe's write end
+    unapplied: bytearray | None = None  # a state that failed to apply here: each child applies it
+
+    while True:
+        try:
+            ready = {fd for fd, _ in poller.poll()}
+        except InterruptedError:
+            continue
+        if sig_r in ready:
+            _reap_children(sig_r, status_fds)
+        if connection.fileno() in ready:
+            request = _receive(connection)
+            if request is None:
+                return  # the parent is gone
+            state, payload, (status_w, *fds) = request
+            if state:
+                unapplied = None if _apply_state(state) else state
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    connection.close()
+                    for fd in (sig_r, sig_w, status_w, *status_fds.values()):
+                        os.close(fd)
+                    signal.set_wakeup_fd(-1)
+                    for sig, handler in old_handlers.items():
+                        signal.signal(sig, handler)
+                    code = _serve_one(unapplied, payload, fds)
+                except Exception:
+                    sys.excepthook(*sys.exc_info())
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+            del payload
+            for fd in fds:
+                os.close(fd)
+            try:
+                write_signed(status_w, pid)
+            except BrokenPipeError:
+                pass
+            status_fds[pid] = status_w
+
+
+def _preload_main(path: str | None, name: str | None) -> None:
+    """Import the parent's main module as ``__mp_main__``, as each child would (a child
+    whose ``__main__`` is already that module skips it: ``spawn.prepare``)."""
+    process.current_process()._inheriting = True  # type: ignore[attr-defined]
+    try:
+        if path is not None:
+            spawn.import_main_path(path)
+        elif name is not None:
+            spawn._fixup_main_from_name(name)  # type: ignore[attr-defined]
+    except Exception:
+        # Each child imports it again and reports the error where the user sees it.
+        pass
+    finally:
+        del process.current_process()._inheriting  # type: ignore[attr-defined]
+
+
+def _receive(connection: socket.socket) -> tuple[bytearray, bytearray, list[int]] | None:
+    """One request: the state (empty if unchanged), the payload and the descriptors;
+    ``None`` at end of file."""
+    header, fds, _, _ = socket.recv_fds(connection, _HEADER.size, MAXFDS_TO_SEND)
+    if not header:
+        return None
+    while len(header) < _HEADER.size:
+        more = connection.recv(_HEADER.size - len(header))
+        if not more:
+            return None
+        header += more
+    state_length, length, count = _HEADER.unpack(header)
+    if len(fds) != count or count < 3:
+        raise RuntimeError(f"fork server: expected {count} descriptors, received {len(fds)}")
+    state = _receive_exactly(connection, state_length)
+    payload = _receive_exactly(connection, length)
+    if state is None or payload is None:
+        return None
+    return state, payload, fds
+
+
+def _receive_exactly(connection: socket.socket, length: int) -> bytearray | None:
+    data = bytearray(length)
+    view = memoryview(data)
+    got = 0
+    while got < length:
+        n = connection.recv_into(view[got:])
+        if not n:
+            return None
+        got += n
+    return data
+
+
+def _apply_state(state: bytes | bytearray, here: bool = True) -> bool:
+    """Apply a parent's state (preparation data and environ) to this process; in the
+    server, whether it applied (if not, each child applies it and reports the error)."""
+    data = pickle.loads(state)
+    environ = data.pop("environ")
+    if not here:  # a child: ``_serve_one`` marks it inheriting
+        apply_environ(environ)
+        spawn.prepare(data)
+        return True
+    current = process.current_process()
+    current._inheriting = True  # type: ignore[attr-defined]
+    try:
+        apply_environ(environ)
+        spawn.prepare(data)
+    except Exception:
+        return False
+    finally:
+        del current._inheriting  # type: ignore[attr-defined]
+    return True
+
+
+def _reap_children(sig_r: int, status_fds: dict[int, int]) -> None:
+    """Report the exit code of every child that ended to its parent."""
+    try:
+        os.read(sig_r, 65536)
+    except BlockingIOError:
+        pass
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        status_w = status_fds.pop(pid, None)
+        if status_w is None:
+            continue
+        try:
+            write_signed(status_w, os.waitstatus_to_exitcode(status))
+        except BrokenPipeError:
+            pass
+        os.close(status_w)
+
+
+def _serve_one(unapplied: bytearray | None, payload: bytearray, fds: list[int]) -> int:
+    """In the forked child: load the process as ``multiprocessing.spawn._main`` does (its
+    state is the server's already, or ``unapplied``), then run it."""
+    alive_r, tracker_fd, *inherited = fds
+    resource_tracker._resource_tracker._fd = tracker_fd  # type: ignore[attr-defined]
+    _forkserver._inherited_fds = inherited
+    from_parent = io.BytesIO(payload)
+    current = process.current_process()
+    current._inheriting = True  # type: ignore[attr-defined]
+    try:
+        current.name = pickle.load(from_parent)
+        if unapplied is not None:
+            _apply_state(unapplied, here=False)
+        process_obj = pickle.load(from_parent)
+    finally:
+        del current._inheriting  # type: ignore[attr-defined]
+    del payload, from_parent
+    return int(process_obj._bootstrap(alive_r))
+
+
+_forkserver = ForkServer()
+ensure_running = _forkserver.ensure_running
+get_inherited_fds = _forkserver.get_inherited_fds
+set_forkserver_preload = _forkserver.set_forkserver_preload
+# Last among multiprocessing's exit finalizers (it runs them after joining the children).
+util.Finalize(_forkserver, _forkserver._close_at_exit, exitpriority=-100)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _forkserver._after_fork_in_child())

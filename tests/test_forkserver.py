@@ -1,0 +1,227 @@
+"""mpnb's fork server (mpnb/forkserver.py): a child starts in its parent's current world,
+whatever changed since the server started; the server's death, the parent's death,
+threads and forked parents; preloading."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+import mpnb
+from mpnb import forkserver
+
+pytestmark = [pytest.mark.core, pytest.mark.timeout(120)]
+
+WAIT = 30
+
+
+@pytest.fixture
+def fs():
+    return mpnb.get_context("forkserver")
+
+
+def report_world(conn, key: str) -> None:
+    conn.send((os.environ.get(key), os.getcwd(), list(sys.path), mpnb.current_process().name))
+    conn.close()
+
+
+def child_world(fs, key: str, name: str | None = None):
+    r, w = fs.Pipe(duplex=False)
+    p = fs.Process(target=report_world, args=(w, key), name=name)
+    p.start()
+    w.close()
+    try:
+        assert r.poll(WAIT), "the child sent nothing"
+        return r.recv()
+    finally:
+        p.join(WAIT)
+        r.close()
+        assert p.exitcode == 0
+
+
+def test_a_child_starts_in_the_parents_world_as_it_is_now(fs, tmp_path, monkeypatch):
+    first = child_world(fs, "MPNB_FS_TEST", name="first")
+    assert first[0] is None and first[3] == "first"
+    # The world changes after the server started: each later child sees the change.
+    monkeypatch.setenv("MPNB_FS_TEST", "one")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env, cwd, path, name = child_world(fs, "MPNB_FS_TEST", name="second")
+    assert (env, cwd, path[0], name) == ("one", str(tmp_path), str(tmp_path), "second")
+    monkeypatch.delenv("MPNB_FS_TEST")
+    env, cwd, _, _ = child_world(fs, "MPNB_FS_TEST")
+    assert env is None and cwd == str(tmp_path)
+
+
+def exit_with(code: int) -> None:
+    sys.exit(code)
+
+
+def test_exit_codes_and_signals_come_back_from_the_server(fs):
+    p = fs.Process(target=exit_with, args=(3,))
+    p.start()
+    p.join(WAIT)
+    assert p.exitcode == 3
+    p = fs.Process(target=time.sleep, args=(60,))
+    p.start()
+    p.kill()
+    p.join(WAIT)
+    assert p.exitcode == -signal.SIGKILL
+
+
+def test_a_dead_server_is_replaced_and_its_running_child_reports_255(fs):
+    p = fs.Process(target=time.sleep, args=(0.5,))
+    p.start()
+    pid = forkserver._forkserver._forkserver_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    p.join(WAIT)
+    assert p.exitcode in (0, 255)  # whether the server reported it before it died
+    q = fs.Process(target=exit_with, args=(0,))
+    q.start()
+    q.join(WAIT)
+    assert q.exitcode == 0
+    assert forkserver._forkserver._forkserver_pid not in (None, pid)
+
+
+def started_name(results: list[int], i: int, fs) -> None:
+    p = fs.Process(target=exit_with, args=(i % 7,))
+    p.start()
+    p.join(WAIT)
+    results.append((i % 7) == p.exitcode)
+
+
+def test_threads_starting_processes_at_once(fs):
+    results: list[bool] = []
+    threads = [
+        threading.Thread(
+            target=lambda t=t: [started_name(results, t * 10 + i, fs) for i in range(8)]
+        )
+        for t in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT * 2)
+    assert results == [True] * 32
+
+
+def server_pid_of_a_grandchild(conn) -> None:
+    import mpnb
+
+    fs = mpnb.get_context("forkserver")
+    p = fs.Process(target=exit_with, args=(0,))
+    p.start()
+    p.join(30)
+    conn.send((mpnb.forkserver._forkserver._forkserver_pid, p.exitcode))
+    conn.close()
+    mpnb.forkserver._forkserver._stop()
+
+
+def test_a_forked_child_starts_its_own_server(fs):
+    p = fs.Process(target=exit_with, args=(0,))
+    p.start()
+    p.join(WAIT)
+    ours = forkserver._forkserver._forkserver_pid
+    r, w = mpnb.Pipe(duplex=False)
+    child = mpnb.get_context("fork").Process(target=server_pid_of_a_grandchild, args=(w,))
+    child.start()
+    w.close()
+    assert r.poll(WAIT)
+    theirs, code = r.recv()
+    child.join(WAIT)
+    assert child.exitcode == 0 and code == 0
+    assert theirs not in (None, ours)
+    # Ours still answers: the child never wrote to our connection.
+    p = fs.Process(target=exit_with, args=(4,))
+    p.start()
+    p.join(WAIT)
+    assert p.exitcode == 4 and forkserver._forkserver._forkserver_pid == ours
+
+
+def test_preload_takes_module_names_only():
+    with pytest.raises(TypeError, match="module names"):
+        mpnb.set_forkserver_preload([1, 2, 3])
+
+
+def modules_present(conn, names: list[str]) -> None:
+    conn.send([n in sys.modules for n in names])
+    conn.close()
+
+
+def test_a_new_server_imports_the_preload_list(fs):
+    forkserver._forkserver._stop()
+    mpnb.set_forkserver_preload(["__main__", "colorsys"])
+    try:
+        r, w = fs.Pipe(duplex=False)
+        p = fs.Process(target=modules_present, args=(w, ["colorsys", "mpnb", "cloudpickle"]))
+        p.start()
+        w.close()
+        assert r.poll(WAIT)
+        assert r.recv() == [True, True, True]
+        p.join(WAIT)
+    finally:
+        forkserver._forkserver._stop()
+        mpnb.set_forkserver_preload(["__main__"])
+
+
+SCRIPT = """
+import os, sys, time
+import mpnb
+
+# Appends a line each time this module runs: once as __main__, once in the server.
+with open(os.environ["MPNB_FS_IMPORTS"], "a") as f:
+    f.write(__name__ + "\\n")
+
+def work(i):
+    return i * 2
+
+if __name__ == "__main__":
+    fs = mpnb.get_context("forkserver")
+    for i in range(3):
+        p = fs.Process(target=work, args=(i,))
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0, p.exitcode
+    print(mpnb.forkserver._forkserver._forkserver_pid, flush=True)
+    if sys.argv[1:] == ["linger"]:
+        time.sleep(120)
+"""
+
+
+def test_the_main_module_is_imported_once_in_the_server_not_in_each_child(tmp_path):
+    script = tmp_path / "main_once.py"
+    script.write_text(SCRIPT)
+    log = tmp_path / "imports.txt"
+    env = {**os.environ, "MPNB_FS_IMPORTS": str(log)}
+    out = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=WAIT * 2
+    )
+    assert out.returncode == 0, out.stderr
+    assert log.read_text().splitlines() == ["__main__", "__mp_main__"]
+
+
+def test_the_server_exits_when_its_parent_is_killed(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "MPNB_FS_IMPORTS": str(tmp_path / "imports.txt")}
+    parent = subprocess.Popen(
+        [sys.executable, str(script), "linger"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        server = psutil.Process(int(parent.stdout.readline()))
+        assert server.is_running()
+    finally:
+        parent.kill()
+        parent.wait(WAIT)
+        if parent.stdout is not None:
+            parent.stdout.close()
+    server.wait(WAIT)  # gone, not an orphan: its connection reached end of file

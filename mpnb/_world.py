@@ -40,6 +40,7 @@ __all__ = [
     "Tracker",
     "setup_for",
     "environ_snapshot",
+    "user_file",
     "apply_environ",
     "user_modules",
     "module_stamp",
@@ -76,7 +77,9 @@ def _system_dirs() -> tuple[str, ...]:
     return _system
 
 
-def _user_file(name: str, module: ModuleType) -> str | None:
+def user_file(name: str, module: ModuleType) -> str | None:
+    """The real path of ``module`` if it is a user module (a ``.py`` file outside the
+    standard library, site-packages and mpnb), else ``None``."""
     file = getattr(module, "__file__", None)
     if not isinstance(file, str) or not file.endswith(".py"):
         return None
@@ -113,7 +116,7 @@ def _classify(name: str, module: ModuleType) -> str | None:
     known = _kinds.get(name)
     if known is not None and known[0] is module:
         return known[1]
-    path = _user_file(name, module)
+    path = user_file(name, module)
     _kinds[name] = (module, path)
     return path
 

@@ -9,11 +9,14 @@ the parent learns the pid from the status pipe it keeps anyway.
 
 One request on the connection (one sender at a time, under the server's lock):
 
-- a header, ``_HEADER`` (payload length, descriptor count), sent with the descriptors
-  (``SCM_RIGHTS``): the status pipe's write end, the parent-alive pipe's read end, the
-  resource tracker's descriptor, then the process's own (``Popen.duplicate_for_child``);
-- the payload: the parent's state, if it changed since the last request, then the
-  process's name and the process object, each pickled.
+- a header, ``_HEADER`` (the lengths of the three parts below, the descriptor count),
+  sent with the descriptors (``SCM_RIGHTS``): the status pipe's write end, the
+  parent-alive pipe's read end, the resource tracker's descriptor, then the process's own
+  (``Popen.duplicate_for_child``);
+- the parent's state, if it changed since the last request (else nothing);
+- the names of modules to learn that this server was not told yet (else nothing): the
+  modules the parent's targets come from (``mpnb._preload``);
+- the payload: the process's name and the process object, each pickled.
 
 The state is what every child of one parent starts with: the preparation data of
 ``multiprocessing.spawn`` but the name (``sys.path``, ``sys.argv``, cwd, authkey, main
@@ -45,6 +48,7 @@ from multiprocessing.context import set_spawning_popen
 from multiprocessing.popen_fork import Popen as _ForkPopen
 from typing import Any, cast
 
+from . import _preload
 from ._world import apply_environ, environ_snapshot
 
 # Private helpers of ``multiprocessing.util`` that typeshed leaves out, used as
@@ -65,7 +69,7 @@ __all__ = [
 MPNB_PRELOAD = ("mpnb", "cloudpickle")
 #: The most descriptors one request carries (as the standard library's server).
 MAXFDS_TO_SEND = 256
-_HEADER = struct.Struct("=QQI")
+_HEADER = struct.Struct("=QQQI")
 _MAIN_KEYS = ("sys_path", "init_main_from_path", "init_main_from_name")
 _SIGNED = struct.Struct("q")
 
@@ -80,6 +84,8 @@ class ForkServer:
         self._preload_modules: list[str] = ["__main__"]
         self._inherited_fds: list[int] | None = None
         self._state_sent: dict[str, Any] | None = None  # the last state the server got
+        self._modules: list[str] = []  # the modules of targets started so far, in order
+        self._modules_told = 0  # how many of them the server was told
 
     # -- the parent's side ------------------------------------------------------------
 
@@ -87,8 +93,8 @@ class ForkServer:
         """The modules a server started from now on imports (besides mpnb's)."""
         if not all(type(name) is str for name in modules_names):
             raise TypeError(
-                "set_forkserver_preload() takes a list of module names (str), got "
-                f"{modules_names!r}"
+                "module_names must be a list of strings: the names of modules for the fork "
+                f"server to import, got {modules_names!r}"
             )
         self._preload_modules = list(modules_names)
 
@@ -147,6 +153,7 @@ class ForkServer:
         self._connection = None
         self._forkserver_pid = None
         self._state_sent = None
+        self._modules_told = 0
 
     def _stop(self, timeout: float = 5.0) -> None:
         """Close the connection (the server exits) and reap the server."""
@@ -157,10 +164,11 @@ class ForkServer:
             _reap(pid, timeout)
 
     def new_process(
-        self, popen: Popen, state: dict[str, Any], payload: memoryview
+        self, popen: Popen, state: dict[str, Any], module: str | None, payload: memoryview
     ) -> tuple[int, int, int]:
         """Ask the server for a child running ``payload`` in ``state``: its pid, the status
-        pipe's read end (the sentinel) and the parent-alive pipe's write end."""
+        pipe's read end (the sentinel) and the parent-alive pipe's write end. ``module``:
+        where the child's code comes from, for the server to learn."""
         fds = popen._fds
         if len(fds) + 3 > MAXFDS_TO_SEND:
             raise ValueError(f"too many descriptors for one process: {len(fds)}")
@@ -177,13 +185,17 @@ class ForkServer:
                     assert connection is not None
                     changed = state != self._state_sent
                     state_bytes = _dump_state(popen, state) if changed else b""
-                    header = _HEADER.pack(len(state_bytes), len(payload), len(passed))
+                    if module is not None and module not in self._modules:
+                        self._modules.append(module)
+                    untold = self._modules[self._modules_told :]
+                    learn = pickle.dumps(untold) if untold else b""
+                    header = _HEADER.pack(len(state_bytes), len(learn), len(payload), len(passed))
                     try:
                         socket.send_fds(connection, [header], passed)
-                        if state_bytes:
-                            connection.sendall(state_bytes)
+                        connection.sendall(state_bytes + learn)
                         connection.sendall(payload)
                         self._state_sent = state
+                        self._modules_told = len(self._modules)
                         break
                     except (BrokenPipeError, ConnectionResetError):
                         # The server died since it last answered: once more, on a new one.
@@ -227,6 +239,7 @@ class ForkServer:
         self._connection = None
         self._forkserver_pid = None
         self._state_sent = None
+        self._modules_told = 0
 
 
 def _dump_state(popen: Popen, state: dict[str, Any]) -> bytes:
@@ -276,6 +289,22 @@ def write_signed(fd: int, value: int) -> None:
         message = message[os.write(fd, message) :]
 
 
+def _code_module(process_obj: Any) -> str | None:
+    """The module a process's code comes from (its target's, or its class's if it has its
+    own ``run``), if the server could import it by name."""
+    target = getattr(process_obj, "_target", None)
+    if target is not None:
+        name = getattr(target, "__module__", None)
+    elif type(process_obj).run is not process.BaseProcess.run:
+        name = type(process_obj).__module__
+    else:
+        return None
+    if not isinstance(name, str) or name in ("__main__", "__mp_main__"):
+        return None
+    module = sys.modules.get(name)
+    return name if getattr(module, "__file__", None) else None
+
+
 class _DupFd:
     """A descriptor a child of the server received with its request."""
 
@@ -313,7 +342,10 @@ class Popen(_ForkPopen):
             reduction.dump(process_obj, buf)
         finally:
             set_spawning_popen(None)
-        self.pid, self.sentinel, alive_w = _forkserver.new_process(self, state, buf.getbuffer())
+        module = _code_module(process_obj)
+        self.pid, self.sentinel, alive_w = _forkserver.new_process(
+            self, state, module, buf.getbuffer()
+        )
         self.finalizer = util.Finalize(self, _util.close_fds, (alive_w, self.sentinel))
 
     def poll(self, flag: int = os.WNOHANG) -> int | None:
@@ -345,12 +377,9 @@ def main(
     if sys_path is not None:
         sys.path[:] = sys_path
     if "__main__" in preload:
-        _preload_main(init_main_from_path, init_main_from_name)
-    for name in preload:
-        try:
-            __import__(name)
-        except ImportError:
-            pass
+        _preload.import_main(init_main_from_path, init_main_from_name)
+    _preload.import_preload(preload)
+    learned = _preload.Learned()
     _util._close_stdin()
 
     sig_r, sig_w = os.pipe()
@@ -380,9 +409,13 @@ def main(
             request = _receive(connection)
             if request is None:
                 return  # the parent is gone
-            state, payload, (status_w, *fds) = request
+            state, learn, payload, (status_w, *fds) = request
             if state:
                 unapplied = None if _apply_state(state) else state
+                learned.reimport()  # what the learned modules' imports read may have changed
+            if learn:
+                learned.learn(pickle.loads(learn))
+            learned.refresh()
             pid = os.fork()
             if pid == 0:
                 code = 1
@@ -409,25 +442,11 @@ def main(
             status_fds[pid] = status_w
 
 
-def _preload_main(path: str | None, name: str | None) -> None:
-    """Import the parent's main module as ``__mp_main__``, as each child would (a child
-    whose ``__main__`` is already that module skips it: ``spawn.prepare``)."""
-    process.current_process()._inheriting = True  # type: ignore[attr-defined]
-    try:
-        if path is not None:
-            spawn.import_main_path(path)
-        elif name is not None:
-            spawn._fixup_main_from_name(name)  # type: ignore[attr-defined]
-    except Exception:
-        # Each child imports it again and reports the error where the user sees it.
-        pass
-    finally:
-        del process.current_process()._inheriting  # type: ignore[attr-defined]
-
-
-def _receive(connection: socket.socket) -> tuple[bytearray, bytearray, list[int]] | None:
-    """One request: the state (empty if unchanged), the payload and the descriptors;
-    ``None`` at end of file."""
+def _receive(
+    connection: socket.socket,
+) -> tuple[bytearray, bytearray, bytearray, list[int]] | None:
+    """One request: the state (empty if unchanged), the modules to learn (empty if none),
+    the payload and the descriptors; ``None`` at end of file."""
     header, fds, _, _ = socket.recv_fds(connection, _HEADER.size, MAXFDS_TO_SEND)
     if not header:
         return None
@@ -436,14 +455,15 @@ def _receive(connection: socket.socket) -> tuple[bytearray, bytearray, list[int]
         if not more:
             return None
         header += more
-    state_length, length, count = _HEADER.unpack(header)
+    state_length, learn_length, length, count = _HEADER.unpack(header)
     if len(fds) != count or count < 3:
         raise RuntimeError(f"fork server: expected {count} descriptors, received {len(fds)}")
     state = _receive_exactly(connection, state_length)
+    learn = _receive_exactly(connection, learn_length)
     payload = _receive_exactly(connection, length)
-    if state is None or payload is None:
+    if state is None or learn is None or payload is None:
         return None
-    return state, payload, fds
+    return state, learn, payload, fds
 
 
 def _receive_exactly(connection: socket.socket, length: int) -> bytearray | None:

@@ -147,7 +147,7 @@ def test_a_forked_child_starts_its_own_server(fs):
 
 
 def test_preload_takes_module_names_only():
-    with pytest.raises(TypeError, match="module names"):
+    with pytest.raises(TypeError, match="module_names must be a list of strings"):
         mpnb.set_forkserver_preload([1, 2, 3])
 
 

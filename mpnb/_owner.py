@@ -127,8 +127,10 @@ def started(process: Any, detach: bool) -> None:
     if not detach:
         return
     _children.add(process)
+    if getattr(process, "_mpnb_method", None) != "fork":
+        return  # not this process's child, or exec'ed already: it joins its own group itself
     try:
-        os.setpgid(process.pid, process.pid)  # forkserver's and spawn's after exec: not ours
+        os.setpgid(process.pid, process.pid)
     except OSError:
         pass
 

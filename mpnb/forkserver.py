@@ -24,9 +24,12 @@ module...) and the environ. The server applies it to itself, so a child inherits
 instead of unpickling and applying it again; where applying it fails there, every child
 applies it itself, as ``multiprocessing.spawn`` would, and reports the error.
 
-The server writes the child's pid and, once it has reaped it, its exit code (8 bytes
-each, as ``multiprocessing.forkserver`` does) to the status pipe, whose read end is the
-parent's sentinel. The server exits when its connection reaches end of file: its parent
+The server answers each request with the child's pid on the connection (8 bytes, in
+request order), read when the pid is first needed (``Popen.pid``): ``start()`` does not
+wait for the fork, so a parent starting several processes keeps the server busy. Once it
+has reaped the child, the server writes its exit code (8 bytes, as
+``multiprocessing.forkserver`` does) to the status pipe, whose read end is the parent's
+sentinel. The server exits when its connection reaches end of file: its parent
 closed it or died. The module offers the names of ``multiprocessing.forkserver`` that a
 user calls (``ensure_running``, ``get_inherited_fds``, ``set_forkserver_preload``), for
 mpnb's server.
@@ -43,6 +46,7 @@ import socket
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from multiprocessing import process, reduction, resource_tracker, spawn, util
 from multiprocessing.context import set_spawning_popen
 from multiprocessing.popen_fork import Popen as _ForkPopen
@@ -86,6 +90,7 @@ class ForkServer:
         self._state_sent: dict[str, Any] | None = None  # the last state the server got
         self._modules: list[str] = []  # the modules of targets started so far, in order
         self._modules_told = 0  # how many of them the server was told
+        self._replies: _Replies | None = None  # the pids the server sends back
 
     # -- the parent's side ------------------------------------------------------------
 
@@ -145,9 +150,13 @@ class ForkServer:
         finally:
             theirs.close()
         self._connection = mine
+        self._replies = _Replies(mine)
         self._forkserver_pid = pid
 
     def _forget(self) -> None:
+        if self._replies is not None:
+            self._replies.close()
+        self._replies = None
         if self._connection is not None:
             self._connection.close()
         self._connection = None
@@ -165,10 +174,11 @@ class ForkServer:
 
     def new_process(
         self, popen: Popen, state: dict[str, Any], module: str | None, payload: memoryview
-    ) -> tuple[int, int, int]:
-        """Ask the server for a child running ``payload`` in ``state``: its pid, the status
-        pipe's read end (the sentinel) and the parent-alive pipe's write end. ``module``:
-        where the child's code comes from, for the server to learn."""
+    ) -> tuple[_Replies, int, int, int]:
+        """Ask the server for a child running ``payload`` in ``state``: where its pid will
+        come (the replies and the request's number), the status pipe's read end (the
+        sentinel) and the parent-alive pipe's write end. ``module``: where the child's code
+        comes from, for the server to learn."""
         fds = popen._fds
         if len(fds) + 3 > MAXFDS_TO_SEND:
             raise ValueError(f"too many descriptors for one process: {len(fds)}")
@@ -181,8 +191,9 @@ class ForkServer:
             with self._lock:
                 for attempt in (1, 2):
                     self._ensure_running_unlocked()
-                    connection = self._connection
-                    assert connection is not None
+                    connection, replies = self._connection, self._replies
+                    assert connection is not None and replies is not None
+                    replies.drain()  # so the server never waits to send a pid
                     changed = state != self._state_sent
                     state_bytes = _dump_state(popen, state) if changed else b""
                     if module is not None and module not in self._modules:
@@ -196,6 +207,7 @@ class ForkServer:
                         connection.sendall(payload)
                         self._state_sent = state
                         self._modules_told = len(self._modules)
+                        request = replies.requested()
                         break
                     except (BrokenPipeError, ConnectionResetError):
                         # The server died since it last answered: once more, on a new one.
@@ -212,17 +224,15 @@ class ForkServer:
         finally:
             os.close(status_w)
             os.close(alive_r)
-        try:
-            pid = read_signed(status_r)
-        except BaseException:
-            os.close(status_r)
-            os.close(alive_w)
-            raise
-        return pid, status_r, alive_w
+        assert replies is not None
+        return replies, request, status_r, alive_w
 
     def _close_at_exit(self) -> None:
         """At interpreter exit, after the children were joined: the server exits."""
         with self._lock:
+            if self._replies is not None:
+                self._replies.close()
+                self._replies = None
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
@@ -237,9 +247,71 @@ class ForkServer:
             except OSError:
                 pass
         self._connection = None
+        self._replies = None
         self._forkserver_pid = None
         self._state_sent = None
         self._modules_told = 0
+
+
+class _Replies:
+    """The pids one server sends back, one per request, in request order."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
+        self._lock = threading.Lock()
+        self._requested = 0  # requests sent (the next one's number)
+        self._received = 0  # pids read
+        self._buffer = b""
+        self._pids: dict[int, int] = {}  # read, not yet asked for
+        self._closed = False
+
+    def requested(self) -> int:
+        """A request was sent (under the server's lock): its number."""
+        number = self._requested
+        self._requested += 1
+        return number
+
+    def _take(self, data: bytes) -> None:
+        buffer = self._buffer + data
+        whole = len(buffer) - len(buffer) % _SIGNED.size
+        for (pid,) in _SIGNED.iter_unpack(buffer[:whole]):
+            self._pids[self._received] = pid
+            self._received += 1
+        self._buffer = buffer[whole:]
+
+    def drain(self) -> None:
+        """Read the pids that arrived, without waiting."""
+        with self._lock:
+            while not self._closed:
+                try:
+                    data = self._connection.recv(65536, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    data = b""
+                if not data:
+                    self._closed = True
+                    return
+                self._take(data)
+
+    def pid(self, number: int) -> int | None:
+        """The pid of request ``number``, waiting for it; ``None`` if the server went away
+        before it forked (its exit code reads 255, as in the standard library)."""
+        with self._lock:
+            while number not in self._pids and not self._closed:
+                try:
+                    data = self._connection.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    self._closed = True
+                    break
+                self._take(data)
+            return self._pids.pop(number, None)
+
+    def close(self) -> None:
+        """The connection is being closed: a pid not read by now will not come."""
+        self._closed = True
 
 
 def _dump_state(popen: Popen, state: dict[str, Any]) -> bytes:
@@ -325,7 +397,32 @@ class Popen(_ForkPopen):
 
     def __init__(self, process_obj: Any) -> None:
         self._fds: list[int] = []
+        self._pid: int | None = None
+        self._replies: _Replies | None = None
+        self._request = -1
+        self._on_pid: list[Callable[[int], None]] = []
         super().__init__(process_obj)
+
+    @property
+    def pid(self) -> int | None:  # type: ignore[override]
+        """The child's pid: read from the server's replies the first time it is needed."""
+        replies = self._replies
+        if replies is not None:
+            self._replies = None
+            self._pid = replies.pid(self._request)
+            if self._pid is not None:
+                for callback in self._on_pid:
+                    callback(self._pid)
+            self._on_pid = []
+        return self._pid
+
+    def when_pid(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(pid)`` once the pid is known (now, if it is)."""
+        if self._replies is None:
+            if self._pid is not None:
+                callback(self._pid)
+        else:
+            self._on_pid.append(callback)
 
     def duplicate_for_child(self, fd: int) -> int:
         self._fds.append(fd)
@@ -343,7 +440,7 @@ class Popen(_ForkPopen):
         finally:
             set_spawning_popen(None)
         module = _code_module(process_obj)
-        self.pid, self.sentinel, alive_w = _forkserver.new_process(
+        self._replies, self._request, self.sentinel, alive_w = _forkserver.new_process(
             self, state, module, buf.getbuffer()
         )
         self.finalizer = util.Finalize(self, _util.close_fds, (alive_w, self.sentinel))
@@ -355,12 +452,17 @@ class Popen(_ForkPopen):
             timeout = 0 if flag == os.WNOHANG else None
             if not wait([self.sentinel], timeout):
                 return None
+            self.pid  # noqa: B018 - read by now (sent before the exit): frees its slot
             try:
                 self.returncode = read_signed(self.sentinel)
             except (OSError, EOFError):
                 # The server died before it could report the exit (as the stdlib says).
                 self.returncode = 255
         return self.returncode
+
+    def _send_signal(self, sig: int) -> None:
+        if self.pid is not None:  # None: the server went away before it forked
+            super()._send_signal(sig)  # type: ignore[misc]
 
 
 # -- the server --------------------------------------------------------------------------
@@ -435,11 +537,11 @@ def main(
             del payload
             for fd in fds:
                 os.close(fd)
-            try:
-                write_signed(status_w, pid)
-            except BrokenPipeError:
-                pass
             status_fds[pid] = status_w
+            try:
+                connection.sendall(_SIGNED.pack(pid))
+            except OSError:
+                return  # the parent is gone
 
 
 def _receive(

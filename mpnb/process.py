@@ -17,15 +17,17 @@ standard library's with one mixin that:
 
 from __future__ import annotations
 
+import functools
 import multiprocessing.context as _std_context
 import multiprocessing.process as _std_process
 import os
 import signal
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, cast
+from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, cast, runtime_checkable
 
 from . import _owner, _pickle, _routing, _world, shutdown
 from .registry import REGISTRY, signal_name
@@ -140,8 +142,13 @@ class _MpnbProcess(_ProcessBase):
             raise
         self._mpnb_key = key
         _owner.started(self, detach)
-        REGISTRY.update_process(key, pid=self.pid)
-        timeline_record.process_started(self)
+        popen = _internals(self)._popen
+        if isinstance(popen, _LazyPid):  # mpnb's fork server: the pid comes when first read
+            timeline_record.process_started(self, None)
+            popen.when_pid(functools.partial(_pid_known, key, weakref.ref(self)))
+        else:
+            REGISTRY.update_process(key, pid=self.pid)
+            timeline_record.process_started(self, self.pid)
 
     def _effective_start_method(self) -> str:
         method = _internals(self)._start_method
@@ -205,6 +212,20 @@ class _MpnbProcess(_ProcessBase):
             REGISTRY.update_process(key, exitcode=code)
             timeline_record.process_ended(self, code)
         return code
+
+
+@runtime_checkable
+class _LazyPid(Protocol):
+    """A ``Popen`` whose pid comes after ``start`` (``mpnb.forkserver.Popen``)."""
+
+    def when_pid(self, callback: Callable[[int], None]) -> None: ...
+
+
+def _pid_known(key: int, process: weakref.ref[BaseProcess], pid: int) -> None:
+    REGISTRY.update_process(key, pid=pid)
+    alive = process()
+    if alive is not None:
+        timeline_record.process_pid(alive, pid)
 
 
 def _rebuild_in_world(worlds: list[Any], make: Callable[..., Any], args: tuple[Any, ...]) -> Any:

@@ -225,3 +225,154 @@ def test_the_server_exits_when_its_parent_is_killed(tmp_path):
         if parent.stdout is not None:
             parent.stdout.close()
     server.wait(WAIT)  # gone, not an orphan: its connection reached end of file
+
+
+# -- the pid comes after start() ------------------------------------------------------------
+
+
+def send_pid(conn) -> None:
+    conn.send(os.getpid())
+    conn.close()
+
+
+def test_the_pid_read_after_start_is_the_childs_and_reaches_the_registry(fs):
+    from mpnb.registry import REGISTRY
+
+    r, w = fs.Pipe(duplex=False)
+    p = fs.Process(target=send_pid, args=(w,), name="pid-check")
+    p.start()
+    w.close()
+    assert r.poll(WAIT)
+    assert p.pid == r.recv()
+    p.join(WAIT)
+    r.close()
+    records = [rec for rec in REGISTRY.snapshot()[0] if rec.name == "pid-check"]
+    assert records and records[-1].pid == p.pid and records[-1].exitcode == 0
+
+
+def test_a_request_the_server_never_served_reads_no_pid_and_exit_code_255(fs):
+    warm = fs.Process(target=exit_with, args=(0,))
+    warm.start()
+    warm.join(WAIT)
+    server = forkserver._forkserver._forkserver_pid
+    os.kill(server, signal.SIGSTOP)  # the request waits in the socket...
+    try:
+        p = fs.Process(target=exit_with, args=(0,))
+        p.start()  # returns without waiting for the fork
+    finally:
+        os.kill(server, signal.SIGKILL)  # ...and the server dies before it reads it
+    p.join(WAIT)
+    assert p.pid is None and p.exitcode == 255
+    p.terminate()  # nothing to signal: no error
+    q = fs.Process(target=exit_with, args=(5,))
+    q.start()
+    q.join(WAIT)
+    assert q.exitcode == 5  # a new server
+
+
+# -- modules learned from targets -----------------------------------------------------------
+
+LEARNED = """
+import os
+
+MODE = os.environ.get("MPNB_LEARN_MODE", "unset")
+with open(os.environ["MPNB_LEARN_LOG"], "a") as f:
+    f.write(f"{os.getpid()}\\n")
+
+def answer(conn):
+    conn.send((VERSION, MODE))
+    conn.close()
+
+VERSION = 1
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """A fresh user module on sys.path that logs the pid of each process importing it,
+    and a new fork server (what it learned is per server)."""
+    name = f"mpnb_learned_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(LEARNED)
+    log = tmp_path / "imports.log"
+    monkeypatch.setenv("MPNB_LEARN_LOG", str(log))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    forkserver._forkserver._stop()
+    module = __import__(name)
+    yield module, tmp_path / f"{name}.py", log
+    sys.modules.pop(name, None)
+    forkserver._forkserver._stop()
+
+
+def answers(fs, module, count=1):
+    out, pids = [], []
+    for _ in range(count):
+        r, w = fs.Pipe(duplex=False)
+        p = fs.Process(target=module.answer, args=(w,))
+        p.start()
+        w.close()
+        assert r.poll(WAIT), "the child sent nothing"
+        out.append(r.recv())
+        r.close()
+        p.join(WAIT)
+        assert p.exitcode == 0
+        pids.append(p.pid)
+    return out, pids
+
+
+def importers(log) -> set[int]:
+    return {int(line) for line in log.read_text().split()}
+
+
+def test_a_targets_module_is_imported_in_the_server_not_in_each_child(fs, user_module):
+    module, _, log = user_module
+    out, pids = answers(fs, module, count=4)
+    assert out == [(1, "unset")] * 4
+    assert not importers(log) & set(pids)
+    # The server learned it with the first request, before it forked the first child.
+    assert module.__name__ in forkserver._forkserver._modules
+
+
+def test_an_edited_module_reaches_the_next_child(fs, user_module):
+    module, path, log = user_module
+    assert answers(fs, module)[0] == [(1, "unset")]
+    path.write_text(LEARNED.replace("VERSION = 1", "VERSION = 22"))  # another size, too
+    out, pids = answers(fs, module, count=2)
+    assert out == [(22, "unset")] * 2
+    assert not importers(log) & set(pids)
+
+
+def test_a_changed_environ_reimports_a_learned_module(fs, user_module, monkeypatch):
+    module, _, _ = user_module
+    assert answers(fs, module, count=2)[0] == [(1, "unset")] * 2
+    monkeypatch.setenv("MPNB_LEARN_MODE", "fast")
+    assert answers(fs, module)[0] == [(1, "fast")]
+
+
+def test_a_module_that_imports_a_third_party_package_is_left_to_each_child(fs, user_module):
+    module, path, log = user_module
+    path.write_text("import psutil\n" + LEARNED)
+    sys.modules.pop(module.__name__)
+    module = __import__(module.__name__)
+    out, pids = answers(fs, module, count=2)
+    assert out == [(1, "unset")] * 2
+    assert set(pids) <= importers(log)  # each child imported it (psutil as it loads)
+
+
+def test_a_module_that_fails_in_the_server_fails_in_each_child_where_it_is_seen(
+    fs, user_module, monkeypatch
+):
+    module, path, _ = user_module
+    path.write_text(
+        f"import os\nif os.getpid() != {os.getpid()}:\n    raise RuntimeError('not here')\n"
+        + LEARNED
+    )
+    sys.modules.pop(module.__name__)
+    module = __import__(module.__name__)
+    for _ in range(2):
+        r, w = fs.Pipe(duplex=False)
+        p = fs.Process(target=module.answer, args=(w,))
+        p.start()
+        w.close()
+        p.join(WAIT)
+        r.close()
+        assert p.exitcode == 1  # the child's own import raised, as without a server

@@ -42,6 +42,7 @@ __all__ = [
     "set_recording",
     "last_recorder",
     "process_started",
+    "process_pid",
     "process_ended",
     "process_records",
     "now",
@@ -233,14 +234,22 @@ _process_lock = threading.Lock()
 _process_numbers = itertools.count()
 
 
-def process_started(process: Any) -> None:
-    """A plain process started (pool workers are the pools' to record)."""
+def process_started(process: Any, pid: int | None) -> None:
+    """A plain process started (pool workers are the pools' to record); ``pid``: ``None``
+    until ``process_pid`` gives it (mpnb's fork server reports it after ``start``)."""
     if not _recording or getattr(process, "_mpnb_pool", None) is not None:
         return
-    entry = [process.name, process.pid, now(), None, None, next(_process_numbers)]
+    entry = [process.name, pid, now(), None, None, next(_process_numbers)]
     with _process_lock:
         _processes.append(entry)
         _by_process[process] = entry
+
+
+def process_pid(process: Any, pid: int) -> None:
+    """A plain process's pid became known."""
+    entry = _by_process.get(process)
+    if entry is not None:
+        entry[1] = pid
 
 
 def process_ended(process: Any, exitcode: int) -> None:

@@ -158,6 +158,10 @@ class ForkServer:
             self._replies.close()
         self._replies = None
         if self._connection is not None:
+            try:
+                self._connection.shutdown(socket.SHUT_RDWR)  # wakes a thread reading a pid
+            except OSError:
+                pass
             self._connection.close()
         self._connection = None
         self._forkserver_pid = None

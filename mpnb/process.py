@@ -27,7 +27,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, cast
 
 from . import _owner, _pickle, _routing, _world, shutdown
 from .registry import REGISTRY, signal_name
@@ -143,9 +143,9 @@ class _MpnbProcess(_ProcessBase):
         self._mpnb_key = key
         _owner.started(self, detach)
         popen = _internals(self)._popen
-        if isinstance(popen, _LazyPid):  # mpnb's fork server: the pid comes when first read
+        if hasattr(popen, "when_pid"):  # mpnb's fork server: the pid comes when first read
             timeline_record.process_started(self, None)
-            popen.when_pid(functools.partial(_pid_known, key, weakref.ref(self)))
+            cast(_LazyPid, popen).when_pid(functools.partial(_pid_known, key, weakref.ref(self)))
         else:
             REGISTRY.update_process(key, pid=self.pid)
             timeline_record.process_started(self, self.pid)
@@ -214,7 +214,6 @@ class _MpnbProcess(_ProcessBase):
         return code
 
 
-@runtime_checkable
 class _LazyPid(Protocol):
     """A ``Popen`` whose pid comes after ``start`` (``mpnb.forkserver.Popen``)."""
 

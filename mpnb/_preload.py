@@ -58,13 +58,16 @@ def import_main(path: str | None, name: str | None) -> None:
 
 
 def import_preload(names: list[str]) -> None:
-    """Import the preload list (``set_forkserver_preload``); a missing name is skipped, as
-    in the standard library's server."""
+    """Import the preload list (``set_forkserver_preload``). A missing name is skipped, as
+    in the standard library's server; a module that raises is skipped with a line on
+    stderr (a child that needs it imports it and reports the error itself)."""
     for name in names:
         try:
             __import__(name)
         except ImportError:
             pass
+        except Exception as exc:
+            print(f"mpnb's fork server could not preload {name!r}: {exc!r}", file=sys.stderr)
 
 
 def _allowed(name: str) -> bool:

@@ -76,6 +76,7 @@ MAXFDS_TO_SEND = 256
 _HEADER = struct.Struct("=QQQI")
 _MAIN_KEYS = ("sys_path", "init_main_from_path", "init_main_from_name")
 _SIGNED = struct.Struct("q")
+_READY = -1  # the server's first message: not a pid
 
 
 class ForkServer:
@@ -136,7 +137,10 @@ class ForkServer:
             # that the preparation data does not have).
             prep = {key: data[key] for key in _MAIN_KEYS if key in data}
             package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            # SIGINT ignored from the first line: a ^C meant for the parent's group must
+            # not stop the server while it imports its preloads.
             cmd = (
+                "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
                 f"import sys; sys.path.insert(0, {package_root!r}); "
                 "from mpnb.forkserver import main; "
                 f"main({theirs.fileno()}, {preload!r}, **{prep!r})"
@@ -149,6 +153,22 @@ class ForkServer:
             raise
         finally:
             theirs.close()
+        # The server says it is ready (preloads imported, ^C ignored) before anything is
+        # asked of it: a request is never lost to a server still starting.
+        ready = b""
+        while len(ready) < _SIGNED.size:
+            chunk = mine.recv(_SIGNED.size - len(ready))
+            if not chunk:
+                break
+            ready += chunk
+        if ready != _SIGNED.pack(_READY):
+            mine.close()
+            _reap(pid, 1.0)
+            raise RuntimeError(
+                "mpnb's fork server exited as it started (its error, if any, is on this "
+                "process's stderr); the spawn start method does not need it: "
+                "mpnb.get_context('spawn')"
+            )
         self._connection = mine
         self._replies = _Replies(mine)
         self._forkserver_pid = pid
@@ -498,6 +518,7 @@ def main(
     old_handlers = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     signal.set_wakeup_fd(sig_w)
     connection = socket.socket(fileno=connection_fd)
+    connection.sendall(_SIGNED.pack(_READY))
     poller = select.poll()
     poller.register(connection, select.POLLIN)
     poller.register(sig_r, select.POLLIN)
@@ -553,7 +574,10 @@ def _receive(
 ) -> tuple[bytearray, bytearray, bytearray, list[int]] | None:
     """One request: the state (empty if unchanged), the modules to learn (empty if none),
     the payload and the descriptors; ``None`` at end of file."""
-    header, fds, _, _ = socket.recv_fds(connection, _HEADER.size, MAXFDS_TO_SEND)
+    try:
+        header, fds, _, _ = socket.recv_fds(connection, _HEADER.size, MAXFDS_TO_SEND)
+    except ConnectionResetError:  # the parent closed with pids unread
+        return None
     if not header:
         return None
     while len(header) < _HEADER.size:
@@ -577,7 +601,10 @@ def _receive_exactly(connection: socket.socket, length: int) -> bytearray | None
     view = memoryview(data)
     got = 0
     while got < length:
-        n = connection.recv_into(view[got:])
+        try:
+            n = connection.recv_into(view[got:])
+        except ConnectionResetError:
+            return None
         if not n:
             return None
         got += n

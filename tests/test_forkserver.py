@@ -376,3 +376,34 @@ def test_a_module_that_fails_in_the_server_fails_in_each_child_where_it_is_seen(
         p.join(WAIT)
         r.close()
         assert p.exitcode == 1  # the child's own import raised, as without a server
+
+
+def test_a_server_that_dies_as_it_starts_is_a_clear_error_and_nothing_half_started(
+    fs, tmp_path, monkeypatch
+):
+    from mpnb.registry import REGISTRY
+
+    (tmp_path / "mpnb_dies_on_import.py").write_text("import os\nos._exit(3)\n")
+    (tmp_path / "mpnb_raises_on_import.py").write_text("raise RuntimeError('no')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    forkserver._forkserver._stop()
+    try:
+        # A preload that raises is skipped (with a line on stderr): the server runs.
+        mpnb.set_forkserver_preload(["__main__", "mpnb_raises_on_import"])
+        p = fs.Process(target=exit_with, args=(0,))
+        p.start()
+        p.join(WAIT)
+        assert p.exitcode == 0
+        forkserver._forkserver._stop()
+        # One that ends the interpreter: start() says so, and nothing is left behind.
+        mpnb.set_forkserver_preload(["__main__", "mpnb_dies_on_import"])
+        before = len(REGISTRY.snapshot()[0])
+        p = fs.Process(target=exit_with, args=(0,), name="never-started")
+        with pytest.raises(RuntimeError, match="fork server exited as it started"):
+            p.start()
+        assert p._popen is None
+        assert len(REGISTRY.snapshot()[0]) == before
+        assert forkserver._forkserver._forkserver_pid is None
+    finally:
+        mpnb.set_forkserver_preload(["__main__"])
+        forkserver._forkserver._stop()

@@ -37,6 +37,7 @@ mpnb's server.
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import pickle
@@ -46,6 +47,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing import process, reduction, resource_tracker, spawn, util
 from multiprocessing.context import set_spawning_popen
@@ -58,6 +60,7 @@ from ._world import apply_environ, environ_snapshot
 # Private helpers of ``multiprocessing.util`` that typeshed leaves out, used as
 # ``multiprocessing.forkserver`` and ``popen_fork`` use them.
 _util: Any = util
+_atexit: Any = atexit
 
 __all__ = [
     "ForkServer",
@@ -139,11 +142,12 @@ class ForkServer:
             package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             # SIGINT ignored from the first line: a ^C meant for the parent's group must
             # not stop the server while it imports its preloads.
+            # (Its children get the handler it started with.)
             cmd = (
-                "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "import signal; sigint = signal.signal(signal.SIGINT, signal.SIG_IGN); "
                 f"import sys; sys.path.insert(0, {package_root!r}); "
                 "from mpnb.forkserver import main; "
-                f"main({theirs.fileno()}, {preload!r}, **{prep!r})"
+                f"main({theirs.fileno()}, {preload!r}, sigint, **{prep!r})"
             )
             exe = spawn.get_executable()
             args = [exe, *_util._args_from_interpreter_flags(), "-c", cmd]
@@ -348,8 +352,6 @@ def _dump_state(popen: Popen, state: dict[str, Any]) -> bytes:
 
 def _reap(pid: int, timeout: float) -> None:
     """Wait up to ``timeout`` seconds for the server to exit, then kill it."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -425,28 +427,33 @@ class Popen(_ForkPopen):
         self._replies: _Replies | None = None
         self._request = -1
         self._on_pid: list[Callable[[int], None]] = []
+        self._poll_lock = threading.Lock()
+        self._pid_lock = threading.Lock()
         super().__init__(process_obj)
 
     @property
     def pid(self) -> int | None:  # type: ignore[override]
         """The child's pid: read from the server's replies the first time it is needed."""
-        replies = self._replies
-        if replies is not None:
-            self._replies = None
-            self._pid = replies.pid(self._request)
-            if self._pid is not None:
-                for callback in self._on_pid:
-                    callback(self._pid)
-            self._on_pid = []
+        if self._replies is not None:
+            with self._pid_lock:  # one reader; another thread asking meanwhile waits
+                replies = self._replies
+                if replies is not None:
+                    self._pid = replies.pid(self._request)
+                    self._replies = None
+                    callbacks, self._on_pid = self._on_pid, []
+                    if self._pid is not None:
+                        for callback in callbacks:
+                            callback(self._pid)
         return self._pid
 
     def when_pid(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(pid)`` once the pid is known (now, if it is)."""
-        if self._replies is None:
-            if self._pid is not None:
-                callback(self._pid)
-        else:
-            self._on_pid.append(callback)
+        with self._pid_lock:
+            if self._replies is not None:
+                self._on_pid.append(callback)
+                return
+        if self._pid is not None:
+            callback(self._pid)
 
     def duplicate_for_child(self, fd: int) -> int:
         self._fds.append(fd)
@@ -476,12 +483,17 @@ class Popen(_ForkPopen):
             timeout = 0 if flag == os.WNOHANG else None
             if not wait([self.sentinel], timeout):
                 return None
-            self.pid  # noqa: B018 - read by now (sent before the exit): frees its slot
-            try:
-                self.returncode = read_signed(self.sentinel)
-            except (OSError, EOFError):
-                # The server died before it could report the exit (as the stdlib says).
-                self.returncode = 255
+            # One reader: ``start()`` polls every child (``process._cleanup``) from any
+            # thread, and a second read of the status would find the pipe at its end.
+            with self._poll_lock:
+                if self.returncode is None:
+                    self.pid  # noqa: B018 - read by now (sent before the exit): frees its slot
+                    try:
+                        self.returncode = read_signed(self.sentinel)
+                    except (OSError, EOFError):
+                        # The server died before it could report the exit (as the stdlib
+                        # says).
+                        self.returncode = 255
         return self.returncode
 
     def _send_signal(self, sig: int) -> None:
@@ -495,11 +507,13 @@ class Popen(_ForkPopen):
 def main(
     connection_fd: int,
     preload: list[str],
+    sigint: Any = signal.default_int_handler,
     sys_path: list[str] | None = None,
     init_main_from_path: str | None = None,
     init_main_from_name: str | None = None,
 ) -> None:
-    """Run the fork server on ``connection_fd`` until it reaches end of file."""
+    """Run the fork server on ``connection_fd`` until it reaches end of file; ``sigint``:
+    the SIGINT handler its children start with (the one it started with)."""
     if sys_path is not None:
         sys.path[:] = sys_path
     if "__main__" in preload:
@@ -516,6 +530,7 @@ def main(
         signal.SIGINT: signal.SIG_IGN,
     }
     old_handlers = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    old_handlers[signal.SIGINT] = sigint
     signal.set_wakeup_fd(sig_w)
     connection = socket.socket(fileno=connection_fd)
     connection.sendall(_SIGNED.pack(_READY))
@@ -553,11 +568,16 @@ def main(
                     signal.set_wakeup_fd(-1)
                     for sig, handler in old_handlers.items():
                         signal.signal(sig, handler)
+                    # The child's exit handlers are its own, multiprocessing's first (it
+                    # flushes the queues): as a forked child of Python 3.13 exits.
+                    _atexit._clear()
+                    _atexit.register(_util._exit_function)
                     code = _serve_one(unapplied, payload, fds)
                 except Exception:
                     sys.excepthook(*sys.exc_info())
                     sys.stderr.flush()
                 finally:
+                    _atexit._run_exitfuncs()
                     os._exit(code)
             del payload
             for fd in fds:

@@ -407,3 +407,53 @@ def test_a_server_that_dies_as_it_starts_is_a_clear_error_and_nothing_half_start
     finally:
         mpnb.set_forkserver_preload(["__main__"])
         forkserver._forkserver._stop()
+
+
+def sigint_handler(conn) -> None:
+    conn.send(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    conn.close()
+
+
+def test_a_child_gets_the_default_sigint_handler_though_the_server_ignores_it(fs):
+    r, w = fs.Pipe(duplex=False)
+    p = fs.Process(target=sigint_handler, args=(w,))
+    p.start()
+    w.close()
+    assert r.poll(WAIT) and r.recv() is True
+    p.join(WAIT)
+    r.close()
+
+
+def put_many(q, count: int) -> None:
+    for i in range(count):
+        q.put((i, b"x" * (i % 3) * 3000))
+
+
+def test_a_child_that_ends_after_filling_its_queue_flushes_it_first(fs):
+    # The child exits while its feeder thread still holds items (the pipe is full until
+    # the parent reads): multiprocessing's exit handler must run in the child.
+    q = fs.Queue()
+    p = fs.Process(target=put_many, args=(q, 300))
+    p.start()
+    try:
+        got = [q.get(timeout=WAIT)[0] for _ in range(300)]
+        assert got == list(range(300))
+    finally:
+        p.join(WAIT)
+        q.close()
+        q.join_thread()
+    assert p.exitcode == 0
+
+
+def register_exit_handler(path: str) -> None:
+    import atexit
+
+    atexit.register(lambda: open(path, "w").write("ran"))
+
+
+def test_a_childs_own_exit_handlers_run(fs, tmp_path):
+    marker = tmp_path / "atexit.txt"
+    p = fs.Process(target=register_exit_handler, args=(str(marker),))
+    p.start()
+    p.join(WAIT)
+    assert p.exitcode == 0 and marker.read_text() == "ran"

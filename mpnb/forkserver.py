@@ -350,24 +350,29 @@ def _dump_state(popen: Popen, state: dict[str, Any]) -> bytes:
         set_spawning_popen(None)
 
 
-def _reap(pid: int, timeout: float) -> None:
-    """Wait up to ``timeout`` seconds for the server to exit, then kill it."""
+def reaped(pid: int, timeout: float) -> bool:
+    """Whether child ``pid`` exited (and was reaped) within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            return
+            return True
         if done:
-            return
+            return True
         if time.monotonic() >= deadline:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-            return
+            return False
         time.sleep(0.005)
+
+
+def _reap(pid: int, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for the server to exit, then kill it."""
+    if not reaped(pid, timeout):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 def read_signed(fd: int) -> int:

@@ -33,6 +33,7 @@ import weakref
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, cast
 
+from .forkserver import reaped
 from .registry import REGISTRY
 
 __all__ = ["GRACE", "watch", "track", "stopping", "stop_all"]
@@ -207,20 +208,6 @@ def kernel_shutdown() -> None:
     _stop_resource_tracker()
 
 
-def _reaped(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return True
-        if done:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-
-
 def _stop_forkserver() -> None:
     """Stop mpnb's fork server, and the standard library's if this process started it."""
     if sys.platform == "win32":  # pragma: no cover - Windows has none
@@ -239,7 +226,7 @@ def _stop_forkserver() -> None:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        if not _reaped(pid, HELPER_GRACE):
+        if not reaped(pid, HELPER_GRACE):
             return
         alive_fd = server._forkserver_alive_fd
         try:
@@ -269,4 +256,4 @@ def _stop_resource_tracker() -> None:
         os.close(fd)  # the tracker exits once every copy of this descriptor is closed
         tracker._fd = None
         tracker._pid = None
-        _reaped(pid, HELPER_GRACE)
+        reaped(pid, HELPER_GRACE)

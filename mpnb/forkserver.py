@@ -38,6 +38,7 @@ mpnb's server.
 from __future__ import annotations
 
 import atexit
+import importlib
 import io
 import os
 import pickle
@@ -61,6 +62,8 @@ from ._world import apply_environ, environ_snapshot
 # ``multiprocessing.forkserver`` and ``popen_fork`` use them.
 _util: Any = util
 _atexit: Any = atexit
+# The C module behind ``signal`` (no enum conversions; typeshed has no stub for it).
+_signal: Any = importlib.import_module("_signal")
 
 __all__ = [
     "ForkServer",
@@ -536,6 +539,10 @@ def main(
     }
     old_handlers = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     old_handlers[signal.SIGINT] = sigint
+    child_handlers = [
+        (int(sig), int(handler) if isinstance(handler, int) else handler)
+        for sig, handler in old_handlers.items()
+    ]
     signal.set_wakeup_fd(sig_w)
     connection = socket.socket(fileno=connection_fd)
     connection.sendall(_SIGNED.pack(_READY))
@@ -567,12 +574,13 @@ def main(
             if pid == 0:
                 code = 1
                 try:
-                    connection.close()
-                    for fd in (sig_r, sig_w, status_w, *status_fds.values()):
+                    for fd in (connection_fd, sig_r, sig_w, status_w, *status_fds.values()):
                         os.close(fd)
                     signal.set_wakeup_fd(-1)
-                    for sig, handler in old_handlers.items():
-                        signal.signal(sig, handler)
+                    # ``_signal``'s own function: ``signal.signal`` converts to and from
+                    # enums, Python code that each child would run (and copy pages for).
+                    for sig, handler in child_handlers:
+                        _signal.signal(sig, handler)
                     # The child's exit handlers are its own, multiprocessing's first (it
                     # flushes the queues): as a forked child of Python 3.13 exits.
                     _atexit._clear()

@@ -50,6 +50,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing import forkserver as _std_forkserver
 from multiprocessing import process, reduction, resource_tracker, spawn, util
 from multiprocessing.context import set_spawning_popen
 from multiprocessing.popen_fork import Popen as _ForkPopen
@@ -81,7 +82,7 @@ MPNB_PRELOAD = ("mpnb", "cloudpickle")
 MAXFDS_TO_SEND = 256
 _HEADER = struct.Struct("=QQQI")
 _MAIN_KEYS = ("sys_path", "init_main_from_path", "init_main_from_name")
-_SIGNED = struct.Struct("q")
+_SIGNED = _std_forkserver.SIGNED_STRUCT  # the stdlib's framing: pids, exit codes
 _READY = -1  # the server's first message: not a pid
 
 
@@ -180,16 +181,20 @@ class ForkServer:
         self._replies = _Replies(mine)
         self._forkserver_pid = pid
 
-    def _forget(self) -> None:
-        if self._replies is not None:
+    def _forget(self, *, forked_copy: bool = False) -> None:
+        """Drop the connection (the server exits once no process holds it) and what was
+        sent on it. ``forked_copy``: this is a forked child, whose parent still uses the
+        connection: close this copy only."""
+        if self._replies is not None and not forked_copy:
             self._replies.close()
         self._replies = None
         if self._connection is not None:
             try:
-                self._connection.shutdown(socket.SHUT_RDWR)  # wakes a thread reading a pid
+                if not forked_copy:
+                    self._connection.shutdown(socket.SHUT_RDWR)  # wakes a pid reader
+                self._connection.close()
             except OSError:
                 pass
-            self._connection.close()
         self._connection = None
         self._forkserver_pid = None
         self._state_sent = None
@@ -261,27 +266,13 @@ class ForkServer:
     def _close_at_exit(self) -> None:
         """At interpreter exit, after the children were joined: the server exits."""
         with self._lock:
-            if self._replies is not None:
-                self._replies.close()
-                self._replies = None
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            self._forget()
 
     def _after_fork_in_child(self) -> None:
         """A forked copy of this process starts its own server: it must never write to
         its parent's connection, nor keep that server alive."""
         self._lock = threading.Lock()
-        if self._connection is not None:
-            try:
-                self._connection.close()
-            except OSError:
-                pass
-        self._connection = None
-        self._replies = None
-        self._forkserver_pid = None
-        self._state_sent = None
-        self._modules_told = 0
+        self._forget(forked_copy=True)
 
 
 class _Replies:
@@ -376,23 +367,6 @@ def _reap(pid: int, timeout: float) -> None:
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
-
-
-def read_signed(fd: int) -> int:
-    """One 8-byte signed integer from ``fd`` (``EOFError`` if it closes first)."""
-    data = b""
-    while len(data) < _SIGNED.size:
-        chunk = os.read(fd, _SIGNED.size - len(data))
-        if not chunk:
-            raise EOFError("the fork server closed the status pipe")
-        data += chunk
-    return int(_SIGNED.unpack(data)[0])
-
-
-def write_signed(fd: int, value: int) -> None:
-    message = _SIGNED.pack(value)
-    while message:
-        message = message[os.write(fd, message) :]
 
 
 def _code_module(process_obj: Any) -> str | None:
@@ -497,7 +471,7 @@ class Popen(_ForkPopen):
                 if self.returncode is None:
                     self.pid  # noqa: B018 - read by now (sent before the exit): frees its slot
                     try:
-                        self.returncode = read_signed(self.sentinel)
+                        self.returncode = _std_forkserver.read_signed(self.sentinel)
                     except (OSError, EOFError):
                         # The server died before it could report the exit (as the stdlib
                         # says).
@@ -565,7 +539,7 @@ def main(
                 return  # the parent is gone
             state, learn, payload, (status_w, *fds) = request
             if state:
-                unapplied = None if _apply_state(state) else state
+                unapplied = None if _applied_here(state) else state
                 learned.reimport()  # what the learned modules' imports read may have changed
             if learn:
                 learned.learn(pickle.loads(learn))
@@ -644,20 +618,20 @@ def _receive_exactly(connection: socket.socket, length: int) -> bytearray | None
     return data
 
 
-def _apply_state(state: bytes | bytearray, here: bool = True) -> bool:
-    """Apply a parent's state (preparation data and environ) to this process; in the
-    server, whether it applied (if not, each child applies it and reports the error)."""
+def _apply_state(state: bytes | bytearray) -> None:
+    """Apply a parent's state (preparation data and environ) to this process."""
     data = pickle.loads(state)
-    environ = data.pop("environ")
-    if not here:  # a child: ``_serve_one`` marks it inheriting
-        apply_environ(environ)
-        spawn.prepare(data)
-        return True
+    apply_environ(data.pop("environ"))
+    spawn.prepare(data)
+
+
+def _applied_here(state: bytearray) -> bool:
+    """In the server: whether ``state`` applied (if not, each child applies it and
+    reports the error, as ``multiprocessing.spawn`` would)."""
     current = process.current_process()
     current._inheriting = True  # type: ignore[attr-defined]
     try:
-        apply_environ(environ)
-        spawn.prepare(data)
+        _apply_state(state)
     except Exception:
         return False
     finally:
@@ -682,7 +656,7 @@ def _reap_children(sig_r: int, status_fds: dict[int, int]) -> None:
         if status_w is None:
             continue
         try:
-            write_signed(status_w, os.waitstatus_to_exitcode(status))
+            _std_forkserver.write_signed(status_w, os.waitstatus_to_exitcode(status))
         except BrokenPipeError:
             pass
         os.close(status_w)
@@ -700,7 +674,7 @@ def _serve_one(unapplied: bytearray | None, payload: bytearray, fds: list[int]) 
     try:
         current.name = pickle.load(from_parent)
         if unapplied is not None:
-            _apply_state(unapplied, here=False)
+            _apply_state(unapplied)
         process_obj = pickle.load(from_parent)
     finally:
         del current._inheriting  # type: ignore[attr-defined]
